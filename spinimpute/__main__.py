@@ -1,0 +1,3 @@
+from spinimpute.cli import main
+
+main()

@@ -1,0 +1,162 @@
+"""Command-line interface: parses options and wires them to `spinimpute.workflows`."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import signal
+import sys
+
+import click
+
+from spinimpute import __version__
+from spinimpute.errors import SpinImputeError
+
+log = logging.getLogger("spinimpute")
+
+
+def _command_line() -> str:
+    return " ".join(shlex.quote(a) for a in ["spinimpute", *sys.argv[1:]])
+
+
+def _setup(threads: int, seed: int | None = None):
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    if seed is not None:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+
+
+def _device(name: str):
+    from spinimpute.impute import select_device
+
+    return select_device(name)
+
+
+class _Group(click.Group):
+    """Turns user errors into one line on stderr and an exit code; --debug shows tracebacks."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SpinImputeError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"spinimpute: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("spinimpute: interrupted; no output was written", err=True)
+            sys.exit(130)
+
+
+threads_option = click.option(
+    "--threads", "-t", type=click.IntRange(min=1), default=2, show_default=True, help="CPU threads (torch and htslib)."
+)
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Compute device; 'auto' uses a GPU when there is one, 'cuda' falls back to the CPU with a warning.",
+)
+seed_option = click.option("--seed", type=int, default=1, show_default=True, help="Random seed.")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="spinimpute")
+@click.option("-v", "--verbose", count=True, help="More log messages (repeatable).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def main(ctx, verbose, quiet, debug):
+    """Genotype imputation with Semi-Parametric Inducing Point Networks (SPIN).
+
+    Train a model on a phased reference panel once, then impute study samples against it.
+    """
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="spinimpute: %(message)s", stream=sys.stderr, force=True)
+    ctx.obj = {"debug": debug, "progress": not quiet}
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+@main.command()
+@click.option("--ref", "ref_path", required=True, help="Phased reference panel (VCF/BCF, bgzipped).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
+@click.option("--map", "map_path", type=click.Path(dir_okay=False), help="Genetic map (PLINK, or 'pos chr cM'). Default 1 cM/Mb.")
+@click.option("--steps", type=click.IntRange(min=0), default=300, show_default=True, help="Training steps.")
+@click.option("--window", "window_sites", type=click.IntRange(min=10), default=2000, show_default=True,
+              help="Sites written per window.")
+@click.option("--flank", "flank_sites", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Sites of context on each side of a window.")
+@seed_option
+@threads_option
+@device_option
+@click.pass_context
+def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, seed, threads, device):
+    """Train a model on a reference panel and store the panel with it."""
+    from spinimpute.training import TrainingOptions
+    from spinimpute.workflows import train_job
+
+    _setup(threads, seed)
+    train_job(
+        ref_path=ref_path,
+        out_path=out_path,
+        map_path=map_path,
+        options=TrainingOptions(steps=steps, seed=seed),
+        window_sites=window_sites,
+        flank_sites=flank_sites,
+        device=_device(device),
+        threads=threads,
+        command_line=_command_line(),
+        progress=ctx.obj["progress"],
+    )
+
+
+@main.command()
+@click.option("--target", "target_path", required=True, help="Study genotypes (VCF/BCF), phased.")
+@click.option("--model", "model_path", required=True, help="Model file written by 'spinimpute train'.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Output VCF (.vcf.gz, BGZF, indexed with .tbi).")
+@seed_option
+@threads_option
+@device_option
+@click.pass_context
+def impute(ctx, target_path, model_path, out_path, seed, threads, device):
+    """Impute all panel sites for every target sample."""
+    from spinimpute.workflows import impute_job
+
+    _setup(threads, seed)
+    impute_job(
+        target_path=target_path,
+        model_path=model_path,
+        out_path=out_path,
+        device=_device(device),
+        threads=threads,
+        command_line=_command_line(),
+        progress=ctx.obj["progress"],
+    )
+
+
+@main.command()
+@click.option("--truth", "truth_path", required=True, help="True genotypes (VCF with GT).")
+@click.option("--imputed", "imputed_path", required=True, help="Imputed VCF with FORMAT/DS.")
+@click.option("--ref", "ref_path", help="Reference panel, for minor allele frequencies (default: from the truth).")
+@click.option("--target", "target_path", help="Target VCF whose sites count as typed (default: sites without INFO/IMP).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
+@threads_option
+def evaluate(truth_path, imputed_path, ref_path, target_path, json_path, threads):
+    """Dosage r² by minor-allele-frequency bin over untyped sites."""
+    from spinimpute.evaluate import evaluate as run_evaluation
+    from spinimpute.workflows import write_json
+
+    result = run_evaluation(truth_path, imputed_path, ref_path=ref_path, target_path=target_path, threads=threads)
+    click.echo(result.table())
+    if json_path:
+        write_json(json_path, result.as_dict())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The imputation engine: runs a model over the windows of each contig.
+
+For each window it unpacks the panel's haplotypes, runs the copying model and the SPIN
+predictor for the target haplotypes in batches, and hands back the probabilities of the
+window's core sites, so windows stream and memory does not grow with contig length.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from spinimpute.errors import InputFileError
+from spinimpute.model import MASKED, SpinImputer
+from spinimpute.modelfile import ModelBundle, ReferenceContig
+from spinimpute.vcf import MISSING, Target, TargetContig
+from spinimpute.windows import Window, site_features
+
+log = logging.getLogger(__name__)
+
+# Bytes of forward-backward state per query batch; bounds peak memory per window.
+HMM_STATE_BUDGET = 256 * 2**20
+
+
+def window_logits(
+    network: SpinImputer,
+    *,
+    ref_alleles: torch.Tensor,
+    site_cm: torch.Tensor,
+    features: torch.Tensor,
+    typed_columns: torch.Tensor,
+    query_typed: torch.Tensor,
+    inducing: torch.Tensor,
+) -> torch.Tensor:
+    """ALT logits at every site of one window for a batch of query haplotypes.
+
+    Args:
+        ref_alleles: (R, W) float 0/1 reference haplotypes.
+        site_cm: (W,) genetic positions.
+        features: (W, SITE_FEATURES) site features.
+        typed_columns: (M,) long, window columns of the typed markers, increasing.
+        query_typed: (Q, M) long query alleles at those markers, MISSING where missing.
+        inducing: (I, F*E) inducing points of the window.
+
+    Returns:
+        (Q, W) logits.
+    """
+    observed = query_typed >= 0
+    hmm_prob = network.copy_probabilities(
+        ref_typed=ref_alleles[:, typed_columns],
+        query_typed=query_typed.clamp(min=0).to(ref_alleles.dtype),
+        observed=observed,
+        marker_cm=site_cm[typed_columns],
+        ref_sites=ref_alleles,
+        site_cm=site_cm,
+    )
+    query_alleles = torch.full(hmm_prob.shape, MASKED, dtype=torch.long, device=hmm_prob.device)
+    query_alleles[:, typed_columns] = torch.where(observed, query_typed, torch.full_like(query_typed, MASKED))
+    return network.predict(inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob, site_features=features)
+
+
+@dataclass
+class ImputedBlock:
+    """Results for the core sites [start, stop) of one window.
+
+    Attributes:
+        hap_prob: (stop - start, n_target_haplotypes) float32 ALT probabilities; typed,
+            observed alleles are exactly 0 or 1.
+        typed: (stop - start,) bool, sites present in the target.
+    """
+
+    contig: str
+    start: int
+    stop: int
+    hap_prob: np.ndarray
+    typed: np.ndarray
+
+
+def _query_batch_size(n_markers: int, n_ref: int) -> int:
+    per_query = max(1, 2 * n_markers * n_ref * 4)
+    return max(1, HMM_STATE_BUDGET // per_query)
+
+
+@torch.inference_mode()
+def impute_contig(
+    network: SpinImputer, contig: ReferenceContig, target: TargetContig, *, device: torch.device, name: str
+) -> Iterator[ImputedBlock]:
+    """Impute every site of a panel contig for all target haplotypes, window by window."""
+    n_target_haps = target.alleles.shape[1]
+    typed_sites = np.zeros(len(contig.sites), dtype=bool)
+    typed_sites[target.site_index] = True
+    for w_index, window in enumerate(contig.windows):
+        yield _impute_window(network, contig, target, window, w_index, typed_sites, n_target_haps, device, name)
+
+
+def _impute_window(network, contig, target, window: Window, w_index, typed_sites, n_target_haps, device, name):
+    ref = torch.from_numpy(contig.haplotypes(window.start, window.stop).T.astype(np.float32)).to(device)
+    site_cm = torch.from_numpy(contig.cm[window.start : window.stop].astype(np.float32)).to(device)
+    features = torch.from_numpy(
+        site_features(contig.alt_freq[window.start : window.stop], contig.cm[window.start : window.stop])
+    ).to(device)
+    inducing = torch.from_numpy(contig.inducing[w_index]).to(device)
+    lo, hi = np.searchsorted(target.site_index, [window.start, window.stop])
+    typed_columns = torch.from_numpy(target.site_index[lo:hi] - window.start).to(device)
+    target_alleles = torch.from_numpy(target.alleles[lo:hi].T.astype(np.int64)).to(device)  # (H, M)
+    core = slice(window.core_start - window.start, window.core_stop - window.start)
+    out = np.empty((window.core_stop - window.core_start, n_target_haps), dtype=np.float32)
+    batch = _query_batch_size(len(typed_columns), ref.shape[0])
+    for q0 in range(0, n_target_haps, batch):
+        q1 = min(n_target_haps, q0 + batch)
+        logits = window_logits(
+            network,
+            ref_alleles=ref,
+            site_cm=site_cm,
+            features=features,
+            typed_columns=typed_columns,
+            query_typed=target_alleles[q0:q1],
+            inducing=inducing,
+        )
+        prob = torch.sigmoid(logits.float())
+        observed = target_alleles[q0:q1] >= 0
+        prob[:, typed_columns] = torch.where(observed, target_alleles[q0:q1].float(), prob[:, typed_columns])
+        out[:, q0:q1] = prob[:, core].T.cpu().numpy()
+    return ImputedBlock(name, window.core_start, window.core_stop, out, typed_sites[window.core_start : window.core_stop])
+
+
+def contigs_to_impute(bundle: ModelBundle, target: Target, target_path) -> list[str]:
+    """Panel contigs that the target covers, in model order; errors when none."""
+    names = [c for c in bundle.contigs if c in target.contigs]
+    if not names:
+        raise InputFileError(
+            target_path,
+            "no target site overlaps the model's panel sites (contigs in model: "
+            + ", ".join(bundle.contigs)
+            + ")",
+        )
+    return names
+
+
+def select_device(requested: str) -> torch.device:
+    """'auto' takes a GPU when there is one; 'cuda' without one falls back with a warning."""
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        log.warning("--device cuda was requested but no CUDA device is available; running on the CPU")
+    return torch.device("cpu")
+
+
+def dosage_r2(hap_prob: np.ndarray) -> np.ndarray:
+    """Beagle's DR2: estimated squared correlation between estimated and true ALT dose.
+
+    Args:
+        hap_prob: (n_sites, n_haplotypes) ALT probabilities, sample i at 2i, 2i+1.
+
+    Returns:
+        (n_sites,) in [0, 1]: (sum d^2 - (sum d)^2 / n) / (sum E[x^2] - (sum d)^2 / n),
+        with d the dose and E[x^2] = p1 + p2 + 2 p1 p2 the expected squared true dose.
+    """
+    p = hap_prob.reshape(hap_prob.shape[0], -1, 2).astype(np.float64)
+    n = p.shape[1]
+    dose = p.sum(axis=2)
+    total = dose.sum(axis=1)
+    mean_term = total * total / n
+    num = (dose * dose).sum(axis=1) - mean_term
+    den = (p[:, :, 0] + p[:, :, 1] + 2 * p[:, :, 0] * p[:, :, 1]).sum(axis=1) - mean_term
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(den > 1e-12, num / den, 0.0)
+    return np.clip(r2, 0.0, 1.0)

@@ -1,0 +1,259 @@
+"""The SPIN imputation model: a pure nn.Module, no I/O.
+
+A window of the genome is a table whose rows are haplotypes and whose columns are k-mer
+tokens of consecutive SNPs. The dataset encoder (XABA, ABLA, XABD, as in SPIN) reads the
+reference rows and summarises the whole panel into a few inducing points, which are
+computed once per window and cached. The predictor combines two paths for each query
+haplotype:
+
+* the semi-parametric path, a Li-Stephens copying HMM over the reference haplotypes
+  (`spinimpute.hmm`), whose switch rate and mismatch rate are learned; it gives each
+  site an ALT probability that already follows template switches along the window;
+* the parametric path, SPIN's predictor: each token of the query row (its typed alleles,
+  mask bits and the HMM's probabilities) cross-attends to the cached inducing points,
+  and a head turns the result into a per-site scale and shift of the HMM's logit.
+
+The head starts at zero, so an untrained model is exactly the HMM; training moves it
+only where that lowers the loss on held-out panel haplotypes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from spinimpute import hmm
+
+SITE_FEATURES = 3  # minor allele frequency, log10 MAF, relative genetic position in the window
+MASKED = 2  # allele code of a masked (untyped) SNP inside a token
+
+
+class MultiheadAttentionBlock(nn.Module):
+    """Pre-norm attention block with a feed-forward layer (the MAB of SPIN).
+
+    Unlike the official SPIN code, attention is scaled by the head width and the
+    residual is the identity when query and output widths match.
+    """
+
+    def __init__(self, *, query_dim: int, kv_dim: int, out_dim: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if out_dim % n_heads:
+            raise ValueError("out_dim must be a multiple of n_heads")
+        self.n_heads = n_heads
+        self.norm_q = nn.LayerNorm(query_dim)
+        self.norm_kv = nn.LayerNorm(kv_dim)
+        self.to_q = nn.Linear(query_dim, out_dim)
+        self.to_kv = nn.Linear(kv_dim, 2 * out_dim)
+        self.mix = nn.Linear(out_dim, out_dim)
+        self.residual = nn.Identity() if query_dim == out_dim else nn.Linear(query_dim, out_dim)
+        self.norm_ff = nn.LayerNorm(out_dim)
+        self.ff = nn.Sequential(
+            nn.Linear(out_dim, 2 * out_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * out_dim, out_dim)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x: (B, Nq, query_dim) queries; y: (B, Nkv, kv_dim) keys and values -> (B, Nq, out_dim).
+
+        B broadcasts: y may have batch size 1 against a larger x.
+        """
+        b, nq, _ = x.shape
+        h = self.n_heads
+        q = self.to_q(self.norm_q(x))
+        k, v = self.to_kv(self.norm_kv(y)).chunk(2, dim=-1)
+        d = q.shape[-1] // h
+        q = q.view(b, nq, h, d).transpose(1, 2)
+        k = k.view(k.shape[0], -1, h, d).transpose(1, 2)
+        v = v.view(v.shape[0], -1, h, d).transpose(1, 2)
+        attn = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
+        out = (self.dropout(attn) @ v).transpose(1, 2).reshape(b, nq, h * d)
+        out = self.residual(x) + self.dropout(self.mix(out))
+        return out + self.ff(self.norm_ff(out))
+
+
+class SpinLayer(nn.Module):
+    """One SPIN layer: XABA and ABLA per row, then XABD from inducing points to all rows."""
+
+    def __init__(self, *, embed_dim: int, n_latents: int, n_heads: int, dropout: float):
+        super().__init__()
+        wide = n_latents * embed_dim
+        self.xaba = MultiheadAttentionBlock(
+            query_dim=embed_dim, kv_dim=embed_dim, out_dim=embed_dim, n_heads=n_heads, dropout=dropout
+        )
+        self.abla = MultiheadAttentionBlock(
+            query_dim=embed_dim, kv_dim=embed_dim, out_dim=embed_dim, n_heads=n_heads, dropout=dropout
+        )
+        self.xabd = MultiheadAttentionBlock(query_dim=wide, kv_dim=wide, out_dim=wide, n_heads=n_heads, dropout=dropout)
+
+    def forward(self, tokens, latents, inducing):
+        """tokens (N, D, E), latents (N, F, E), inducing (1, I, F*E) -> updated latents, inducing."""
+        latents = self.xaba(latents, tokens)
+        latents = self.abla(latents, latents)
+        inducing = self.xabd(inducing, latents.reshape(1, latents.shape[0], -1))
+        return latents, inducing
+
+
+class SpinImputer(nn.Module):
+    """SPIN dataset encoder and predictor fused with a Li-Stephens retrieval path.
+
+    Args:
+        embed_dim: token embedding width E.
+        n_latents: latent attributes per row F.
+        n_inducing: inducing points I.
+        n_layers: SPIN layers in the dataset encoder.
+        n_heads: attention heads.
+        kmer: SNPs per token.
+        dropout: dropout in attention blocks.
+        ne: initial effective population size of the copying model; the switch rate per
+            cM is 0.04 * ne / n_reference_haplotypes, as in Beagle.
+        mismatch: initial copying mismatch probability.
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int = 16,
+        n_latents: int = 8,
+        n_inducing: int = 8,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        kmer: int = 4,
+        dropout: float = 0.0,
+        ne: float = 1e5,
+        mismatch: float = 1e-3,
+    ):
+        super().__init__()
+        self.kmer = kmer
+        self.embed_dim = embed_dim
+        self.n_latents = n_latents
+        n_words = 3**kmer  # each SNP of a word is 0, 1 or masked
+        self.word_embedding = nn.Embedding(n_words, embed_dim)
+        self.site_projection = nn.Linear(kmer * SITE_FEATURES, embed_dim)
+        self.latent_init = nn.Parameter(torch.randn(n_latents, embed_dim) * 0.02)
+        self.inducing_init = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_inducing, n_latents * embed_dim)))
+        self.layers = nn.ModuleList(
+            SpinLayer(embed_dim=embed_dim, n_latents=n_latents, n_heads=n_heads, dropout=dropout)
+            for _ in range(n_layers)
+        )
+        self.hmm_projection = nn.Linear(2 * kmer, embed_dim)
+        self.predictor = MultiheadAttentionBlock(
+            query_dim=embed_dim, kv_dim=n_latents * embed_dim, out_dim=embed_dim, n_heads=n_heads, dropout=dropout
+        )
+        self.head = nn.Linear(embed_dim, 2 * kmer)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.log_ne = nn.Parameter(torch.tensor(math.log(ne)))
+        self.logit_mismatch = nn.Parameter(torch.tensor(math.log(mismatch / (1 - mismatch))))
+
+    # ---------------------------------------------------------------- helpers
+    def switch_rate(self, n_reference: int) -> torch.Tensor:
+        """Template switch rate per cM for a panel of n_reference haplotypes."""
+        return 0.04 * torch.exp(self.log_ne) / n_reference
+
+    def mismatch(self) -> torch.Tensor:
+        return torch.sigmoid(self.logit_mismatch)
+
+    def _pad(self, x: torch.Tensor, value: float) -> torch.Tensor:
+        """Pad the last dimension to a multiple of kmer."""
+        extra = (-x.shape[-1]) % self.kmer
+        if extra == 0:
+            return x
+        return nn.functional.pad(x, (0, extra), value=value)
+
+    def embed(self, alleles: torch.Tensor, site_features: torch.Tensor) -> torch.Tensor:
+        """Token embeddings of rows.
+
+        Args:
+            alleles: (N, W) long, 0/1 or MASKED, W sites of the window.
+            site_features: (W, SITE_FEATURES) float.
+
+        Returns:
+            (N, D, E) with D = ceil(W / kmer).
+        """
+        a = self._pad(alleles, MASKED)
+        n, w = a.shape
+        digits = a.view(n, w // self.kmer, self.kmer)
+        powers = 3 ** torch.arange(self.kmer, device=a.device)
+        words = (digits * powers).sum(-1)
+        feats = self._pad(site_features.T, 0.0).T.reshape(w // self.kmer, self.kmer * SITE_FEATURES)
+        return self.word_embedding(words) + self.site_projection(feats)
+
+    # ---------------------------------------------------------------- encoder
+    def encode(self, ref_alleles: torch.Tensor, site_features: torch.Tensor) -> torch.Tensor:
+        """Dataset encoder over the reference rows of a window.
+
+        Args:
+            ref_alleles: (R, W) long 0/1 reference haplotypes.
+            site_features: (W, SITE_FEATURES).
+
+        Returns:
+            inducing points (I, F*E), the window's summary of the panel.
+        """
+        tokens = self.embed(ref_alleles, site_features)
+        latents = self.latent_init.expand(tokens.shape[0], -1, -1)
+        inducing = self.inducing_init.unsqueeze(0)
+        for layer in self.layers:
+            latents, inducing = layer(tokens, latents, inducing)
+        return inducing.squeeze(0)
+
+    # ---------------------------------------------------------------- predictor
+    def predict(
+        self,
+        *,
+        inducing: torch.Tensor,
+        query_alleles: torch.Tensor,
+        hmm_prob: torch.Tensor,
+        site_features: torch.Tensor,
+    ) -> torch.Tensor:
+        """ALT logits for query haplotypes.
+
+        Args:
+            inducing: (I, F*E) cached inducing points of the window.
+            query_alleles: (Q, W) long, typed alleles 0/1, MASKED elsewhere.
+            hmm_prob: (Q, W) ALT probabilities from the copying model.
+            site_features: (W, SITE_FEATURES).
+
+        Returns:
+            (Q, W) logits.
+        """
+        q, w = query_alleles.shape
+        p = hmm_prob.clamp(1e-6, 1 - 1e-6)
+        hmm_logit = torch.log(p) - torch.log1p(-p)
+        tokens = self.embed(query_alleles, site_features)
+        d = tokens.shape[1]
+        hmm_feats = torch.stack([self._pad(p, 0.0), self._pad(hmm_logit, 0.0) / 10.0], dim=-1)
+        tokens = tokens + self.hmm_projection(hmm_feats.view(q, d, 2 * self.kmer))
+        attended = self.predictor(tokens.reshape(1, q * d, -1), inducing.unsqueeze(0)).view(q, d, -1)
+        scale, shift = self.head(attended).view(q, d, self.kmer, 2).unbind(-1)
+        scale, shift = scale.reshape(q, -1)[:, :w], shift.reshape(q, -1)[:, :w]
+        return (1.0 + scale) * hmm_logit + shift
+
+    def copy_probabilities(
+        self,
+        *,
+        ref_typed: torch.Tensor,
+        query_typed: torch.Tensor,
+        observed: torch.Tensor,
+        marker_cm: torch.Tensor,
+        ref_sites: torch.Tensor,
+        site_cm: torch.Tensor,
+    ) -> torch.Tensor:
+        """The semi-parametric path: Li-Stephens posterior ALT probabilities (Q, J).
+
+        Shapes as in `spinimpute.hmm.impute_sites`.
+        """
+        if ref_typed.shape[1] == 0:
+            freq = ref_sites.float().mean(dim=0)
+            return freq.expand(query_typed.shape[0], -1).clone()
+        return hmm.impute_sites(
+            ref_typed,
+            query_typed,
+            observed,
+            marker_cm,
+            ref_sites,
+            site_cm,
+            self.switch_rate(ref_typed.shape[0]),
+            self.mismatch(),
+        )

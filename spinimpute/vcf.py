@@ -1,0 +1,463 @@
+"""VCF input and output: files to numpy arrays and back.
+
+Nothing here knows about models. Reading uses cyvcf2 (htslib); writing produces BGZF
+text through pysam's BGZF writer, indexed with tabix once the file is complete, and
+published by renaming so that no partial output is ever visible under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from spinimpute.errors import InputFileError, OutputFileError
+
+MISSING = -1  # allele code for a missing target allele
+
+
+@dataclass
+class Sites:
+    """Biallelic sites of one contig, in file order.
+
+    Attributes:
+        contig: contig name as written in the file.
+        positions: (n_sites,) int64, 1-based.
+        ids, refs, alts: lists of n_sites strings.
+    """
+
+    contig: str
+    positions: np.ndarray
+    ids: list[str] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)
+    alts: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+@dataclass
+class PanelContig:
+    """A phased reference panel on one contig.
+
+    Attributes:
+        sites: the panel's biallelic sites (multiallelic records are split).
+        haplotypes: (n_sites, n_haplotypes) uint8 ALT indicators; haplotype 2i and
+            2i+1 belong to sample i.
+    """
+
+    sites: Sites
+    haplotypes: np.ndarray
+
+
+@dataclass
+class Panel:
+    samples: list[str]
+    contigs: dict[str, PanelContig]
+
+
+@dataclass
+class TargetContig:
+    """Target haplotypes at the panel sites they share.
+
+    Attributes:
+        site_index: (n_typed,) int64 indices into the panel contig's sites, increasing.
+        alleles: (n_typed, n_haplotypes) int8 ALT indicators in panel orientation,
+            MISSING where the genotype is missing.
+    """
+
+    site_index: np.ndarray
+    alleles: np.ndarray
+
+
+@dataclass
+class Target:
+    samples: list[str]
+    contigs: dict[str, TargetContig]
+    counts: dict[str, int]
+
+
+def _open_vcf(path, threads: int = 1, gts012: bool = False):
+    import cyvcf2
+
+    path = str(path)
+    if path != "-" and not os.path.exists(path):
+        raise InputFileError(path, "file not found")
+    if path != "-" and not os.access(path, os.R_OK):
+        raise InputFileError(path, "file is not readable")
+    try:
+        return cyvcf2.VCF(path, threads=max(1, threads), gts012=gts012, lazy=True)
+    except Exception as exc:  # cyvcf2 raises bare Exception on bad headers
+        raise InputFileError(path, _header_problem(path) or f"not a readable VCF/BCF file ({exc})") from None
+
+
+def _header_problem(path: str) -> str | None:
+    """A specific reason why htslib rejected a text VCF header, where one can be found."""
+    import gzip
+
+    try:
+        with open(path, "rb") as raw:
+            magic = raw.read(2)
+        opener = gzip.open if magic == b"\x1f\x8b" else open
+        with opener(path, "rt", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("#CHROM"):
+                    samples = line.rstrip("\n").split("\t")[9:]
+                    seen = set()
+                    for s in samples:
+                        if s in seen:
+                            return f"duplicate sample name '{s}'"
+                        seen.add(s)
+                    return None
+                if not line.startswith("##"):
+                    return "not a VCF file (no #CHROM header line)"
+    except (OSError, EOFError):
+        return None
+    return "not a VCF file (no #CHROM header line)"
+
+
+def _check_samples(path, samples: list[str]) -> None:
+    if not samples:
+        raise InputFileError(path, "the file has no samples")
+    seen = set()
+    for s in samples:
+        if s in seen:
+            raise InputFileError(path, f"duplicate sample name '{s}'")
+        seen.add(s)
+
+
+def _records(path, vcf) -> Iterator:
+    """Iterate records, turning htslib read failures into InputFileError."""
+    try:
+        yield from vcf
+    except Exception as exc:
+        raise InputFileError(path, f"could not read records: {exc}") from None
+
+
+def read_panel(path, *, threads: int = 1) -> Panel:
+    """Read a phased reference panel.
+
+    Multiallelic records are split into one biallelic site per ALT allele. Every
+    genotype must be phased, diploid and non-missing.
+    """
+    vcf = _open_vcf(path, threads)
+    samples = list(vcf.samples)
+    _check_samples(path, samples)
+    n_haps = 2 * len(samples)
+    contigs: dict[str, dict] = {}
+    current = None
+    last_pos = 0
+    for rec in _records(path, vcf):
+        chrom = rec.CHROM
+        if chrom != current:
+            if chrom in contigs:
+                raise InputFileError(path, f"records of contig '{chrom}' are not contiguous; sort the file")
+            contigs[chrom] = {"pos": [], "id": [], "ref": [], "alt": [], "hap": []}
+            current, last_pos = chrom, 0
+        if rec.POS < last_pos:
+            raise InputFileError(path, f"records are not sorted by position at {chrom}:{rec.POS}")
+        last_pos = rec.POS
+        alts = rec.ALT
+        if not alts:
+            continue  # monomorphic record without ALT carries no information
+        gt = rec.genotype.array()
+        if gt.shape[1] != 3:
+            raise InputFileError(path, f"ploidy above 2 at {chrom}:{rec.POS}")
+        alleles = gt[:, :2]
+        if (alleles < 0).any():
+            if (alleles == -2).any():
+                raise InputFileError(path, f"haploid genotypes at {chrom}:{rec.POS} are not supported in a panel")
+            raise InputFileError(path, f"missing genotype at {chrom}:{rec.POS}; the panel must be complete")
+        if not gt[:, 2].all():
+            raise InputFileError(path, f"unphased genotype at {chrom}:{rec.POS}; the panel must be phased")
+        flat = alleles.reshape(n_haps)
+        entry = contigs[chrom]
+        for k, alt in enumerate(alts, start=1):
+            entry["pos"].append(rec.POS)
+            entry["id"].append(rec.ID or ".")
+            entry["ref"].append(rec.REF)
+            entry["alt"].append(alt)
+            entry["hap"].append((flat == k).astype(np.uint8))
+    vcf.close()
+    if not contigs:
+        raise InputFileError(path, "the file has no variant records")
+    panel_contigs = {}
+    for chrom, e in contigs.items():
+        sites = Sites(chrom, np.asarray(e["pos"], dtype=np.int64), e["id"], e["ref"], e["alt"])
+        haps = np.stack(e["hap"]) if e["hap"] else np.zeros((0, n_haps), np.uint8)
+        panel_contigs[chrom] = PanelContig(sites, haps)
+    return Panel(samples, panel_contigs)
+
+
+def match_contig(name: str, known: list[str]) -> str | None:
+    """The contig of `known` that `name` refers to, reconciling 'chr20' and '20'."""
+    if name in known:
+        return name
+    alt = name[3:] if name.startswith("chr") else "chr" + name
+    return alt if alt in known else None
+
+
+def read_target(path, panel_sites: dict[str, Sites], *, threads: int = 1) -> Target:
+    """Read target genotypes at the panel's sites, in panel orientation.
+
+    Sites are matched by position and alleles. A target record whose REF and ALT are the
+    panel's ALT and REF is flipped. Records at no panel site, or with other alleles, are
+    dropped and counted.
+    """
+    vcf = _open_vcf(path, threads)
+    samples = list(vcf.samples)
+    _check_samples(path, samples)
+    n_haps = 2 * len(samples)
+    lookup = {}
+    for chrom, sites in panel_sites.items():
+        lookup[chrom] = {(int(p), r, a): i for i, (p, r, a) in enumerate(zip(sites.positions, sites.refs, sites.alts))}
+    known = list(panel_sites)
+    counts = {"records": 0, "matched": 0, "flipped": 0, "not_in_panel": 0, "unphased_het": 0, "other_contig": 0}
+    per_contig: dict[str, dict[int, np.ndarray]] = {}
+    name_map: dict[str, str | None] = {}
+    current, last_pos = None, 0
+    for rec in _records(path, vcf):
+        chrom = rec.CHROM
+        if chrom != current:
+            current, last_pos = chrom, 0
+        if rec.POS < last_pos:
+            raise InputFileError(path, f"records are not sorted by position at {chrom}:{rec.POS}")
+        last_pos = rec.POS
+        counts["records"] += 1
+        if chrom not in name_map:
+            name_map[chrom] = match_contig(chrom, known)
+        panel_chrom = name_map[chrom]
+        if panel_chrom is None:
+            counts["other_contig"] += 1
+            continue
+        gt = None
+        for k, alt in enumerate(rec.ALT, start=1):
+            idx = lookup[panel_chrom].get((rec.POS, rec.REF, alt))
+            flip = False
+            if idx is None and len(rec.ALT) == 1:
+                idx = lookup[panel_chrom].get((rec.POS, alt, rec.REF))
+                flip = idx is not None
+            if idx is None:
+                counts["not_in_panel"] += 1
+                continue
+            if gt is None:
+                gt = rec.genotype.array()
+                if gt.shape[1] != 3:
+                    raise InputFileError(path, f"ploidy above 2 at {chrom}:{rec.POS}")
+                het_unphased = (~gt[:, 2].astype(bool)) & (gt[:, 0] != gt[:, 1]) & (gt[:, 0] >= 0) & (gt[:, 1] >= 0)
+                counts["unphased_het"] += int(het_unphased.sum())
+            raw = gt[:, :2].reshape(n_haps)
+            if (raw == -2).any():
+                raise InputFileError(path, f"haploid genotypes at {chrom}:{rec.POS} are not supported yet")
+            alleles = np.where(raw < 0, MISSING, (raw == k).astype(np.int8)).astype(np.int8)
+            if flip:
+                alleles = np.where(alleles == MISSING, MISSING, 1 - alleles).astype(np.int8)
+                counts["flipped"] += 1
+            counts["matched"] += 1
+            per_contig.setdefault(panel_chrom, {})[idx] = alleles
+    vcf.close()
+    contigs = {}
+    for chrom in known:
+        found = per_contig.get(chrom)
+        if not found:
+            continue
+        index = np.asarray(sorted(found), dtype=np.int64)
+        contigs[chrom] = TargetContig(index, np.stack([found[i] for i in index]))
+    for chrom, mapped in name_map.items():
+        if mapped is not None and mapped != chrom:
+            counts.setdefault("renamed_contigs", []).append(f"{chrom}->{mapped}")
+    return Target(samples, contigs, counts)
+
+
+def read_dosages(path, *, field: str = "DS", threads: int = 1):
+    """Read per-sample ALT dosages of biallelic records.
+
+    Args:
+        field: FORMAT field holding dosages, or "GT" to count ALT alleles of the genotype.
+
+    Returns:
+        samples, and a dict mapping (contig, pos, ref, alt) to a (n_samples,) float32
+        dosage array (NaN where missing), plus a dict of INFO flags per key
+        ("IMP", "TYPED", "IMPUTED") present on the record.
+    """
+    vcf = _open_vcf(path, threads)
+    samples = list(vcf.samples)
+    _check_samples(path, samples)
+    dosages = {}
+    flags = {}
+    for rec in _records(path, vcf):
+        if len(rec.ALT) != 1:
+            continue
+        key = (rec.CHROM, rec.POS, rec.REF, rec.ALT[0])
+        if field == "GT":
+            gt = rec.genotype.array()[:, :-1].astype(np.float32)
+            gt[gt < 0] = np.nan
+            ds = gt.sum(axis=1)
+        else:
+            values = rec.format(field)
+            if values is None:
+                raise InputFileError(path, f"record {rec.CHROM}:{rec.POS} has no FORMAT/{field}")
+            ds = np.asarray(values, dtype=np.float32)[:, 0]
+        dosages[key] = ds
+        flags[key] = {f for f in ("IMP", "TYPED", "IMPUTED") if rec.INFO.get(f) is not None}
+    vcf.close()
+    return samples, dosages, flags
+
+
+def read_site_keys(path, *, threads: int = 1) -> set[tuple[str, int, str, str]]:
+    """The (contig, pos, ref, alt) keys of a VCF's biallelic records."""
+    vcf = _open_vcf(path, threads)
+    keys = {(r.CHROM, r.POS, r.REF, r.ALT[0]) for r in _records(path, vcf) if len(r.ALT) == 1}
+    vcf.close()
+    return keys
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_output(path, *, index: bool = True):
+    """Yield a temporary path to write; publish it (and its .tbi) under `path` on success.
+
+    On any failure or interrupt the temporary files are removed and nothing appears
+    under the final name. SIGTERM is turned into an exception so that `kill` cleans up
+    too.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputFileError(path, f"directory '{directory}' does not exist")
+    if not os.access(directory, os.W_OK):
+        raise OutputFileError(path, f"directory '{directory}' is not writable")
+    if path.is_dir():
+        raise OutputFileError(path, "is a directory")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp_index = Path(tmp_name + ".tbi")
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = None
+    with contextlib.suppress(ValueError):  # not in the main thread
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield tmp
+        if index:
+            import pysam
+
+            pysam.tabix_index(str(tmp), preset="vcf", force=True, keep_original=True)
+            os.replace(tmp_index, str(path) + ".tbi")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputFileError(path, f"could not write: {exc.strerror or exc}") from None
+    finally:
+        for leftover in (tmp, tmp_index):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class BgzfTextWriter:
+    """Writes text lines as BGZF."""
+
+    def __init__(self, path):
+        import pysam
+
+        self._handle = pysam.libcbgzf.BGZFile(str(path), "wb")
+
+    def write(self, text: str) -> None:
+        self._handle.write(text.encode())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _decimal_table(n: int) -> np.ndarray:
+    """Strings for k/100 with at most two decimals, as Beagle writes them."""
+    out = []
+    for k in range(n + 1):
+        s = f"{k / 100:.2f}".rstrip("0").rstrip(".")
+        out.append(s)
+    return np.asarray(out, dtype=object)
+
+
+_DS_TEXT = _decimal_table(200)
+_P_TEXT = _decimal_table(100)
+
+
+def format_genotype_block(hap_prob: np.ndarray) -> np.ndarray:
+    """Per-sample 'GT:DS:GP' strings for a block of sites.
+
+    Args:
+        hap_prob: (n_sites, n_haplotypes) ALT probabilities, sample i at 2i and 2i+1.
+
+    Returns:
+        (n_sites, n_samples) object array of strings.
+    """
+    p = hap_prob.reshape(hap_prob.shape[0], -1, 2)
+    p1, p2 = p[..., 0], p[..., 1]
+    ds = np.rint((p1 + p2) * 100).astype(np.int64)
+    gp0 = np.rint((1 - p1) * (1 - p2) * 100).astype(np.int64)
+    gp2 = np.rint(p1 * p2 * 100).astype(np.int64)
+    gp1 = np.clip(100 - gp0 - gp2, 0, 100)
+    gt = _GT_TEXT[(p1 >= 0.5).astype(np.int64) * 2 + (p2 >= 0.5).astype(np.int64)]
+    return gt + _DS_TEXT[ds] + ":" + _P_TEXT[gp0] + "," + _P_TEXT[gp1] + "," + _P_TEXT[gp2]
+
+
+_GT_TEXT = np.asarray(["0|0:", "0|1:", "1|0:", "1|1:"], dtype=object)
+
+INFO_HEADER = [
+    '##INFO=<ID=AF,Number=A,Type=Float,Description="Estimated ALT Allele Frequencies">',
+    '##INFO=<ID=DR2,Number=A,Type=Float,Description="Dosage R-Squared: estimated squared correlation '
+    'between estimated REF dose [P(RA) + 2*P(RR)] and true REF dose">',
+    '##INFO=<ID=IMP,Number=0,Type=Flag,Description="Imputed marker">',
+    '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+    '##FORMAT=<ID=DS,Number=A,Type=Float,Description="estimated ALT dose [P(RA) + 2*P(AA)]">',
+    '##FORMAT=<ID=GP,Number=G,Type=Float,Description="Estimated Genotype Probability">',
+]
+
+
+class ImputedVcfWriter:
+    """Writes imputed sites as a Beagle-style VCF (GT, DS, GP; INFO AF, DR2, IMP) in BGZF."""
+
+    def __init__(self, path, *, samples: list[str], contigs: list[str], extra_header: list[str]):
+        self._out = BgzfTextWriter(path)
+        lines = ["##fileformat=VCFv4.2", *extra_header]
+        lines += [f"##contig=<ID={c}>" for c in contigs]
+        lines += INFO_HEADER
+        lines.append("\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples]))
+        self._out.write("\n".join(lines) + "\n")
+
+    def write_block(
+        self, sites: Sites, start: int, hap_prob: np.ndarray, typed: np.ndarray, af: np.ndarray, dr2: np.ndarray
+    ) -> None:
+        """Write sites [start, start + len(hap_prob)) of `sites`."""
+        fields = format_genotype_block(hap_prob)
+        rows = []
+        for k in range(hap_prob.shape[0]):
+            i = start + k
+            info = f"AF={af[k]:.4g};DR2={dr2[k]:.2f}" + ("" if typed[k] else ";IMP")
+            rows.append(
+                f"{sites.contig}\t{sites.positions[i]}\t{sites.ids[i]}\t{sites.refs[i]}\t{sites.alts[i]}"
+                f"\t.\tPASS\t{info}\tGT:DS:GP\t" + "\t".join(fields[k])
+            )
+        if rows:
+            self._out.write("\n".join(rows) + "\n")
+
+    def close(self) -> None:
+        self._out.close()

@@ -1,0 +1,162 @@
+"""The train and impute jobs: file in, file out, composed from the library's parts.
+
+The CLI parses options and calls these; tests and scripts can call them directly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from spinimpute import __version__
+from spinimpute.errors import InputFileError, OutputFileError
+from spinimpute.genmap import read_genetic_map
+from spinimpute.impute import contigs_to_impute, dosage_r2, impute_contig
+from spinimpute.model import SpinImputer
+from spinimpute.modelfile import ModelBundle, load_model, save_model
+from spinimpute.training import TrainingOptions, build_reference, encode_panel, train
+from spinimpute.vcf import ImputedVcfWriter, atomic_output, read_panel, read_target
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_SITES = 2000
+DEFAULT_FLANK_SITES = 1000
+
+
+def train_job(
+    *,
+    ref_path,
+    out_path,
+    map_path=None,
+    options: TrainingOptions,
+    window_sites: int = DEFAULT_WINDOW_SITES,
+    flank_sites: int = DEFAULT_FLANK_SITES,
+    hyperparameters: dict | None = None,
+    device: torch.device,
+    threads: int = 1,
+    command_line: str = "",
+    progress: bool = True,
+) -> dict:
+    """Read a panel, train a model on it, encode the panel and write the model file."""
+    start = time.time()
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        raise OutputFileError(out_path, "is a directory; give a file name for the model")
+    panel = read_panel(ref_path, threads=threads)
+    genetic_map = read_genetic_map(map_path) if map_path else None
+    n_sites = sum(len(c.sites) for c in panel.contigs.values())
+    log.info(
+        "panel %s: %d samples, %d sites on %d contig(s)", ref_path, len(panel.samples), n_sites, len(panel.contigs)
+    )
+    if len(panel.samples) < 2:
+        raise InputFileError(ref_path, "a reference panel needs at least two samples")
+    contigs = build_reference(panel, genetic_map, core=window_sites, flank=flank_sites)
+    hyper = dict(hyperparameters or {})
+    network = SpinImputer(**hyper)
+    summary = train(network, contigs, options, device=device, progress=progress)
+    for key in ("validation_before", "validation_after"):
+        if key in summary:
+            log.info("%s: r2 %.4f, loss %.5f", key.replace("_", " "), summary[key]["r2"], summary[key]["loss"])
+    encode_panel(network, contigs, device=device, progress=progress)
+    network.cpu()
+    summary["seconds"] = round(time.time() - start, 1)
+    metadata = {
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command_line": command_line,
+        "reference_file": str(ref_path),
+        "genetic_map": str(map_path) if map_path else "constant 1 cM/Mb",
+        "reference_samples": panel.samples,
+        "window_sites": window_sites,
+        "flank_sites": flank_sites,
+        "training": summary,
+    }
+    hyper_full = {
+        "embed_dim": network.embed_dim,
+        "n_latents": network.n_latents,
+        "n_inducing": network.inducing_init.shape[0],
+        "n_layers": len(network.layers),
+        "n_heads": network.predictor.n_heads,
+        "kmer": network.kmer,
+    }
+    save_model(out_path, ModelBundle(network, hyper_full, contigs, metadata))
+    log.info("wrote model %s in %.1f s", out_path, summary["seconds"])
+    return summary
+
+
+def impute_job(
+    *,
+    target_path,
+    model_path,
+    out_path,
+    device: torch.device,
+    threads: int = 1,
+    command_line: str = "",
+    progress: bool = True,
+) -> dict:
+    """Impute every panel site of the target's contigs and write an indexed VCF."""
+    start = time.time()
+    bundle = load_model(model_path)
+    panel_sites = {name: c.sites for name, c in bundle.contigs.items()}
+    target = read_target(target_path, panel_sites, threads=threads)
+    names = contigs_to_impute(bundle, target, target_path)
+    counts = target.counts
+    log.info(
+        "target %s: %d samples, %d records, %d matched panel sites (%d with REF/ALT swapped), %d not in the panel",
+        target_path,
+        len(target.samples),
+        counts["records"],
+        counts["matched"],
+        counts["flipped"],
+        counts["not_in_panel"],
+    )
+    if counts.get("renamed_contigs"):
+        log.warning("target contig names reconciled with the model's: %s", ", ".join(counts["renamed_contigs"]))
+    if counts["unphased_het"]:
+        log.warning(
+            "%d heterozygous target genotypes are unphased; they are used in the order written", counts["unphased_het"]
+        )
+    network = bundle.network.to(device)
+    header = [
+        f"##filedate={datetime.date.today():%Y%m%d}",
+        f'##source="spinimpute {__version__}"',
+        f"##spinimpute_version={__version__}",
+        f"##spinimpute_command={command_line}",
+        f"##spinimpute_model={Path(model_path).name}",
+    ]
+    total_windows = sum(len(bundle.contigs[n].windows) for n in names)
+    n_written = 0
+    with atomic_output(out_path) as tmp:
+        writer = ImputedVcfWriter(tmp, samples=target.samples, contigs=names, extra_header=header)
+        try:
+            bar = tqdm(total=total_windows, desc="imputing", unit="window", disable=not progress, leave=False)
+            for name in names:
+                contig = bundle.contigs[name]
+                for block in impute_contig(network, contig, target.contigs[name], device=device, name=name):
+                    dose = block.hap_prob.reshape(block.hap_prob.shape[0], -1, 2).sum(axis=2)
+                    af = dose.mean(axis=1) / 2
+                    writer.write_block(contig.sites, block.start, block.hap_prob, block.typed, af, dosage_r2(block.hap_prob))
+                    n_written += block.hap_prob.shape[0]
+                    bar.update()
+            bar.close()
+        finally:
+            writer.close()
+    seconds = round(time.time() - start, 1)
+    log.info("wrote %s: %d sites x %d samples in %.1f s", out_path, n_written, len(target.samples), seconds)
+    return {"sites": n_written, "samples": len(target.samples), "seconds": seconds, "counts": counts}
+
+
+def write_json(path, data) -> None:
+    Path(path).write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value)}")

@@ -1,0 +1,50 @@
+"""Shared fixtures.
+
+Test data are seeded msprime simulations made once per session in a temporary folder:
+`small_benchmark` is a 300 kb panel of 150 reference and 20 target samples, typed at
+5 % of sites, in the layout of the real benchmark (ref, target, truth VCFs).
+`trained_model` is a model trained on it for a few steps.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "1kgp3-eur-chr20" / "bench-omniexpress"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def small_benchmark(tmp_path_factory) -> Path:
+    from spinimpute.simulate import make_benchmark
+
+    out = tmp_path_factory.mktemp("sim")
+    make_benchmark(out, n_ref=150, n_target=20, length=300_000, typed_fraction=0.05, seed=7)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_model(small_benchmark, tmp_path_factory) -> Path:
+    from spinimpute.training import TrainingOptions
+    from spinimpute.workflows import train_job
+
+    out = tmp_path_factory.mktemp("model") / "model.spin"
+    train_job(
+        ref_path=small_benchmark / "ref.vcf.gz",
+        out_path=out,
+        options=TrainingOptions(steps=6, seed=3),
+        window_sites=300,
+        flank_sites=150,
+        device=torch.device("cpu"),
+        progress=False,
+    )
+    return out

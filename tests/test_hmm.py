@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from spinimpute import hmm
+
+
+def _brute_force(ref_all, query_all, observed_all, cm, rate, error):
+    """Posterior ALT probability at every site by a forward-backward over all sites,
+    with untyped sites as markers whose allele is unobserved."""
+    alpha, gamma = hmm.forward_backward(ref_all, query_all, observed_all, cm, rate, error)
+    n_ref = ref_all.shape[0]
+    p = hmm.switch_probability(cm[1:] - cm[:-1], rate)
+    # Backward without the emission at m: shift gamma one step and apply the transition.
+    post = torch.empty_like(alpha)
+    for m in range(cm.shape[0]):
+        if m == cm.shape[0] - 1:
+            beta = torch.ones_like(alpha[:, m])
+        else:
+            beta = (1 - p[m]) * gamma[:, m + 1] + p[m] / n_ref
+        w = alpha[:, m] * beta
+        post[:, m] = w / w.sum(dim=1, keepdim=True)
+    return torch.einsum("qmr,rm->qm", post, ref_all)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_closed_form_sites_match_full_forward_backward(seed):
+    g = torch.Generator().manual_seed(seed)
+    n_ref, n_query, n_sites = 12, 3, 40
+    ref = (torch.rand(n_ref, n_sites, generator=g) < 0.3).double()
+    query = (torch.rand(n_query, n_sites, generator=g) < 0.3).double()
+    cm = torch.sort(torch.rand(n_sites, generator=g, dtype=torch.float64) * 0.5).values
+    typed = torch.zeros(n_sites, dtype=torch.bool)
+    typed[torch.tensor([3, 9, 10, 20, 31])] = True
+    rate, error = torch.tensor(20.0, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
+    observed_all = typed.expand(n_query, -1).clone()
+    expected = _brute_force(ref, query, observed_all, cm, rate, error)
+    got = hmm.impute_sites(
+        ref[:, typed], query[:, typed], torch.ones(n_query, int(typed.sum()), dtype=torch.bool), cm[typed], ref, cm, rate, error
+    )
+    torch.testing.assert_close(got, expected, atol=1e-9, rtol=1e-7)
+
+
+def test_missing_allele_is_uninformative():
+    ref = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    query = torch.tensor([[1.0, 1.0]])
+    cm = torch.tensor([0.0, 0.1])
+    a1 = hmm.impute_sites(ref, query, torch.tensor([[True, False]]), cm, ref, cm, torch.tensor(1.0), torch.tensor(0.01))
+    a2 = hmm.impute_sites(ref[:, :1], query[:, :1], torch.tensor([[True]]), cm[:1], ref, cm, torch.tensor(1.0), torch.tensor(0.01))
+    torch.testing.assert_close(a1, a2)
+
+
+def test_copies_the_matching_template():
+    ref = torch.tensor([[0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 1, 0, 1, 0]], dtype=torch.float32)
+    typed = torch.tensor([0, 2, 4])
+    query = ref[1:2, typed]
+    cm = torch.linspace(0, 0.01, 5)
+    p = hmm.impute_sites(ref[:, typed], query, torch.ones(1, 3, dtype=torch.bool), cm[typed], ref, cm,
+                         torch.tensor(1.0), torch.tensor(1e-3))
+    assert p[0, 1] > 0.99 and p[0, 3] > 0.99
+
+
+def test_gradients_reach_parameters():
+    ref = (torch.rand(8, 30) < 0.4).float()
+    typed = torch.arange(0, 30, 5)
+    rate = torch.tensor(5.0, requires_grad=True)
+    error = torch.tensor(0.01, requires_grad=True)
+    p = hmm.impute_sites(ref[:, typed], ref[:2, typed], torch.ones(2, len(typed), dtype=torch.bool),
+                         torch.linspace(0, 1, 30)[typed], ref, torch.linspace(0, 1, 30), rate, error)
+    p.sum().backward()
+    assert rate.grad is not None and torch.isfinite(rate.grad)
+    assert error.grad is not None and torch.isfinite(error.grad)
+    assert np.isfinite(p.detach().numpy()).all()

@@ -1,0 +1,130 @@
+import gzip
+import os
+
+import cyvcf2
+import numpy as np
+import pytest
+
+from spinimpute.errors import InputFileError
+from spinimpute.vcf import (
+    MISSING,
+    ImputedVcfWriter,
+    atomic_output,
+    format_genotype_block,
+    read_panel,
+    read_target,
+)
+
+HEADER = """##fileformat=VCFv4.2
+##contig=<ID=20>
+##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">
+#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tA\tB
+"""
+
+
+def _write(tmp_path, body, name="x.vcf", header=HEADER):
+    path = tmp_path / name
+    path.write_text(header + body)
+    return path
+
+
+def test_panel_round_trip_with_multiallelic_split(tmp_path):
+    path = _write(
+        tmp_path,
+        "20\t100\trs1\tA\tG\t.\tPASS\t.\tGT\t0|1\t1|1\n"
+        "20\t200\trs2\tC\tT,G\t.\tPASS\t.\tGT\t0|2\t1|0\n",
+    )
+    panel = read_panel(path)
+    pc = panel.contigs["20"]
+    assert panel.samples == ["A", "B"]
+    assert list(pc.sites.positions) == [100, 200, 200]
+    assert pc.sites.alts == ["G", "T", "G"]
+    assert pc.haplotypes.tolist() == [[0, 1, 1, 1], [0, 0, 1, 0], [0, 1, 0, 0]]
+
+
+@pytest.mark.parametrize(
+    "body,problem",
+    [
+        ("20\t200\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\n20\t100\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\n", "not sorted"),
+        ("20\t100\t.\tA\tG\t.\t.\t.\tGT\t0/1\t1|1\n", "unphased"),
+        ("20\t100\t.\tA\tG\t.\t.\t.\tGT\t.|1\t1|1\n", "missing"),
+        ("20\t100\t.\tA\tG\t.\t.\t.\tGT\t0|1|1\t1|1|0\n", "ploidy"),
+    ],
+)
+def test_panel_errors_name_file_and_problem(tmp_path, body, problem):
+    path = _write(tmp_path, body)
+    with pytest.raises(InputFileError) as err:
+        read_panel(path)
+    assert problem in str(err.value) and str(path) in str(err.value)
+
+
+def test_duplicate_samples_and_missing_file(tmp_path):
+    path = _write(tmp_path, "20\t100\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\n", header=HEADER.replace("\tB\n", "\tA\n"))
+    with pytest.raises(InputFileError, match="duplicate sample"):
+        read_panel(path)
+    with pytest.raises(InputFileError, match="not found"):
+        read_panel(tmp_path / "absent.vcf.gz")
+
+
+def test_not_a_vcf(tmp_path):
+    path = tmp_path / "junk.vcf.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("hello\nworld\n")
+    with pytest.raises(InputFileError):
+        read_panel(path)
+
+
+def test_target_matching_flips_swapped_alleles_and_renames_contigs(tmp_path):
+    panel = read_panel(_write(tmp_path, "20\t100\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\n20\t300\t.\tC\tT\t.\t.\t.\tGT\t0|0\t0|1\n"))
+    target_header = HEADER.replace("ID=20", "ID=chr20")
+    target = read_target(
+        _write(
+            tmp_path,
+            "chr20\t100\t.\tG\tA\t.\t.\t.\tGT\t0|1\t.|1\n"
+            "chr20\t200\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n"
+            "chr20\t300\t.\tC\tT\t.\t.\t.\tGT\t1|0\t0|0\n",
+            name="t.vcf",
+            header=target_header,
+        ),
+        {"20": panel.contigs["20"].sites},
+    )
+    tc = target.contigs["20"]
+    assert tc.site_index.tolist() == [0, 1]
+    assert tc.alleles.tolist() == [[1, 0, MISSING, 0], [1, 0, 0, 0]]
+    assert target.counts["flipped"] == 1 and target.counts["not_in_panel"] == 1
+    assert target.counts["renamed_contigs"] == ["chr20->20"]
+
+
+def test_genotype_block_formatting():
+    probs = np.array([[0.0, 1.0, 0.25, 0.5], [1.0, 1.0, 0.0, 0.0]])
+    fields = format_genotype_block(probs)
+    assert fields[0, 0] == "0|1:1:0,1,0"
+    assert fields[0, 1] == "0|1:0.75:0.38,0.5,0.12" or fields[0, 1].startswith("0|1:0.75:")
+    assert fields[1, 0] == "1|1:2:0,0,1"
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+    out = tmp_path / "o.vcf.gz"
+    with pytest.raises(RuntimeError):
+        with atomic_output(out) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+def test_imputed_writer_output_is_indexed_and_readable(tmp_path):
+    panel = read_panel(_write(tmp_path, "20\t100\trs1\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\n20\t300\t.\tC\tT\t.\t.\t.\tGT\t0|0\t0|1\n"))
+    sites = panel.contigs["20"].sites
+    out = tmp_path / "imp.vcf.gz"
+    with atomic_output(out) as tmp:
+        w = ImputedVcfWriter(tmp, samples=["S1", "S2"], contigs=["20"], extra_header=["##spinimpute_command=x"])
+        w.write_block(sites, 0, np.array([[0.1, 0.9, 1.0, 0.0], [0.0, 0.0, 0.5, 0.5]]), np.array([False, True]),
+                      np.array([0.5, 0.25]), np.array([0.8, 1.0]))
+        w.close()
+    assert (tmp_path / "imp.vcf.gz.tbi").exists()
+    vcf = cyvcf2.VCF(str(out))
+    recs = list(vcf("20:100-100"))
+    assert len(recs) == 1
+    assert recs[0].INFO.get("IMP") is True
+    assert recs[0].format("DS")[:, 0].tolist() == pytest.approx([1.0, 1.0])
+    assert recs[0].format("GP").shape == (2, 3)

@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+
+from spinimpute.windows import layout_windows, site_features
+
+
+@pytest.mark.parametrize("n_sites,core,flank", [(1, 5, 2), (10, 3, 2), (1000, 128, 64), (999, 1000, 10)])
+def test_cores_partition_the_sites(n_sites, core, flank):
+    windows = layout_windows(n_sites, core=core, flank=flank)
+    covered = np.concatenate([np.arange(w.core_start, w.core_stop) for w in windows])
+    assert np.array_equal(covered, np.arange(n_sites))
+    for w in windows:
+        assert 0 <= w.start <= w.core_start < w.core_stop <= w.stop <= n_sites
+        assert w.core_start - w.start <= flank and w.stop - w.core_stop <= flank
+        assert w.core_stop - w.core_start <= core + 1
+
+
+def test_site_features_shape_and_centre():
+    f = site_features(np.array([0.0, 0.5, 0.99]), np.array([1.0, 1.5, 2.0]))
+    assert f.shape == (3, 3)
+    assert f[1, 2] == pytest.approx(0.0)
