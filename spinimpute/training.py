@@ -229,8 +229,8 @@ def train(
         else:
             summary["kept"] = "trained"
     network.eval()
-    summary["ne"] = float(torch.exp(network.log_ne))
-    summary["mismatch"] = float(network.mismatch())
+    summary["ne"] = torch.exp(network.log_ne).item()
+    summary["mismatch"] = network.mismatch().item()
     return summary
 
 

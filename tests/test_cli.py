@@ -1,0 +1,116 @@
+"""End-to-end tests of the command line on a seeded simulation."""
+
+import json
+
+import cyvcf2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from spinimpute import __version__
+from spinimpute.cli import main
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+@pytest.fixture(scope="module")
+def imputed(trained_model, small_benchmark, tmp_path_factory):
+    out = tmp_path_factory.mktemp("imputed") / "out.vcf.gz"
+    result = CliRunner().invoke(
+        main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"), "--model", str(trained_model),
+               "--out", str(out), "--threads", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_impute_writes_every_panel_site_with_beagle_fields(imputed, small_benchmark):
+    assert imputed.with_name(imputed.name + ".tbi").exists()
+    ref = cyvcf2.VCF(str(small_benchmark / "ref.vcf.gz"))
+    ref_keys = [(r.CHROM, r.POS, r.REF, r.ALT[0]) for r in ref]
+    target = cyvcf2.VCF(str(small_benchmark / "target.vcf.gz"))
+    typed = {(r.CHROM, r.POS): r.genotype.array()[:, :2].sum(axis=1) for r in target}
+    vcf = cyvcf2.VCF(str(imputed))
+    header = vcf.raw_header
+    for field in ("##INFO=<ID=AF", "##INFO=<ID=DR2", "##INFO=<ID=IMP", "##FORMAT=<ID=GT", "##FORMAT=<ID=DS",
+                  "##FORMAT=<ID=GP", "##spinimpute_version=", "##spinimpute_command=", "##contig=<ID=20"):
+        assert field in header
+    keys = []
+    for rec in vcf:
+        keys.append((rec.CHROM, rec.POS, rec.REF, rec.ALT[0]))
+        ds = rec.format("DS")[:, 0]
+        gp = rec.format("GP")
+        assert np.all((ds >= 0) & (ds <= 2))
+        assert np.allclose(gp.sum(axis=1), 1.0, atol=0.02)
+        assert 0 <= rec.INFO["DR2"] <= 1
+        gt = rec.genotype.array()
+        assert gt[:, 2].all()  # phased
+        if (rec.CHROM, rec.POS) in typed:
+            assert rec.INFO.get("IMP") is None
+            assert np.array_equal(ds, typed[(rec.CHROM, rec.POS)])
+        else:
+            assert rec.INFO.get("IMP") is True
+    assert keys == ref_keys
+
+
+def test_evaluate_reports_accuracy(imputed, small_benchmark, tmp_path):
+    out_json = tmp_path / "eval.json"
+    result = CliRunner().invoke(
+        main, ["evaluate", "--truth", str(small_benchmark / "truth.vcf.gz"), "--imputed", str(imputed),
+               "--ref", str(small_benchmark / "ref.vcf.gz"), "--json", str(out_json)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "overall" in result.output
+    data = json.loads(out_json.read_text())
+    # A broken model or HMM lands far below this; a working one is near 0.9 on this tiny panel.
+    assert data["overall"]["aggregate_r2"] > 0.8
+    assert data["n_sites_missing"] == 0
+
+
+def test_same_inputs_give_identical_output(imputed, trained_model, small_benchmark, tmp_path):
+    again = tmp_path / "again.vcf.gz"
+    result = CliRunner().invoke(
+        main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"), "--model", str(trained_model),
+               "--out", str(again), "--threads", "1"]
+    )
+    assert result.exit_code == 0
+    a = [r.format("DS").tobytes() for r in cyvcf2.VCF(str(imputed))]
+    b = [r.format("DS").tobytes() for r in cyvcf2.VCF(str(again))]
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "args,problem",
+    [
+        (["impute", "--target", "MISSING.vcf.gz", "--model", "MODEL", "--out", "OUT"], "file not found"),
+        (["impute", "--target", "TARGET", "--model", "MISSING.spin", "--out", "OUT"], "file not found"),
+        (["impute", "--target", "TARGET", "--model", "MODEL", "--out", "/nonexistent/dir/o.vcf.gz"], "does not exist"),
+        (["train", "--ref", "MISSING.vcf.gz", "--out", "OUT"], "file not found"),
+    ],
+)
+def test_bad_input_gives_one_line_error_and_no_output(args, problem, trained_model, small_benchmark, tmp_path):
+    subst = {"TARGET": str(small_benchmark / "target.vcf.gz"), "MODEL": str(trained_model),
+             "OUT": str(tmp_path / "o.vcf.gz"), "MISSING.vcf.gz": str(tmp_path / "missing.vcf.gz"),
+             "MISSING.spin": str(tmp_path / "missing.spin")}
+    result = CliRunner().invoke(main, ["-q", *[subst.get(a, a) for a in args]])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and problem in lines[0] and lines[0].startswith("spinimpute: error:")
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_target_on_other_contig_is_an_error(trained_model, tmp_path):
+    target = tmp_path / "t.vcf"
+    target.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=7>\n##FORMAT=<ID=GT,Number=1,Type=String,Description=\"GT\">\n"
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS\n7\t5\t.\tA\tC\t.\t.\t.\tGT\t0|1\n"
+    )
+    out = tmp_path / "o.vcf.gz"
+    result = CliRunner().invoke(main, ["-q", "impute", "--target", str(target), "--model", str(trained_model),
+                                       "--out", str(out)])
+    assert result.exit_code == 1 and "no target site overlaps" in result.output
+    assert not out.exists()

@@ -1,0 +1,59 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from spinimpute.errors import ModelFileError
+from spinimpute.modelfile import FORMAT_VERSION, METADATA_KEY, load_model
+
+
+def test_round_trip_preserves_weights_and_panel(trained_model, small_benchmark):
+    from spinimpute.vcf import read_panel
+
+    bundle = load_model(trained_model)
+    panel = read_panel(small_benchmark / "ref.vcf.gz")
+    pc = panel.contigs["20"]
+    rc = bundle.contigs["20"]
+    assert np.array_equal(rc.sites.positions, pc.sites.positions)
+    assert rc.sites.refs == pc.sites.refs and rc.sites.alts == pc.sites.alts and rc.sites.ids == pc.sites.ids
+    assert np.array_equal(rc.haplotypes(0, len(pc.sites)), pc.haplotypes)
+    assert rc.inducing.shape[0] == len(rc.windows)
+    assert bundle.metadata["format_version"] == FORMAT_VERSION
+    assert bundle.metadata["reference_samples"] == panel.samples
+    assert all(torch.isfinite(p).all() for p in bundle.network.parameters())
+
+
+def test_truncated_file_is_rejected(trained_model, tmp_path):
+    data = trained_model.read_bytes()
+    bad = tmp_path / "truncated.spin"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated.spin"):
+        load_model(bad)
+
+
+def test_foreign_file_is_rejected(tmp_path):
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(ModelFileError, match="not a spinimpute model"):
+        load_model(foreign)
+    junk = tmp_path / "junk.spin"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelFileError):
+        load_model(junk)
+
+
+def test_incompatible_version_is_rejected(trained_model, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(trained_model), framework="pt") as f:
+        meta = json.loads(f.metadata()[METADATA_KEY])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta["format_version"] = FORMAT_VERSION + 1
+    newer = tmp_path / "newer.spin"
+    save_file(tensors, str(newer), metadata={METADATA_KEY: json.dumps(meta)})
+    with pytest.raises(ModelFileError, match="format version"):
+        load_model(newer)
