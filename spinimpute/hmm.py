@@ -23,22 +23,22 @@ def switch_probability(distance_cm: torch.Tensor, rate_per_cm: torch.Tensor) -> 
 def emission(
     ref_alleles: torch.Tensor, query_alleles: torch.Tensor, observed: torch.Tensor, error: torch.Tensor
 ) -> torch.Tensor:
-    """Emission probabilities at one or more markers.
+    """Emission probabilities at each marker, marker-major so that each step reads contiguous memory.
 
     Args:
-        ref_alleles: (R, ...) 0/1 reference alleles.
-        query_alleles: (Q, ...) 0/1 query alleles.
-        observed: (Q, ...) bool, False where the query allele is missing.
+        ref_alleles: (R, M) 0/1 reference alleles.
+        query_alleles: (Q, M) 0/1 query alleles.
+        observed: (Q, M) bool, False where the query allele is missing.
         error: scalar mismatch probability.
 
     Returns:
-        (Q, R, ...) probabilities: 1 - error on a match, error on a mismatch, 1 where missing.
+        (M, Q, R) probabilities: 1 - error on a match, error on a mismatch, 1 where missing.
     """
-    r = ref_alleles.unsqueeze(0)
-    q = query_alleles.unsqueeze(1)
+    r = ref_alleles.T.unsqueeze(1)
+    q = query_alleles.T.unsqueeze(2)
     match = q * r + (1.0 - q) * (1.0 - r)
     e = error + (1.0 - 2.0 * error) * match
-    return torch.where(observed.unsqueeze(1), e, torch.ones_like(e))
+    return torch.where(observed.T.unsqueeze(2), e, torch.ones_like(e))
 
 
 def forward_backward(
@@ -69,24 +69,24 @@ def forward_backward(
     n_ref, n_markers = ref_typed.shape
     dtype = ref_typed.dtype
     switch = switch_probability(marker_cm[1:] - marker_cm[:-1], rate_per_cm)  # (M-1,)
-    emit = emission(ref_typed, query_typed, observed, error)  # (Q, R, M)
+    emit = emission(ref_typed, query_typed, observed, error)  # (M, Q, R)
     alphas = []
-    a = emit[:, :, 0] / n_ref
+    a = emit[0] / n_ref
     a = a / a.sum(dim=1, keepdim=True)
     alphas.append(a)
     for m in range(1, n_markers):
         p = switch[m - 1]
-        a = emit[:, :, m] * ((1.0 - p) * a + p / n_ref)
+        a = emit[m] * ((1.0 - p) * a + p / n_ref)
         a = a / a.sum(dim=1, keepdim=True)
         alphas.append(a)
     gammas = [None] * n_markers
-    g = emit[:, :, n_markers - 1]
+    g = emit[n_markers - 1]
     g = g / g.sum(dim=1, keepdim=True)
     gammas[n_markers - 1] = g
     for m in range(n_markers - 2, -1, -1):
         p = switch[m]
         # g is the normalised product of backward and emission at m+1; sums to one.
-        g = emit[:, :, m] * ((1.0 - p) * g + p / n_ref)
+        g = emit[m] * ((1.0 - p) * g + p / n_ref)
         g = g / g.sum(dim=1, keepdim=True)
         gammas[m] = g
     if n_query == 0:

@@ -125,6 +125,7 @@ def write_vcf(path, *, contig: str, positions, refs, alts, haplotypes: np.ndarra
         "##fileformat=VCFv4.2",
         "##source=spinimpute.simulate",
         f"##contig=<ID={contig},length={int(positions[-1]) + 1}>",
+        *(['##INFO=<ID=AF,Number=A,Type=Float,Description="ALT allele frequency">'] if info else []),
         '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
         "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples]),
     ]
