@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import shlex
 import signal
@@ -19,10 +20,26 @@ def _command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["spinimpute", *sys.argv[1:]])
 
 
+def _keep_freed_memory() -> None:
+    """Make glibc reuse freed heap memory instead of mapping fresh pages for every large tensor.
+
+    The engine allocates and frees tensors of tens to hundreds of MB per window; with
+    glibc's defaults each is a new mmap whose pages the kernel must zero, which measured
+    as more system time than compute (impute of the real benchmark: 13.7 s -> 10.6 s).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc
+    libc.mallopt(-4, 0)  # M_MMAP_MAX: serve large blocks from the heap
+    libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: do not hand the heap top back after each free
+
+
 def _setup(threads: int, seed: int | None = None):
     import numpy as np
     import torch
 
+    _keep_freed_memory()
     torch.set_num_threads(max(1, threads))
     if seed is not None:
         torch.manual_seed(seed)

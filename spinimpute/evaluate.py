@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spinimpute.errors import InputFileError
-from spinimpute.vcf import read_dosages, read_panel, read_site_keys
+from spinimpute.vcf import _open_vcf, _records, read_dosages, read_panel, read_site_keys
 
 MAF_BINS = [(0.0, 0.005), (0.005, 0.01), (0.01, 0.05), (0.05, 0.2), (0.2, 0.5)]
 
@@ -54,6 +54,7 @@ class Evaluation:
     n_sites_missing: int
     n_samples: int
     maf_source: str
+    switch_error_rate: float | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -64,6 +65,7 @@ class Evaluation:
             "n_sites_missing": self.n_sites_missing,
             "n_samples": self.n_samples,
             "maf_source": self.maf_source,
+            "switch_error_rate": self.switch_error_rate,
         }
 
     def table(self) -> str:
@@ -77,6 +79,8 @@ class Evaluation:
             f"truth sites missing from the imputed file {self.n_sites_missing}, samples {self.n_samples}, "
             f"MAF from {self.maf_source}"
         )
+        if self.switch_error_rate is not None:
+            lines.append(f"# switch error rate at typed heterozygous sites: {self.switch_error_rate:.4f}")
         return "\n".join(lines)
 
 
@@ -91,6 +95,43 @@ def _stats(label: str, ds: np.ndarray, truth: np.ndarray) -> dict:
         "n_sites_r2_defined": int(len(defined)),
         "concordance": float((np.rint(ds) == truth).mean()) if len(ds) else float("nan"),
     }
+
+
+def _phased_haplotypes(path, keys, samples, threads) -> dict:
+    """(n_samples, 2) alleles per key, NaN-free only where the record is a phased biallelic call."""
+    vcf = _open_vcf(path, threads)
+    order = [list(vcf.samples).index(s) for s in samples]
+    out = {}
+    for rec in _records(path, vcf):
+        if len(rec.ALT) != 1 or "GT" not in rec.FORMAT:
+            continue
+        key = _normalise((rec.CHROM, rec.POS, rec.REF, rec.ALT[0]))
+        if key in keys:
+            gt = rec.genotype.array()[order]
+            out[key] = np.where(gt[:, 2:3].astype(bool), gt[:, :2], -1)
+    vcf.close()
+    return out
+
+
+def switch_error_rate(truth_path, imputed_path, typed_keys: set, samples: list[str], threads: int = 1) -> float:
+    """Switch errors per pair of consecutive heterozygous sites (typed sites, both files phased)."""
+    truth = _phased_haplotypes(truth_path, typed_keys, samples, threads)
+    imputed = _phased_haplotypes(imputed_path, typed_keys, samples, threads)
+    keys = sorted(set(truth) & set(imputed))
+    if not keys:
+        return float("nan")
+    t = np.stack([truth[k] for k in keys])  # (n_sites, n_samples, 2)
+    i = np.stack([imputed[k] for k in keys])
+    het = (t[..., 0] != t[..., 1]) & (t >= 0).all(-1) & (i[..., 0] != i[..., 1]) & (i >= 0).all(-1)
+    switches = pairs = 0
+    for s in range(t.shape[1]):
+        rows = np.flatnonzero(het[:, s])
+        if len(rows) < 2:
+            continue
+        same = t[rows, s, 0] == i[rows, s, 0]
+        switches += int((same[1:] != same[:-1]).sum())
+        pairs += len(rows) - 1
+    return switches / pairs if pairs else float("nan")
 
 
 def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threads: int = 1) -> Evaluation:
@@ -162,7 +203,11 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
         bins.append(_stats(bin_label(lo, hi), ds[m], tr[m]))
     poly = mafs > 0
     overall = _stats("overall", ds[poly], tr[poly])
+    ser = None
+    if typed_keys is not None:
+        ser = switch_error_rate(truth_path, imputed_path, typed_keys, common, threads)
     return Evaluation(
+        switch_error_rate=ser,
         bins=bins,
         overall=overall,
         n_untyped_sites=int(poly.sum()),

@@ -164,3 +164,32 @@ def impute_sites(
         den = w_ag * ag.sum(dim=1, keepdim=True) + w_a + w_g + w_1 * n_ref
         out[:, lo:hi] = num / den
     return out.clamp(0.0, 1.0)
+
+
+def leave_one_out(
+    ref_typed: torch.Tensor,
+    query_typed: torch.Tensor,
+    observed: torch.Tensor,
+    marker_cm: torch.Tensor,
+    rate_per_cm: torch.Tensor,
+    error: torch.Tensor,
+) -> torch.Tensor:
+    """ALT probability at each marker given all the other markers' observations.
+
+    The forward message before a marker's emission and the backward message after it
+    give the posterior with that marker's own allele left out.
+
+    Args: as `forward_backward`.
+
+    Returns:
+        (Q, M) probabilities.
+    """
+    n_ref, n_markers = ref_typed.shape
+    alpha, gamma = forward_backward(ref_typed, query_typed, observed, marker_cm, rate_per_cm, error)
+    switch = switch_probability(marker_cm[1:] - marker_cm[:-1], rate_per_cm)  # (M-1,)
+    before = torch.full_like(alpha, 1.0 / n_ref)
+    before[:, 1:] = (1.0 - switch[None, :, None]) * alpha[:, :-1] + switch[None, :, None] / n_ref
+    after = torch.ones_like(gamma)
+    after[:, :-1] = (1.0 - switch[None, :, None]) * gamma[:, 1:] + switch[None, :, None] / n_ref
+    weight = before.mul_(after)
+    return torch.einsum("qmr,rm->qm", weight, ref_typed) / weight.sum(-1)

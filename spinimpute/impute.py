@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from spinimpute import hmm
 from spinimpute.errors import InputFileError
 from spinimpute.model import MASKED, SpinImputer
 from spinimpute.modelfile import ModelBundle, ReferenceContig
@@ -126,6 +127,83 @@ def _impute_window(network, contig, target, window: Window, w_index, typed_sites
         prob[:, typed_columns] = torch.where(observed, target_alleles[q0:q1].float(), prob[:, typed_columns])
         out[:, q0:q1] = prob[:, core].T.cpu().numpy()
     return ImputedBlock(name, window.core_start, window.core_stop, out, typed_sites[window.core_start : window.core_stop])
+
+
+PHASING_ROUNDS = 3
+
+
+@torch.inference_mode()
+def phase_contig(network: SpinImputer, contig: ReferenceContig, target: TargetContig, *, device: torch.device):
+    """Resolve the phase of unphased heterozygous target genotypes against the panel.
+
+    Window by window, with the copying model on the typed markers: first each haplotype
+    is run with its undecided heterozygous sites hidden, and at each such site the ALT
+    allele goes to the haplotype that the panel finds likelier to carry it (P1 (1 - P2)
+    against P2 (1 - P1)). Then, for a few rounds, each site is re-decided from
+    leave-one-out probabilities given the current phase of all the others, alternating
+    between even- and odd-numbered sites so that neighbours do not flip together. Sites
+    decided by the previous window stay fixed and anchor the phase across windows.
+
+    Returns:
+        A TargetContig whose alleles are phased and whose `unphased` mask is all False.
+    """
+    if not target.unphased.any():
+        return target
+    alleles = target.alleles.copy()
+    unphased = target.unphased
+    decided = np.zeros_like(unphased)
+    n_ref = contig.n_haplotypes
+    rate, error = network.switch_rate(n_ref), network.mismatch()
+    for window in contig.windows:
+        lo, hi = np.searchsorted(target.site_index, [window.start, window.stop])
+        open_sites = unphased[lo:hi] & ~decided[lo:hi]
+        samples = np.flatnonzero(open_sites.any(axis=0))
+        if len(samples) == 0:
+            continue
+        columns = target.site_index[lo:hi]
+        haps = contig.haplotypes(window.start, window.stop)[columns - window.start]
+        ref_typed = torch.from_numpy(haps.T.astype(np.float32)).to(device)
+        marker_cm = torch.from_numpy(contig.cm[columns].astype(np.float32)).to(device)
+        open_s = open_sites[:, samples]  # (M, S)
+        block = alleles[lo:hi][:, np.stack([2 * samples, 2 * samples + 1], axis=1).ravel()]  # (M, 2S)
+        step = max(2, _query_batch_size(len(columns), n_ref) // 2 * 2)  # whole samples per batch
+
+        def alt_probabilities(hidden, loo):
+            query = block.T.astype(np.int64)
+            observed = (query >= 0) & ~np.repeat(hidden.T, 2, axis=0)
+            out = []
+            for q0 in range(0, query.shape[0], step):
+                args = (
+                    ref_typed,
+                    torch.from_numpy(np.clip(query[q0 : q0 + step], 0, 1).astype(np.float32)).to(device),
+                    torch.from_numpy(observed[q0 : q0 + step]).to(device),
+                    marker_cm,
+                )
+                if loo:
+                    p = hmm.leave_one_out(*args, rate, error)
+                else:
+                    p = hmm.impute_sites(*args, ref_typed, marker_cm, rate, error)
+                out.append(p.cpu().numpy())
+            p = np.concatenate(out).astype(np.float64)
+            return p[0::2].T, p[1::2].T  # (M, S) each
+
+        def assign(p1, p2, where):
+            first_alt = p1 * (1 - p2) >= p2 * (1 - p1)
+            rows, cols = np.nonzero(where)
+            block[rows, 2 * cols] = first_alt[rows, cols]
+            block[rows, 2 * cols + 1] = ~first_alt[rows, cols]
+
+        assign(*alt_probabilities(open_s, loo=False), open_s)
+        parity = (np.cumsum(open_s, axis=0) % 2).astype(bool)
+        for _ in range(PHASING_ROUNDS):
+            for half in (parity, ~parity):
+                assign(*alt_probabilities(np.zeros_like(open_s), loo=True), open_s & half)
+        in_core = (columns >= window.core_start) & (columns < window.core_stop)
+        rows, cols = np.nonzero(open_s & in_core[:, None])
+        alleles[lo + rows, 2 * samples[cols]] = block[rows, 2 * cols]
+        alleles[lo + rows, 2 * samples[cols] + 1] = block[rows, 2 * cols + 1]
+        decided[lo + rows, samples[cols]] = True
+    return TargetContig(target.site_index, alleles, np.zeros_like(unphased))
 
 
 def contigs_to_impute(bundle: ModelBundle, target: Target, target_path) -> list[str]:

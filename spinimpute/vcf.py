@@ -70,10 +70,13 @@ class TargetContig:
         site_index: (n_typed,) int64 indices into the panel contig's sites, increasing.
         alleles: (n_typed, n_haplotypes) int8 ALT indicators in panel orientation,
             MISSING where the genotype is missing.
+        unphased: (n_typed, n_samples) bool, heterozygous genotypes whose phase is
+            unknown (written with '/'); their alleles are in written order until phased.
     """
 
     site_index: np.ndarray
     alleles: np.ndarray
+    unphased: np.ndarray
 
 
 @dataclass
@@ -250,8 +253,7 @@ def read_target(path, panel_sites: dict[str, Sites], *, threads: int = 1) -> Tar
                 gt = rec.genotype.array()
                 if gt.shape[1] != 3:
                     raise InputFileError(path, f"ploidy above 2 at {chrom}:{rec.POS}")
-                het_unphased = (~gt[:, 2].astype(bool)) & (gt[:, 0] != gt[:, 1]) & (gt[:, 0] >= 0) & (gt[:, 1] >= 0)
-                counts["unphased_het"] += int(het_unphased.sum())
+                unphased_gt = ~gt[:, 2].astype(bool)
             raw = gt[:, :2].reshape(n_haps)
             if (raw == -2).any():
                 raise InputFileError(path, f"haploid genotypes at {chrom}:{rec.POS} are not supported yet")
@@ -260,7 +262,10 @@ def read_target(path, panel_sites: dict[str, Sites], *, threads: int = 1) -> Tar
                 alleles = np.where(alleles == MISSING, MISSING, 1 - alleles).astype(np.int8)
                 counts["flipped"] += 1
             counts["matched"] += 1
-            per_contig.setdefault(panel_chrom, {})[idx] = alleles
+            pairs = alleles.reshape(-1, 2)
+            het = unphased_gt & (pairs[:, 0] != pairs[:, 1]) & (pairs >= 0).all(axis=1)
+            counts["unphased_het"] += int(het.sum())
+            per_contig.setdefault(panel_chrom, {})[idx] = (alleles, het)
     vcf.close()
     contigs = {}
     for chrom in known:
@@ -268,7 +273,9 @@ def read_target(path, panel_sites: dict[str, Sites], *, threads: int = 1) -> Tar
         if not found:
             continue
         index = np.asarray(sorted(found), dtype=np.int64)
-        contigs[chrom] = TargetContig(index, np.stack([found[i] for i in index]))
+        contigs[chrom] = TargetContig(
+            index, np.stack([found[i][0] for i in index]), np.stack([found[i][1] for i in index])
+        )
     for chrom, mapped in name_map.items():
         if mapped is not None and mapped != chrom:
             counts.setdefault("renamed_contigs", []).append(f"{chrom}->{mapped}")

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from spinimpute import __version__
 from spinimpute.errors import InputFileError, OutputFileError
 from spinimpute.genmap import read_genetic_map
-from spinimpute.impute import contigs_to_impute, dosage_r2, impute_contig
+from spinimpute.impute import contigs_to_impute, dosage_r2, impute_contig, phase_contig
 from spinimpute.model import SpinImputer
 from spinimpute.modelfile import ModelBundle, load_model, save_model
 from spinimpute.training import TrainingOptions, build_reference, encode_panel, train
@@ -118,11 +118,10 @@ def impute_job(
     )
     if counts.get("renamed_contigs"):
         log.warning("target contig names reconciled with the model's: %s", ", ".join(counts["renamed_contigs"]))
-    if counts["unphased_het"]:
-        log.warning(
-            "%d heterozygous target genotypes are unphased; they are used in the order written", counts["unphased_het"]
-        )
     network = bundle.network.to(device)
+    if counts["unphased_het"]:
+        log.info("phasing %d unphased heterozygous target genotypes against the panel", counts["unphased_het"])
+    phased = {name: phase_contig(network, bundle.contigs[name], target.contigs[name], device=device) for name in names}
     header = [
         f"##filedate={datetime.date.today():%Y%m%d}",
         f'##source="spinimpute {__version__}"',
@@ -138,7 +137,7 @@ def impute_job(
             bar = tqdm(total=total_windows, desc="imputing", unit="window", disable=not progress, leave=False)
             for name in names:
                 contig = bundle.contigs[name]
-                for block in impute_contig(network, contig, target.contigs[name], device=device, name=name):
+                for block in impute_contig(network, contig, phased[name], device=device, name=name):
                     dose = block.hap_prob.reshape(block.hap_prob.shape[0], -1, 2).sum(axis=2)
                     af = dose.mean(axis=1) / 2
                     writer.write_block(contig.sites, block.start, block.hap_prob, block.typed, af, dosage_r2(block.hap_prob))
