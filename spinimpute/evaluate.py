@@ -100,10 +100,12 @@ def _stats(label: str, ds: np.ndarray, truth: np.ndarray) -> dict:
 def _phased_haplotypes(path, keys, samples, threads) -> dict:
     """(n_samples, 2) alleles per key, NaN-free only where the record is a phased biallelic call."""
     vcf = _open_vcf(path, threads)
-    order = [list(vcf.samples).index(s) for s in samples]
     out = {}
+    if not any(h.type == "FORMAT" and h.info().get("ID") == "GT" for h in vcf.header_iter()):
+        return out  # a dosage-only file carries no phase
+    order = [list(vcf.samples).index(s) for s in samples]
     for rec in _records(path, vcf):
-        if len(rec.ALT) != 1 or "GT" not in rec.FORMAT:
+        if len(rec.ALT) != 1:
             continue
         key = _normalise((rec.CHROM, rec.POS, rec.REF, rec.ALT[0]))
         if key in keys:

@@ -60,7 +60,8 @@ def test_evaluate_reports_accuracy(imputed, small_benchmark, tmp_path):
     out_json = tmp_path / "eval.json"
     result = CliRunner().invoke(
         main, ["evaluate", "--truth", str(small_benchmark / "truth.vcf.gz"), "--imputed", str(imputed),
-               "--ref", str(small_benchmark / "ref.vcf.gz"), "--json", str(out_json)]
+               "--ref", str(small_benchmark / "ref.vcf.gz"), "--target", str(small_benchmark / "target.vcf.gz"),
+               "--json", str(out_json)]
     )
     assert result.exit_code == 0, result.output
     assert "overall" in result.output
@@ -68,6 +69,7 @@ def test_evaluate_reports_accuracy(imputed, small_benchmark, tmp_path):
     # A broken model or HMM lands far below this; a working one is near 0.9 on this tiny panel.
     assert data["overall"]["aggregate_r2"] > 0.8
     assert data["n_sites_missing"] == 0
+    assert data["switch_error_rate"] == 0.0  # phased input keeps its phase at typed sites
 
 
 def test_same_inputs_give_identical_output(imputed, trained_model, small_benchmark, tmp_path):
