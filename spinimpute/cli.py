@@ -137,13 +137,16 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
 @click.option("--model", "model_path", required=True, help="Model file written by 'spinimpute train'.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Output VCF (.vcf.gz, BGZF, indexed with .tbi).")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
+              help="Per-run JSON summary (target site matching counts). Default: OUT with .summary.json "
+                   "in place of .vcf.gz.")
 @seed_option
 @threads_option
 @device_option
 @click.pass_context
-def impute(ctx, target_path, model_path, out_path, seed, threads, device):
+def impute(ctx, target_path, model_path, out_path, summary_path, seed, threads, device):
     """Impute all panel sites for every target sample."""
-    from spinimpute.workflows import impute_job
+    from spinimpute.workflows import impute_job, summary_path_for
 
     _setup(threads, seed)
     impute_job(
@@ -154,6 +157,7 @@ def impute(ctx, target_path, model_path, out_path, seed, threads, device):
         threads=threads,
         command_line=_command_line(),
         progress=ctx.obj["progress"],
+        summary_path=summary_path or summary_path_for(out_path),
     )
 
 

@@ -206,23 +206,78 @@ def match_contig(name: str, known: list[str]) -> str | None:
     return alt if alt in known else None
 
 
-def read_target(path, panel_sites: dict[str, Sites], *, threads: int = 1) -> Target:
+_COMPLEMENT = {"A": "T", "T": "A", "C": "G", "G": "C"}
+AMBIGUOUS_MAX_MAF = 0.4  # palindromic SNPs nearer 50 % than this cannot be oriented by frequency
+
+
+def match_alleles(
+    ref: str, alt: str, candidates: list[tuple[int, str, str, float]], target_alt_freq: float
+) -> tuple[int | None, bool, str]:
+    """Match a target biallelic record to one of the panel sites at its position.
+
+    Args:
+        ref, alt: the target's alleles.
+        candidates: (panel index, REF, ALT, panel ALT frequency) of the panel sites at
+            the same position.
+        target_alt_freq: ALT frequency among the target's non-missing alleles.
+
+    Returns:
+        (panel index or None, whether to flip the target's 0/1 alleles, case), with case
+        one of "exact", "swapped", "strand", "strand_swapped", "ambiguous_resolved",
+        "ambiguous_dropped", "allele_mismatch".
+    """
+    snp = len(ref) == 1 and len(alt) == 1 and ref in _COMPLEMENT and alt in _COMPLEMENT
+    palindromic = snp and _COMPLEMENT[ref] == alt
+    for index, p_ref, p_alt, p_freq in candidates:
+        if palindromic and {p_ref, p_alt} == {ref, alt}:
+            # A/T or C/G: the strand is unknown, so orient by allele frequency.
+            if min(p_freq, 1 - p_freq) > AMBIGUOUS_MAX_MAF:
+                return None, False, "ambiguous_dropped"
+            flip = abs((1 - target_alt_freq) - p_freq) < abs(target_alt_freq - p_freq)
+            return index, flip, "ambiguous_resolved"
+        if (ref, alt) == (p_ref, p_alt):
+            return index, False, "exact"
+        if (ref, alt) == (p_alt, p_ref):
+            return index, True, "swapped"
+    if snp and not palindromic:
+        c_ref, c_alt = _COMPLEMENT[ref], _COMPLEMENT[alt]
+        for index, p_ref, p_alt, _ in candidates:
+            if (c_ref, c_alt) == (p_ref, p_alt):
+                return index, False, "strand"
+            if (c_ref, c_alt) == (p_alt, p_ref):
+                return index, True, "strand_swapped"
+    return None, False, "allele_mismatch"
+
+
+MATCH_CASES = ("exact", "swapped", "strand", "strand_swapped", "ambiguous_resolved", "ambiguous_dropped",
+               "allele_mismatch")
+
+
+def read_target(
+    path, panel_sites: dict[str, Sites], panel_alt_freq: dict[str, np.ndarray] | None = None, *, threads: int = 1
+) -> Target:
     """Read target genotypes at the panel's sites, in panel orientation.
 
-    Sites are matched by position and alleles. A target record whose REF and ALT are the
-    panel's ALT and REF is flipped. Records at no panel site, or with other alleles, are
-    dropped and counted.
+    Multiallelic records are split into biallelic ones. Each is matched to the panel by
+    position and alleles (`match_alleles`): REF/ALT swaps are flipped, strand flips of
+    non-palindromic SNPs are complemented, A/T and C/G SNPs are oriented by allele
+    frequency or dropped, and other records are dropped. `Target.counts` counts each case.
     """
     vcf = _open_vcf(path, threads)
     samples = list(vcf.samples)
     _check_samples(path, samples)
     n_haps = 2 * len(samples)
-    lookup = {}
+    by_position: dict[str, dict[int, list]] = {}
     for chrom, sites in panel_sites.items():
-        lookup[chrom] = {(int(p), r, a): i for i, (p, r, a) in enumerate(zip(sites.positions, sites.refs, sites.alts))}
+        freq = panel_alt_freq[chrom] if panel_alt_freq is not None else np.full(len(sites), np.nan)
+        table: dict[int, list] = {}
+        for i, (p, r, a) in enumerate(zip(sites.positions, sites.refs, sites.alts)):
+            table.setdefault(int(p), []).append((i, r, a, float(freq[i])))
+        by_position[chrom] = table
     known = list(panel_sites)
-    counts = {"records": 0, "matched": 0, "flipped": 0, "not_in_panel": 0, "unphased_het": 0, "other_contig": 0}
-    per_contig: dict[str, dict[int, np.ndarray]] = {}
+    counts = {"records": 0, "matched": 0, **{c: 0 for c in MATCH_CASES}, "not_in_panel": 0, "duplicate": 0,
+              "other_contig": 0, "unphased_het": 0}
+    per_contig: dict[str, dict[int, tuple]] = {}
     name_map: dict[str, str | None] = {}
     current, last_pos = None, 0
     for rec in _records(path, vcf):
@@ -239,28 +294,30 @@ def read_target(path, panel_sites: dict[str, Sites], *, threads: int = 1) -> Tar
         if panel_chrom is None:
             counts["other_contig"] += 1
             continue
-        gt = None
+        candidates = by_position[panel_chrom].get(rec.POS)
+        if not candidates:
+            counts["not_in_panel"] += len(rec.ALT) or 1
+            continue
+        gt = rec.genotype.array()
+        if gt.shape[1] > 3:
+            raise InputFileError(path, f"ploidy above 2 at {chrom}:{rec.POS}")
+        raw = gt[:, :2].reshape(n_haps)
+        if gt.shape[1] < 3 or (raw == -2).any():
+            raise InputFileError(path, f"haploid genotypes at {chrom}:{rec.POS} are not supported yet")
+        unphased_gt = ~gt[:, 2].astype(bool)
         for k, alt in enumerate(rec.ALT, start=1):
-            idx = lookup[panel_chrom].get((rec.POS, rec.REF, alt))
-            flip = False
-            if idx is None and len(rec.ALT) == 1:
-                idx = lookup[panel_chrom].get((rec.POS, alt, rec.REF))
-                flip = idx is not None
-            if idx is None:
-                counts["not_in_panel"] += 1
-                continue
-            if gt is None:
-                gt = rec.genotype.array()
-                if gt.shape[1] != 3:
-                    raise InputFileError(path, f"ploidy above 2 at {chrom}:{rec.POS}")
-                unphased_gt = ~gt[:, 2].astype(bool)
-            raw = gt[:, :2].reshape(n_haps)
-            if (raw == -2).any():
-                raise InputFileError(path, f"haploid genotypes at {chrom}:{rec.POS} are not supported yet")
             alleles = np.where(raw < 0, MISSING, (raw == k).astype(np.int8)).astype(np.int8)
+            present = alleles[alleles >= 0]
+            target_freq = float(present.mean()) if len(present) else 0.5
+            idx, flip, case = match_alleles(rec.REF, alt, candidates, target_freq)
+            counts[case] += 1
+            if idx is None:
+                continue
+            if idx in per_contig.get(panel_chrom, {}):
+                counts["duplicate"] += 1
+                continue
             if flip:
                 alleles = np.where(alleles == MISSING, MISSING, 1 - alleles).astype(np.int8)
-                counts["flipped"] += 1
             counts["matched"] += 1
             pairs = alleles.reshape(-1, 2)
             het = unphased_gt & (pairs[:, 0] != pairs[:, 1]) & (pairs >= 0).all(axis=1)

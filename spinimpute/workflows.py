@@ -99,22 +99,28 @@ def impute_job(
     threads: int = 1,
     command_line: str = "",
     progress: bool = True,
+    summary_path=None,
 ) -> dict:
-    """Impute every panel site of the target's contigs and write an indexed VCF."""
+    """Impute every panel site of the target's contigs and write an indexed VCF.
+
+    `summary_path`, when given, receives a JSON summary: how the target's records were
+    matched to the panel (each case counted), sites written, time.
+    """
     start = time.time()
     bundle = load_model(model_path)
     panel_sites = {name: c.sites for name, c in bundle.contigs.items()}
-    target = read_target(target_path, panel_sites, threads=threads)
+    alt_freq = {name: c.alt_freq for name, c in bundle.contigs.items()}
+    target = read_target(target_path, panel_sites, alt_freq, threads=threads)
     names = contigs_to_impute(bundle, target, target_path)
     counts = target.counts
     log.info(
-        "target %s: %d samples, %d records, %d matched panel sites (%d with REF/ALT swapped), %d not in the panel",
-        target_path,
-        len(target.samples),
-        counts["records"],
-        counts["matched"],
-        counts["flipped"],
-        counts["not_in_panel"],
+        "target %s: %d samples, %d records; %d matched panel sites (%d exact, %d REF/ALT swapped, "
+        "%d strand-flipped, %d strand-flipped and swapped, %d A/T or C/G oriented by frequency); dropped: "
+        "%d not in the panel, %d other alleles, %d A/T or C/G too near 50%% to orient, %d duplicates, "
+        "%d on contigs not in the model",
+        target_path, len(target.samples), counts["records"], counts["matched"], counts["exact"], counts["swapped"],
+        counts["strand"], counts["strand_swapped"], counts["ambiguous_resolved"], counts["not_in_panel"],
+        counts["allele_mismatch"], counts["ambiguous_dropped"], counts["duplicate"], counts["other_contig"],
     )
     if counts.get("renamed_contigs"):
         log.warning("target contig names reconciled with the model's: %s", ", ".join(counts["renamed_contigs"]))
@@ -148,7 +154,31 @@ def impute_job(
             writer.close()
     seconds = round(time.time() - start, 1)
     log.info("wrote %s: %d sites x %d samples in %.1f s", out_path, n_written, len(target.samples), seconds)
-    return {"sites": n_written, "samples": len(target.samples), "seconds": seconds, "counts": counts}
+    summary = {
+        "spinimpute_version": __version__,
+        "command_line": command_line,
+        "target": str(target_path),
+        "model": str(model_path),
+        "output": str(out_path),
+        "contigs": names,
+        "samples": len(target.samples),
+        "sites_written": n_written,
+        "target_sites": counts,
+        "seconds": seconds,
+    }
+    if summary_path is not None:
+        write_json(summary_path, summary)
+    return summary
+
+
+def summary_path_for(out_path) -> str:
+    """OUT.vcf.gz -> OUT.summary.json."""
+    name = str(out_path)
+    for suffix in (".vcf.gz", ".vcf.bgz", ".vcf", ".gz"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name + ".summary.json"
 
 
 def write_json(path, data) -> None:

@@ -91,7 +91,7 @@ def test_target_matching_flips_swapped_alleles_and_renames_contigs(tmp_path):
     tc = target.contigs["20"]
     assert tc.site_index.tolist() == [0, 1]
     assert tc.alleles.tolist() == [[1, 0, MISSING, 0], [1, 0, 0, 0]]
-    assert target.counts["flipped"] == 1 and target.counts["not_in_panel"] == 1
+    assert target.counts["swapped"] == 1 and target.counts["not_in_panel"] == 1
     assert target.counts["renamed_contigs"] == ["chr20->20"]
 
 
