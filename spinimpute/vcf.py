@@ -94,10 +94,28 @@ def _open_vcf(path, threads: int = 1, gts012: bool = False):
         raise InputFileError(path, "file not found")
     if path != "-" and not os.access(path, os.R_OK):
         raise InputFileError(path, "file is not readable")
+    if path != "-" and _missing_bgzf_eof(path):
+        raise InputFileError(path, "truncated BGZF file (no end-of-file marker)")
     try:
         return cyvcf2.VCF(path, threads=max(1, threads), gts012=gts012, lazy=True)
     except Exception as exc:  # cyvcf2 raises bare Exception on bad headers
         raise InputFileError(path, _header_problem(path) or f"not a readable VCF/BCF file ({exc})") from None
+
+
+# The empty block that ends every complete BGZF file (SAM/BAM specification, 4.1.2).
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+
+
+def _missing_bgzf_eof(path: str) -> bool:
+    """True for a BGZF (or BCF) file cut short: gzip magic at the start, no EOF block at the end."""
+    with open(path, "rb") as handle:
+        if handle.read(4) != _BGZF_EOF[:4]:
+            return False  # plain text, or plain gzip (which htslib rejects with its own message)
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() < len(_BGZF_EOF):
+            return True
+        handle.seek(-len(_BGZF_EOF), os.SEEK_END)
+        return handle.read() != _BGZF_EOF
 
 
 def _header_problem(path: str) -> str | None:
@@ -140,7 +158,7 @@ def _records(path, vcf) -> Iterator:
     try:
         yield from vcf
     except Exception as exc:
-        raise InputFileError(path, f"could not read records: {exc}") from None
+        raise InputFileError(path, f"truncated or corrupt file: htslib could not read a record ({exc})") from None
 
 
 def read_panel(path, *, threads: int = 1) -> Panel:
