@@ -52,6 +52,18 @@ def _device(name: str):
     return select_device(name)
 
 
+def _check_region(value):
+    if value is None:
+        return None
+    from spinimpute.workflows import parse_region
+
+    try:
+        parse_region(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 class _Group(click.Group):
     """Turns user errors into one line on stderr and an exit code; --debug shows tracebacks."""
 
@@ -140,11 +152,14 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False),
               help="Per-run JSON summary (target site matching counts). Default: OUT with .summary.json "
                    "in place of .vcf.gz.")
+@click.option("--region", callback=lambda ctx, param, value: _check_region(value),
+              help="Only impute and write panel sites in CHR:START-END (1-based, inclusive); the model's windows "
+                   "give these sites the context they have in a whole-contig run.")
 @seed_option
 @threads_option
 @device_option
 @click.pass_context
-def impute(ctx, target_path, model_path, out_path, summary_path, seed, threads, device):
+def impute(ctx, target_path, model_path, out_path, summary_path, region, seed, threads, device):
     """Impute all panel sites for every target sample."""
     from spinimpute.workflows import impute_job, summary_path_for
 
@@ -158,6 +173,7 @@ def impute(ctx, target_path, model_path, out_path, summary_path, seed, threads, 
         command_line=_command_line(),
         progress=ctx.obj["progress"],
         summary_path=summary_path or summary_path_for(out_path),
+        region=region,
     )
 
 

@@ -86,16 +86,40 @@ def _query_batch_size(n_markers: int, n_ref: int) -> int:
     return max(1, HMM_STATE_BUDGET // per_query)
 
 
+def windows_for(contig: ReferenceContig, sites: range | None) -> list[int]:
+    """Indices of the windows whose cores hold any of the panel site indices `sites` (all if None)."""
+    if sites is None:
+        return list(range(len(contig.windows)))
+    return [i for i, w in enumerate(contig.windows) if w.core_start < sites.stop and w.core_stop > sites.start]
+
+
 @torch.inference_mode()
 def impute_contig(
-    network: SpinImputer, contig: ReferenceContig, target: TargetContig, *, device: torch.device, name: str
+    network: SpinImputer,
+    contig: ReferenceContig,
+    target: TargetContig,
+    *,
+    device: torch.device,
+    name: str,
+    sites: range | None = None,
 ) -> Iterator[ImputedBlock]:
-    """Impute every site of a panel contig for all target haplotypes, window by window."""
+    """Impute the sites of a panel contig (all, or the index range `sites`) window by window.
+
+    Windows are fixed by the model, so a site gets the same result whether a run covers
+    the whole contig or only a region around it.
+    """
     n_target_haps = target.alleles.shape[1]
     typed_sites = np.zeros(len(contig.sites), dtype=bool)
     typed_sites[target.site_index] = True
-    for w_index, window in enumerate(contig.windows):
-        yield _impute_window(network, contig, target, window, w_index, typed_sites, n_target_haps, device, name)
+    for w_index in windows_for(contig, sites):
+        block = _impute_window(
+            network, contig, target, contig.windows[w_index], w_index, typed_sites, n_target_haps, device, name
+        )
+        if sites is not None:
+            lo, hi = max(block.start, sites.start), min(block.stop, sites.stop)
+            block = ImputedBlock(name, lo, hi, block.hap_prob[lo - block.start : hi - block.start],
+                                 block.typed[lo - block.start : hi - block.start])
+        yield block
 
 
 def _impute_window(network, contig, target, window: Window, w_index, typed_sites, n_target_haps, device, name):
@@ -133,7 +157,14 @@ PHASING_ROUNDS = 3
 
 
 @torch.inference_mode()
-def phase_contig(network: SpinImputer, contig: ReferenceContig, target: TargetContig, *, device: torch.device):
+def phase_contig(
+    network: SpinImputer,
+    contig: ReferenceContig,
+    target: TargetContig,
+    *,
+    device: torch.device,
+    sites: range | None = None,
+):
     """Resolve the phase of unphased heterozygous target genotypes against the panel.
 
     Window by window, with the copying model on the typed markers: first each haplotype
@@ -144,8 +175,12 @@ def phase_contig(network: SpinImputer, contig: ReferenceContig, target: TargetCo
     between even- and odd-numbered sites so that neighbours do not flip together. Sites
     decided by the previous window stay fixed and anchor the phase across windows.
 
+    With `sites`, only the windows imputing those sites and one window either side are
+    phased; other unphased genotypes are left as written.
+
     Returns:
-        A TargetContig whose alleles are phased and whose `unphased` mask is all False.
+        A TargetContig whose alleles are phased (where `sites` reaches) and whose
+        `unphased` mask is all False.
     """
     if not target.unphased.any():
         return target
@@ -154,7 +189,9 @@ def phase_contig(network: SpinImputer, contig: ReferenceContig, target: TargetCo
     decided = np.zeros_like(unphased)
     n_ref = contig.n_haplotypes
     rate, error = network.switch_rate(n_ref), network.mismatch()
-    for window in contig.windows:
+    needed = windows_for(contig, sites)
+    for w_index in range(max(0, needed[0] - 1), min(len(contig.windows), needed[-1] + 2)) if needed else []:
+        window = contig.windows[w_index]
         lo, hi = np.searchsorted(target.site_index, [window.start, window.stop])
         open_sites = unphased[lo:hi] & ~decided[lo:hi]
         samples = np.flatnonzero(open_sites.any(axis=0))

@@ -18,11 +18,11 @@ from tqdm import tqdm
 from spinimpute import __version__
 from spinimpute.errors import InputFileError, OutputFileError
 from spinimpute.genmap import read_genetic_map
-from spinimpute.impute import contigs_to_impute, dosage_r2, impute_contig, phase_contig
+from spinimpute.impute import contigs_to_impute, dosage_r2, impute_contig, phase_contig, windows_for
 from spinimpute.model import SpinImputer
 from spinimpute.modelfile import ModelBundle, load_model, save_model
 from spinimpute.training import TrainingOptions, build_reference, encode_panel, train
-from spinimpute.vcf import ImputedVcfWriter, atomic_output, read_panel, read_target
+from spinimpute.vcf import ImputedVcfWriter, atomic_output, match_contig, read_panel, read_target
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def impute_job(
     command_line: str = "",
     progress: bool = True,
     summary_path=None,
+    region: str | None = None,
 ) -> dict:
     """Impute every panel site of the target's contigs and write an indexed VCF.
 
@@ -112,6 +113,16 @@ def impute_job(
     alt_freq = {name: c.alt_freq for name, c in bundle.contigs.items()}
     target = read_target(target_path, panel_sites, alt_freq, threads=threads)
     names = contigs_to_impute(bundle, target, target_path)
+    site_ranges: dict[str, range | None] = {name: None for name in names}
+    if region is not None:
+        chrom, first, last = parse_region(region)
+        name = match_contig(chrom, list(bundle.contigs))
+        if name is None or name not in names:
+            raise InputFileError(target_path, f"region contig '{chrom}' is not among the contigs imputed: {', '.join(names)}")
+        positions = bundle.contigs[name].sites.positions
+        lo = np.searchsorted(positions, first, side="left")
+        hi = np.searchsorted(positions, last, side="right")
+        names, site_ranges = [name], {name: range(int(lo), int(hi))}
     counts = target.counts
     log.info(
         "target %s: %d samples, %d records; %d matched panel sites (%d exact, %d REF/ALT swapped, "
@@ -127,7 +138,10 @@ def impute_job(
     network = bundle.network.to(device)
     if counts["unphased_het"]:
         log.info("phasing %d unphased heterozygous target genotypes against the panel", counts["unphased_het"])
-    phased = {name: phase_contig(network, bundle.contigs[name], target.contigs[name], device=device) for name in names}
+    phased = {
+        name: phase_contig(network, bundle.contigs[name], target.contigs[name], device=device, sites=site_ranges[name])
+        for name in names
+    }
     header = [
         f"##filedate={datetime.date.today():%Y%m%d}",
         f'##source="spinimpute {__version__}"',
@@ -135,7 +149,7 @@ def impute_job(
         f"##spinimpute_command={command_line}",
         f"##spinimpute_model={Path(model_path).name}",
     ]
-    total_windows = sum(len(bundle.contigs[n].windows) for n in names)
+    total_windows = sum(len(windows_for(bundle.contigs[n], site_ranges[n])) for n in names)
     n_written = 0
     with atomic_output(out_path) as tmp:
         writer = ImputedVcfWriter(tmp, samples=target.samples, contigs=names, extra_header=header)
@@ -143,7 +157,9 @@ def impute_job(
             bar = tqdm(total=total_windows, desc="imputing", unit="window", disable=not progress, leave=False)
             for name in names:
                 contig = bundle.contigs[name]
-                for block in impute_contig(network, contig, phased[name], device=device, name=name):
+                for block in impute_contig(
+                    network, contig, phased[name], device=device, name=name, sites=site_ranges[name]
+                ):
                     dose = block.hap_prob.reshape(block.hap_prob.shape[0], -1, 2).sum(axis=2)
                     af = dose.mean(axis=1) / 2
                     writer.write_block(contig.sites, block.start, block.hap_prob, block.typed, af, dosage_r2(block.hap_prob))
@@ -161,6 +177,7 @@ def impute_job(
         "model": str(model_path),
         "output": str(out_path),
         "contigs": names,
+        "region": region,
         "samples": len(target.samples),
         "sites_written": n_written,
         "target_sites": counts,
@@ -169,6 +186,24 @@ def impute_job(
     if summary_path is not None:
         write_json(summary_path, summary)
     return summary
+
+
+def parse_region(text: str) -> tuple[str, int, int]:
+    """'CHR', 'CHR:START-END', 'CHR:START-' or 'CHR:-END' (1-based, inclusive) -> (chrom, start, end)."""
+    chrom, _, span = text.partition(":")
+    if not chrom:
+        raise ValueError(f"region '{text}' has no contig")
+    if not span:
+        return chrom, 1, 2**62
+    first, sep, last = span.replace(",", "").partition("-")
+    try:
+        start = int(first) if first else 1
+        end = int(last) if last else (2**62 if sep else start)
+    except ValueError:
+        raise ValueError(f"region '{text}' is not CHR:START-END") from None
+    if start < 1 or end < start:
+        raise ValueError(f"region '{text}' has an empty or negative span")
+    return chrom, start, end
 
 
 def summary_path_for(out_path) -> str:

@@ -121,3 +121,26 @@ def test_target_on_other_contig_is_an_error(trained_model, tmp_path):
                                        "--out", str(out)])
     assert result.exit_code == 1 and "no target site overlaps" in result.output
     assert not out.exists()
+
+
+def test_region_halves_equal_the_whole_run(imputed, trained_model, small_benchmark, tmp_path):
+    whole = {(r.POS, r.REF, r.ALT[0]): r.format("DS")[:, 0] for r in cyvcf2.VCF(str(imputed))}
+    positions = sorted(p for p, _, _ in whole)
+    middle = positions[len(positions) // 2]
+    halves = {}
+    for name, region in (("a", f"20:1-{middle}"), ("b", f"chr20:{middle + 1}-")):
+        out = tmp_path / f"{name}.vcf.gz"
+        result = CliRunner().invoke(main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"),
+                                           "--model", str(trained_model), "--out", str(out), "--region", region])
+        assert result.exit_code == 0, result.output
+        halves[name] = {(r.POS, r.REF, r.ALT[0]): r.format("DS")[:, 0] for r in cyvcf2.VCF(str(out))}
+    assert max(p for p, _, _ in halves["a"]) <= middle < min(p for p, _, _ in halves["b"])
+    joined = {**halves["a"], **halves["b"]}
+    assert joined.keys() == whole.keys()
+    assert max(np.abs(joined[k] - whole[k]).max() for k in whole) <= 1e-6
+
+
+def test_bad_region_is_a_usage_error(trained_model, small_benchmark, tmp_path):
+    result = CliRunner().invoke(main, ["impute", "--target", str(small_benchmark / "target.vcf.gz"), "--model",
+                                       str(trained_model), "--out", str(tmp_path / "o.vcf.gz"), "--region", "20:9-1"])
+    assert result.exit_code == 2 and "region" in result.output
