@@ -178,6 +178,47 @@ def impute(ctx, target_path, model_path, out_path, summary_path, region, seed, t
 
 
 @main.command()
+@click.option("--model", "model_path", required=True, help="Model file written by 'spinimpute train'.")
+@click.option("--size", default="5Mb", show_default=True, help="Chunk length (bp, kb, Mb).")
+@click.option("--buffer", default="250kb", show_default=True,
+              help="Least extra span each side in the input columns (the model's windows may need more).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Table to write (default: stdout).")
+def chunk(model_path, size, buffer, out_path):
+    """Write a table of chunks (one 'impute --region' job each) for a workflow engine.
+
+    Columns: contig, start, end, region (for --region), input_start, input_end (the span of the target a
+    job needs if the target is subset per chunk), n_sites.
+    """
+    from spinimpute.chunking import chunk_table, make_chunks, parse_length
+    from spinimpute.modelfile import load_model
+
+    try:
+        size_bp, buffer_bp = parse_length(size), parse_length(buffer)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    table = chunk_table(make_chunks(load_model(model_path), size=size_bp, buffer=buffer_bp))
+    if out_path:
+        with open(out_path, "w") as handle:
+            handle.write(table)
+    else:
+        click.echo(table, nl=False)
+
+
+@main.command()
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Joined VCF (.vcf.gz, indexed with .tbi).")
+@click.argument("chunks", nargs=-1, required=True)
+def ligate(out_path, chunks):
+    """Join the outputs of 'impute --region' chunks into one indexed VCF, in genome order."""
+    from spinimpute.chunking import ligate as ligate_chunks
+    from spinimpute.vcf import atomic_output
+
+    with atomic_output(out_path) as tmp:
+        n = ligate_chunks(list(chunks), tmp, extra_header=[f"##spinimpute_command={_command_line()}"])
+    log.info("wrote %s: %d records from %d chunks", out_path, n, len(chunks))
+
+
+@main.command()
 @click.option("--truth", "truth_path", required=True, help="True genotypes (VCF with GT).")
 @click.option("--imputed", "imputed_path", required=True, help="Imputed VCF with FORMAT/DS.")
 @click.option("--ref", "ref_path", help="Reference panel, for minor allele frequencies (default: from the truth).")

@@ -144,3 +144,30 @@ def test_bad_region_is_a_usage_error(trained_model, small_benchmark, tmp_path):
     result = CliRunner().invoke(main, ["impute", "--target", str(small_benchmark / "target.vcf.gz"), "--model",
                                        str(trained_model), "--out", str(tmp_path / "o.vcf.gz"), "--region", "20:9-1"])
     assert result.exit_code == 2 and "region" in result.output
+
+
+def test_chunk_impute_ligate_equals_whole_run(imputed, trained_model, small_benchmark, tmp_path):
+    runner = CliRunner()
+    table = tmp_path / "chunks.tsv"
+    result = runner.invoke(main, ["chunk", "--model", str(trained_model), "--size", "100kb", "--out", str(table)])
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in table.read_text().splitlines()[1:]]
+    assert len(rows) >= 3
+    outputs = []
+    for k, row in enumerate(reversed(rows)):  # any order: ligate sorts
+        out = tmp_path / f"chunk{k}.vcf.gz"
+        result = runner.invoke(main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"), "--model",
+                                      str(trained_model), "--out", str(out), "--region", row[3]])
+        assert result.exit_code == 0, result.output
+        outputs.append(str(out))
+    joined = tmp_path / "joined.vcf.gz"
+    result = runner.invoke(main, ["-q", "ligate", "--out", str(joined), *outputs])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "joined.vcf.gz.tbi").exists()
+    whole = [(r.POS, r.ALT[0], r.format("DS").tobytes()) for r in cyvcf2.VCF(str(imputed))]
+    parts = [(r.POS, r.ALT[0], r.format("DS").tobytes()) for r in cyvcf2.VCF(str(joined))]
+    assert parts == whole
+    # Overlapping chunks are refused.
+    result = runner.invoke(main, ["-q", "ligate", "--out", str(tmp_path / "bad.vcf.gz"), outputs[0], outputs[0]])
+    assert result.exit_code == 1 and "overlaps" in result.output
+    assert not (tmp_path / "bad.vcf.gz").exists()
