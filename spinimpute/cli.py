@@ -218,6 +218,75 @@ def ligate(out_path, chunks):
     log.info("wrote %s: %d records from %d chunks", out_path, n, len(chunks))
 
 
+# Beagle 5.4 keys that tune its own algorithm; accepted so that pipelines switch executables unchanged.
+BEAGLE_TUNING_KEYS = frozenset(
+    "ap gp impute burnin iterations phase-states imp-states cluster ne err em window overlap seed step-scale "
+    "rare imp-segment imp-step imp-nsteps buffer ped truth excludesamples excludemarkers".split()
+)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
+@click.argument("arguments", nargs=-1)
+@click.pass_context
+def beagle(ctx, arguments):
+    """Beagle 5.4's command line: gt=STUDY.vcf.gz ref=MODEL out=PREFIX [map=] [nthreads=] [chrom=].
+
+    Writes PREFIX.vcf.gz (+ .tbi) and PREFIX.log as Beagle does. ref= must be a spinimpute model (train one
+    with 'spinimpute train --ref PANEL.vcf.gz'). map= is accepted but the model's own map is used. Beagle's
+    tuning keys are ignored with a warning; unknown keys are an error. Also installed as 'spinimpute-beagle'.
+    """
+    from spinimpute.workflows import impute_job
+
+    values = {}
+    for argument in arguments:
+        key, sep, value = argument.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"Beagle arguments are key=value pairs, got '{argument}'")
+        if key not in {"gt", "ref", "out", "map", "nthreads", "chrom"} | BEAGLE_TUNING_KEYS:
+            raise click.UsageError(f"unknown Beagle argument '{key}'")
+        values[key] = value
+    missing = [k for k in ("gt", "ref", "out") if not values.get(k)]
+    if missing:
+        raise click.UsageError("missing required Beagle argument(s): " + ", ".join(f"{k}=" for k in missing))
+    ignored = sorted(BEAGLE_TUNING_KEYS & values.keys())
+    try:
+        threads = int(values.get("nthreads", 2))
+    except ValueError:
+        raise click.UsageError(f"nthreads={values['nthreads']} is not a number") from None
+    region = values.get("chrom")
+    if region is not None:
+        _check_region(region)
+    prefix = values["out"]
+    handler = logging.FileHandler(prefix + ".log", mode="w")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        log.info("spinimpute %s, Beagle-compatible command line: %s", __version__, " ".join(arguments))
+        if ignored:
+            log.warning("ignored Beagle tuning argument(s): %s", ", ".join(f"{k}=" for k in ignored))
+        if "map" in values:
+            log.warning("map=%s ignored: the model carries the genetic map it was trained with", values["map"])
+        _setup(max(1, threads))
+        impute_job(
+            target_path=values["gt"],
+            model_path=values["ref"],
+            out_path=prefix + ".vcf.gz",
+            device=_device("auto"),
+            threads=max(1, threads),
+            command_line=_command_line(),
+            progress=ctx.obj["progress"],
+            region=region,
+        )
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def beagle_main() -> None:
+    """Entry point of the 'spinimpute-beagle' executable."""
+    main(["beagle", *sys.argv[1:]])
+
+
 @main.command()
 @click.option("--truth", "truth_path", required=True, help="True genotypes (VCF with GT).")
 @click.option("--imputed", "imputed_path", required=True, help="Imputed VCF with FORMAT/DS.")

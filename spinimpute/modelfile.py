@@ -129,6 +129,12 @@ def load_model(path) -> ModelBundle:
         raise ModelFileError(path, "file not found")
     if path.is_dir():
         raise ModelFileError(path, "is a directory, not a spinimpute model file")
+    with open(path, "rb") as handle:
+        start = handle.read(16)
+    if start.startswith(b"\x1f\x8b") or start.startswith(b"##fileformat") or start.startswith(b"BCF"):
+        raise ModelFileError(
+            path, f"is a VCF/BCF, not a spinimpute model; make one with 'spinimpute train --ref {path} --out MODEL'"
+        )
     try:
         with safe_open(str(path), framework="pt") as handle:
             raw = (handle.metadata() or {}).get(METADATA_KEY)

@@ -171,3 +171,29 @@ def test_chunk_impute_ligate_equals_whole_run(imputed, trained_model, small_benc
     result = runner.invoke(main, ["-q", "ligate", "--out", str(tmp_path / "bad.vcf.gz"), outputs[0], outputs[0]])
     assert result.exit_code == 1 and "overlaps" in result.output
     assert not (tmp_path / "bad.vcf.gz").exists()
+
+
+def test_beagle_command_line(trained_model, small_benchmark, tmp_path):
+    prefix = tmp_path / "bgl"
+    result = CliRunner().invoke(main, ["-q", "beagle", f"gt={small_benchmark / 'target.vcf.gz'}",
+                                       f"ref={trained_model}", f"out={prefix}", "nthreads=1", "ne=20000",
+                                       "map=plink.map", "chrom=20"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "bgl.vcf.gz").exists() and (tmp_path / "bgl.vcf.gz.tbi").exists()
+    log_text = (tmp_path / "bgl.log").read_text()
+    assert "ignored Beagle tuning argument(s): ne=" in log_text and "map=plink.map ignored" in log_text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bgl.log", "bgl.vcf.gz", "bgl.vcf.gz.tbi"]
+
+
+@pytest.mark.parametrize("args,problem", [(["gt=a", "ref=b", "out=c", "bogus=1"], "unknown Beagle argument"),
+                                          (["gt=a", "out=c"], "missing required"),
+                                          (["gt=a", "ref", "out=c"], "key=value")])
+def test_beagle_command_line_rejects(args, problem):
+    result = CliRunner().invoke(main, ["beagle", *args])
+    assert result.exit_code == 2 and problem in result.output
+
+
+def test_vcf_given_as_model(small_benchmark, tmp_path):
+    result = CliRunner().invoke(main, ["-q", "beagle", f"gt={small_benchmark / 'target.vcf.gz'}",
+                                       f"ref={small_benchmark / 'ref.vcf.gz'}", f"out={tmp_path / 'x'}"])
+    assert result.exit_code == 1 and "spinimpute train --ref" in result.output
