@@ -284,7 +284,7 @@ def beagle(ctx, arguments):
 
 def beagle_main() -> None:
     """Entry point of the 'spinimpute-beagle' executable."""
-    main(["beagle", *sys.argv[1:]])
+    main(["beagle", *sys.argv[1:]], prog_name="spinimpute")
 
 
 @main.command()

@@ -1,0 +1,39 @@
+"""The Snakemake workflow on the example data, with the local and the cluster-generic executors."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cyvcf2
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _snakemake():
+    exe = Path(sys.executable).parent / "snakemake"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("snakemake")
+    if found is None:
+        pytest.skip("snakemake is not installed (pip install -e '.[workflow]')")
+    return found
+
+
+@pytest.mark.parametrize("executor", [[], ["--executor", "cluster-generic", "--cluster-generic-submit-cmd", "bash"]],
+                         ids=["local", "cluster-generic"])
+def test_workflow_runs_and_covers_every_panel_site(executor, tmp_path):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    out = tmp_path / "wf"
+    cmd = [_snakemake(), "-s", "workflow/Snakefile", "--configfile", "workflow/config.yaml", "--config",
+           f"outdir={out}", "train_steps=3", "chunk_size=250kb", "-j", "2", "-c", "2", "-q", *executor]
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    chunks = [line for line in (out / "chunks.tsv").read_text().splitlines() if not line.startswith("#")]
+    assert len(chunks) >= 3
+    panel = [(r.POS, r.ALT[0]) for r in cyvcf2.VCF(str(REPO / "data" / "example" / "ref.vcf.gz"))]
+    imputed = [(r.POS, r.ALT[0]) for r in cyvcf2.VCF(str(out / "imputed" / "20.vcf.gz"))]
+    assert imputed == panel
