@@ -22,7 +22,7 @@ LABEL org.opencontainers.image.title="spinimpute" \
 COPY --from=build /opt/spinimpute /opt/spinimpute
 ENV PATH=/opt/spinimpute/bin:$PATH
 RUN useradd --create-home --uid 1000 spin
-USER spin
+USER 1000:1000
 WORKDIR /data
 ENTRYPOINT ["spinimpute"]
 CMD ["--help"]
