@@ -289,20 +289,35 @@ def beagle_main() -> None:
 
 @main.command()
 @click.option("--truth", "truth_path", required=True, help="True genotypes (VCF with GT).")
-@click.option("--imputed", "imputed_path", required=True, help="Imputed VCF with FORMAT/DS.")
+@click.option("--imputed", "imputed_paths", required=True, multiple=True,
+              help="Imputed VCF with FORMAT/DS; repeat to compare several files (e.g. tools) in one plot.")
 @click.option("--ref", "ref_path", help="Reference panel, for minor allele frequencies (default: from the truth).")
 @click.option("--target", "target_path", help="Target VCF whose sites count as typed (default: sites without INFO/IMP).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Also write the results as JSON.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the results as JSON (an object keyed by file when several are given).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Plot r² against MAF, one line per imputed file (PNG, PDF or SVG; needs matplotlib).")
 @threads_option
-def evaluate(truth_path, imputed_path, ref_path, target_path, json_path, threads):
+def evaluate(truth_path, imputed_paths, ref_path, target_path, json_path, plot_path, threads):
     """Dosage r² by minor-allele-frequency bin over untyped sites."""
     from spinimpute.evaluate import evaluate as run_evaluation
+    from spinimpute.evaluate import plot_r2
     from spinimpute.workflows import write_json
 
-    result = run_evaluation(truth_path, imputed_path, ref_path=ref_path, target_path=target_path, threads=threads)
-    click.echo(result.table())
+    results = {}
+    for path in imputed_paths:
+        results[path] = run_evaluation(truth_path, path, ref_path=ref_path, target_path=target_path, threads=threads)
+        if len(imputed_paths) > 1:
+            click.echo(f"# {path}")
+        click.echo(results[path].table())
     if json_path:
-        write_json(json_path, result.as_dict())
+        data = {p: r.as_dict() for p, r in results.items()}
+        write_json(json_path, data if len(results) > 1 else data[imputed_paths[0]])
+    if plot_path:
+        try:
+            plot_r2(results, plot_path)
+        except ImportError:
+            raise click.UsageError("--plot needs matplotlib: pip install 'spinimpute[plot]'") from None
 
 
 if __name__ == "__main__":

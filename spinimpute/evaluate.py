@@ -16,6 +16,8 @@ from spinimpute.errors import InputFileError
 from spinimpute.vcf import _open_vcf, _records, read_dosages, read_panel, read_site_keys
 
 MAF_BINS = [(0.0, 0.005), (0.005, 0.01), (0.01, 0.05), (0.05, 0.2), (0.2, 0.5)]
+# Finer bins for the r²-against-MAF curve of `plot_r2`.
+CURVE_EDGES = [0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5]
 
 
 def bin_label(lo: float, hi: float) -> str:
@@ -55,6 +57,7 @@ class Evaluation:
     n_samples: int
     maf_source: str
     switch_error_rate: float | None = None
+    curve: list[dict] | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -66,6 +69,7 @@ class Evaluation:
             "n_samples": self.n_samples,
             "maf_source": self.maf_source,
             "switch_error_rate": self.switch_error_rate,
+            "curve": self.curve,
         }
 
     def table(self) -> str:
@@ -205,10 +209,17 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
         bins.append(_stats(bin_label(lo, hi), ds[m], tr[m]))
     poly = mafs > 0
     overall = _stats("overall", ds[poly], tr[poly])
+    curve = []
+    for lo, hi in zip(CURVE_EDGES[:-1], CURVE_EDGES[1:]):
+        m = (mafs > lo) & (mafs <= hi)
+        if m.any():
+            curve.append({"maf_low": lo, "maf_high": hi, "mean_maf": float(mafs[m].mean()),
+                          **_stats(bin_label(lo, hi), ds[m], tr[m])})
     ser = None
     if typed_keys is not None:
         ser = switch_error_rate(truth_path, imputed_path, typed_keys, common, threads)
     return Evaluation(
+        curve=curve,
         switch_error_rate=ser,
         bins=bins,
         overall=overall,
@@ -218,3 +229,28 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
         n_samples=len(common),
         maf_source="reference panel" if ref_path is not None else "truth",
     )
+
+
+def plot_r2(results: dict[str, Evaluation], path) -> None:
+    """Aggregate r² against minor allele frequency, one line per imputed file (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label, ev in results.items():
+        points = [(c["mean_maf"], c["aggregate_r2"]) for c in ev.curve if np.isfinite(c["aggregate_r2"])]
+        if points:
+            x, y = zip(*points)
+            ax.plot(x, y, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("minor allele frequency in the reference panel" if next(iter(results.values())).maf_source
+                  == "reference panel" else "minor allele frequency in the truth")
+    ax.set_ylabel("aggregate dosage r²")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -197,3 +197,14 @@ def test_vcf_given_as_model(small_benchmark, tmp_path):
     result = CliRunner().invoke(main, ["-q", "beagle", f"gt={small_benchmark / 'target.vcf.gz'}",
                                        f"ref={small_benchmark / 'ref.vcf.gz'}", f"out={tmp_path / 'x'}"])
     assert result.exit_code == 1 and "spinimpute train --ref" in result.output
+
+
+def test_evaluate_several_files_and_plot(imputed, small_benchmark, tmp_path):
+    plot, out_json = tmp_path / "r2.png", tmp_path / "all.json"
+    result = CliRunner().invoke(main, ["evaluate", "--truth", str(small_benchmark / "truth.vcf.gz"),
+                                       "--imputed", str(imputed), "--imputed", str(imputed),
+                                       "--plot", str(plot), "--json", str(out_json)])
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(out_json.read_text())
+    assert list(data) == [str(imputed)] and data[str(imputed)]["curve"]
