@@ -200,11 +200,14 @@ def test_vcf_given_as_model(small_benchmark, tmp_path):
 
 
 def test_evaluate_several_files_and_plot(imputed, small_benchmark, tmp_path):
-    plot, out_json = tmp_path / "r2.png", tmp_path / "all.json"
+    import shutil
+
+    plot, out_json, other = tmp_path / "r2.png", tmp_path / "all.json", tmp_path / "copy.vcf.gz"
+    shutil.copy(imputed, other)
     result = CliRunner().invoke(main, ["evaluate", "--truth", str(small_benchmark / "truth.vcf.gz"),
-                                       "--imputed", str(imputed), "--imputed", str(imputed),
+                                       "--imputed", str(imputed), "--imputed", str(other),
                                        "--plot", str(plot), "--json", str(out_json)])
     assert result.exit_code == 0, result.output
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(out_json.read_text())
-    assert list(data) == [str(imputed)] and data[str(imputed)]["curve"]
+    assert list(data) == [str(imputed), str(other)] and data[str(other)]["curve"]
