@@ -72,6 +72,7 @@ class ImputedBlock:
         hap_prob: (stop - start, n_target_haplotypes) float32 ALT probabilities; typed,
             observed alleles are exactly 0 or 1.
         typed: (stop - start,) bool, sites present in the target.
+        haploid: (stop - start, n_samples) bool ploidy of each call, or None if all diploid.
     """
 
     contig: str
@@ -79,6 +80,7 @@ class ImputedBlock:
     stop: int
     hap_prob: np.ndarray
     typed: np.ndarray
+    haploid: np.ndarray | None = None
 
 
 def _query_batch_size(n_markers: int, n_ref: int) -> int:
@@ -119,6 +121,7 @@ def impute_contig(
             lo, hi = max(block.start, sites.start), min(block.stop, sites.stop)
             block = ImputedBlock(name, lo, hi, block.hap_prob[lo - block.start : hi - block.start],
                                  block.typed[lo - block.start : hi - block.start])
+        block.haploid = target.haploid_at(np.arange(block.start, block.stop), contig.sites.positions)
         yield block
 
 
@@ -241,7 +244,7 @@ def phase_contig(
         alleles[lo + rows, 2 * samples[cols]] = block[rows, 2 * cols]
         alleles[lo + rows, 2 * samples[cols] + 1] = block[rows, 2 * cols + 1]
         decided[lo + rows, samples[cols]] = True
-    return TargetContig(target.site_index, alleles, np.zeros_like(unphased))
+    return TargetContig(target.site_index, alleles, np.zeros_like(unphased), target.haploid)
 
 
 def contigs_to_impute(bundle: ModelBundle, target: Target, target_path) -> list[str]:
@@ -268,23 +271,45 @@ def select_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def dosage_r2(hap_prob: np.ndarray) -> np.ndarray:
+def call_doses(hap_prob: np.ndarray, haploid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """ALT dose and expected squared true dose of each call.
+
+    Args:
+        hap_prob: (n_sites, n_haplotypes) ALT probabilities, sample i at 2i, 2i+1.
+        haploid: (n_sites, n_samples) bool or None; a haploid call's probability is the
+            mean of its two slots.
+
+    Returns:
+        dose (n_sites, n_samples): p1 + p2, or p for a haploid call; and E[x^2]:
+        p1 + p2 + 2 p1 p2, or p for a haploid call.
+    """
+    p = hap_prob.reshape(hap_prob.shape[0], -1, 2).astype(np.float64)
+    dose = p.sum(axis=2)
+    expected_sq = dose + 2 * p[:, :, 0] * p[:, :, 1]
+    if haploid is not None:
+        single = dose / 2
+        dose = np.where(haploid, single, dose)
+        expected_sq = np.where(haploid, single, expected_sq)
+    return dose, expected_sq
+
+
+def dosage_r2(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> np.ndarray:
     """Beagle's DR2: estimated squared correlation between estimated and true ALT dose.
 
     Args:
         hap_prob: (n_sites, n_haplotypes) ALT probabilities, sample i at 2i, 2i+1.
+        haploid: optional (n_sites, n_samples) bool ploidy of each call.
 
     Returns:
         (n_sites,) in [0, 1]: (sum d^2 - (sum d)^2 / n) / (sum E[x^2] - (sum d)^2 / n),
-        with d the dose and E[x^2] = p1 + p2 + 2 p1 p2 the expected squared true dose.
+        with d the dose and E[x^2] the expected squared true dose.
     """
-    p = hap_prob.reshape(hap_prob.shape[0], -1, 2).astype(np.float64)
-    n = p.shape[1]
-    dose = p.sum(axis=2)
+    dose, expected_sq = call_doses(hap_prob, haploid)
+    n = dose.shape[1]
     total = dose.sum(axis=1)
     mean_term = total * total / n
     num = (dose * dose).sum(axis=1) - mean_term
-    den = (p[:, :, 0] + p[:, :, 1] + 2 * p[:, :, 0] * p[:, :, 1]).sum(axis=1) - mean_term
+    den = expected_sq.sum(axis=1) - mean_term
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(den > 1e-12, num / den, 0.0)
     return np.clip(r2, 0.0, 1.0)

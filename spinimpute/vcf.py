@@ -72,11 +72,27 @@ class TargetContig:
             MISSING where the genotype is missing.
         unphased: (n_typed, n_samples) bool, heterozygous genotypes whose phase is
             unknown (written with '/'); their alleles are in written order until phased.
+        haploid: (n_typed, n_samples) bool, haploid calls (both slots hold the allele).
     """
 
     site_index: np.ndarray
     alleles: np.ndarray
     unphased: np.ndarray
+    haploid: np.ndarray
+
+    def haploid_at(self, site_index: np.ndarray, positions: np.ndarray) -> np.ndarray | None:
+        """(len(site_index), n_samples) ploidy of panel sites: that of each sample's nearest typed site.
+
+        None when no sample is haploid anywhere (the common, all-diploid case).
+        """
+        if not self.haploid.any():
+            return None
+        typed_pos = positions[self.site_index]
+        pos = positions[site_index]
+        right = np.clip(np.searchsorted(typed_pos, pos), 0, len(typed_pos) - 1)
+        left = np.clip(right - 1, 0, len(typed_pos) - 1)
+        nearest = np.where(np.abs(typed_pos[left] - pos) <= np.abs(typed_pos[right] - pos), left, right)
+        return self.haploid[nearest]
 
 
 @dataclass
@@ -161,6 +177,28 @@ def _records(path, vcf) -> Iterator:
         raise InputFileError(path, f"truncated or corrupt file: htslib could not read a record ({exc})") from None
 
 
+def _diploid_view(path, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A record's genotypes as two allele slots per sample.
+
+    Haploid genotypes (male chrX outside the pseudo-autosomal regions) fill both slots
+    with their one allele, so that a haploid sample looks homozygous to the copying model.
+
+    Returns:
+        alleles (n_samples, 2) int (negative = missing), phased (n_samples,) bool (haploid
+        calls count as phased), haploid (n_samples,) bool.
+    """
+    gt = rec.genotype.array()
+    if gt.shape[1] > 3:
+        raise InputFileError(path, f"ploidy above 2 at {rec.CHROM}:{rec.POS}")
+    if gt.shape[1] == 2:  # every sample haploid
+        first = gt[:, 0]
+        return np.stack([first, first], axis=1), np.ones(len(gt), dtype=bool), np.ones(len(gt), dtype=bool)
+    haploid = gt[:, 1] == -2
+    alleles = gt[:, :2].copy()
+    alleles[haploid, 1] = alleles[haploid, 0]
+    return alleles, gt[:, 2].astype(bool) | haploid, haploid
+
+
 def read_panel(path, *, threads: int = 1) -> Panel:
     """Read a phased reference panel.
 
@@ -187,15 +225,10 @@ def read_panel(path, *, threads: int = 1) -> Panel:
         alts = rec.ALT
         if not alts:
             continue  # monomorphic record without ALT carries no information
-        gt = rec.genotype.array()
-        if gt.shape[1] != 3:
-            raise InputFileError(path, f"ploidy above 2 at {chrom}:{rec.POS}")
-        alleles = gt[:, :2]
+        alleles, phased, _ = _diploid_view(path, rec)
         if (alleles < 0).any():
-            if (alleles == -2).any():
-                raise InputFileError(path, f"haploid genotypes at {chrom}:{rec.POS} are not supported in a panel")
             raise InputFileError(path, f"missing genotype at {chrom}:{rec.POS}; the panel must be complete")
-        if not gt[:, 2].all():
+        if not phased.all():
             raise InputFileError(path, f"unphased genotype at {chrom}:{rec.POS}; the panel must be phased")
         flat = alleles.reshape(n_haps)
         entry = contigs[chrom]
@@ -316,13 +349,9 @@ def read_target(
         if not candidates:
             counts["not_in_panel"] += len(rec.ALT) or 1
             continue
-        gt = rec.genotype.array()
-        if gt.shape[1] > 3:
-            raise InputFileError(path, f"ploidy above 2 at {chrom}:{rec.POS}")
-        raw = gt[:, :2].reshape(n_haps)
-        if gt.shape[1] < 3 or (raw == -2).any():
-            raise InputFileError(path, f"haploid genotypes at {chrom}:{rec.POS} are not supported yet")
-        unphased_gt = ~gt[:, 2].astype(bool)
+        pairs, phased, haploid = _diploid_view(path, rec)
+        raw = pairs.reshape(n_haps)
+        unphased_gt = ~phased
         for k, alt in enumerate(rec.ALT, start=1):
             alleles = np.where(raw < 0, MISSING, (raw == k).astype(np.int8)).astype(np.int8)
             present = alleles[alleles >= 0]
@@ -340,7 +369,7 @@ def read_target(
             pairs = alleles.reshape(-1, 2)
             het = unphased_gt & (pairs[:, 0] != pairs[:, 1]) & (pairs >= 0).all(axis=1)
             counts["unphased_het"] += int(het.sum())
-            per_contig.setdefault(panel_chrom, {})[idx] = (alleles, het)
+            per_contig.setdefault(panel_chrom, {})[idx] = (alleles, het, haploid)
     vcf.close()
     contigs = {}
     for chrom in known:
@@ -349,7 +378,10 @@ def read_target(
             continue
         index = np.asarray(sorted(found), dtype=np.int64)
         contigs[chrom] = TargetContig(
-            index, np.stack([found[i][0] for i in index]), np.stack([found[i][1] for i in index])
+            index,
+            np.stack([found[i][0] for i in index]),
+            np.stack([found[i][1] for i in index]),
+            np.stack([found[i][2] for i in index]),
         )
     for chrom, mapped in name_map.items():
         if mapped is not None and mapped != chrom:
@@ -378,9 +410,14 @@ def read_dosages(path, *, field: str = "DS", threads: int = 1):
             continue
         key = (rec.CHROM, rec.POS, rec.REF, rec.ALT[0])
         if field == "GT":
-            gt = rec.genotype.array()[:, :-1].astype(np.float32)
-            gt[gt < 0] = np.nan
-            ds = gt.sum(axis=1)
+            gt = rec.genotype.array()
+            if gt.shape[1] == 2:  # all haploid
+                alleles = gt[:, :1].astype(np.float32)
+            else:
+                alleles = gt[:, :2].astype(np.float32)
+                alleles[gt[:, 1] == -2, 1] = 0.0  # haploid call: one allele
+            alleles[alleles < 0] = np.nan
+            ds = alleles.sum(axis=1)
         else:
             values = rec.format(field)
             if values is None:
@@ -482,15 +519,27 @@ _DS_TEXT = _decimal_table(200)
 _P_TEXT = _decimal_table(100)
 
 
-def format_genotype_block(hap_prob: np.ndarray) -> np.ndarray:
+def format_genotype_block(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> np.ndarray:
     """Per-sample 'GT:DS:GP' strings for a block of sites.
 
     Args:
         hap_prob: (n_sites, n_haplotypes) ALT probabilities, sample i at 2i and 2i+1.
+        haploid: optional (n_sites, n_samples) bool; haploid calls are written with one
+            allele, DS in [0, 1] and two GP values, from the mean of the two slots.
 
     Returns:
         (n_sites, n_samples) object array of strings.
     """
+    fields = _diploid_fields(hap_prob)
+    if haploid is not None and haploid.any():
+        p = hap_prob.reshape(hap_prob.shape[0], -1, 2).mean(axis=2)
+        k = np.rint(p * 100).astype(np.int64)
+        single = np.where(p >= 0.5, "1:", "0:").astype(object) + _P_TEXT[k] + ":" + _P_TEXT[100 - k] + "," + _P_TEXT[k]
+        fields = np.where(haploid, single, fields)
+    return fields
+
+
+def _diploid_fields(hap_prob: np.ndarray) -> np.ndarray:
     p = hap_prob.reshape(hap_prob.shape[0], -1, 2)
     p1, p2 = p[..., 0], p[..., 1]
     ds = np.rint((p1 + p2) * 100).astype(np.int64)
@@ -526,10 +575,17 @@ class ImputedVcfWriter:
         self._out.write("\n".join(lines) + "\n")
 
     def write_block(
-        self, sites: Sites, start: int, hap_prob: np.ndarray, typed: np.ndarray, af: np.ndarray, dr2: np.ndarray
+        self,
+        sites: Sites,
+        start: int,
+        hap_prob: np.ndarray,
+        typed: np.ndarray,
+        af: np.ndarray,
+        dr2: np.ndarray,
+        haploid: np.ndarray | None = None,
     ) -> None:
         """Write sites [start, start + len(hap_prob)) of `sites`."""
-        fields = format_genotype_block(hap_prob)
+        fields = format_genotype_block(hap_prob, haploid)
         rows = []
         for k in range(hap_prob.shape[0]):
             i = start + k
