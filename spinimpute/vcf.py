@@ -329,6 +329,7 @@ def read_target(
     counts = {"records": 0, "matched": 0, **{c: 0 for c in MATCH_CASES}, "not_in_panel": 0, "duplicate": 0,
               "other_contig": 0, "unphased_het": 0}
     per_contig: dict[str, dict[int, tuple]] = {}
+    ambiguous: list[str] = []  # A/T and C/G records and what was done with each
     name_map: dict[str, str | None] = {}
     current, last_pos = None, 0
     for rec in _records(path, vcf):
@@ -358,6 +359,9 @@ def read_target(
             target_freq = float(present.mean()) if len(present) else 0.5
             idx, flip, case = match_alleles(rec.REF, alt, candidates, target_freq)
             counts[case] += 1
+            if case.startswith("ambiguous"):
+                action = "dropped" if idx is None else ("flipped" if flip else "kept")
+                ambiguous.append(f"{chrom}:{rec.POS}:{rec.REF}:{alt} {action}")
             if idx is None:
                 continue
             if idx in per_contig.get(panel_chrom, {}):
@@ -386,6 +390,7 @@ def read_target(
     for chrom, mapped in name_map.items():
         if mapped is not None and mapped != chrom:
             counts.setdefault("renamed_contigs", []).append(f"{chrom}->{mapped}")
+    counts["ambiguous_sites"] = ambiguous
     return Target(samples, contigs, counts)
 
 
