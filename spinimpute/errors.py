@@ -7,27 +7,22 @@ class SpinImputeError(Exception):
     exit_code = 1
 
 
-class InputFileError(SpinImputeError):
-    """An input file is missing, unreadable, malformed or inconsistent."""
+class FileProblem(SpinImputeError):
+    """A problem with one file; the message names the file first."""
 
     def __init__(self, path, problem: str):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class InputFileError(FileProblem):
+    """An input file is missing, unreadable, malformed or inconsistent."""
 
 
 class ModelFileError(InputFileError):
     """A model file is corrupt, truncated, foreign or of an incompatible format version."""
 
 
-class OutputFileError(SpinImputeError):
+class OutputFileError(FileProblem):
     """An output path cannot be written."""
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-
-class DeviceError(SpinImputeError):
-    """The requested compute device is not usable."""

@@ -95,10 +95,6 @@ def forward_backward(
     return torch.stack(alphas, dim=1), torch.stack(gammas, dim=1)
 
 
-def _backward_without_emission(gamma_next: torch.Tensor, p: torch.Tensor, n_ref: int) -> torch.Tensor:
-    return (1.0 - p) * gamma_next + p / n_ref
-
-
 def impute_sites(
     ref_typed: torch.Tensor,
     query_typed: torch.Tensor,

@@ -18,7 +18,7 @@ from spinimpute import hmm
 from spinimpute.errors import InputFileError
 from spinimpute.model import MASKED, SpinImputer
 from spinimpute.modelfile import ModelBundle, ReferenceContig
-from spinimpute.vcf import MISSING, Target, TargetContig
+from spinimpute.vcf import Target, TargetContig
 from spinimpute.windows import Window, site_features
 
 log = logging.getLogger(__name__)
@@ -208,43 +208,58 @@ def phase_contig(
         block = alleles[lo:hi][:, np.stack([2 * samples, 2 * samples + 1], axis=1).ravel()]  # (M, 2S)
         # Whole samples per batch; leave-one-out holds about three times the state of a plain pass.
         step = max(2, _query_batch_size(len(columns), n_ref) // 6 * 2)
-
-        def alt_probabilities(hidden, loo):
-            query = block.T.astype(np.int64)
-            observed = (query >= 0) & ~np.repeat(hidden.T, 2, axis=0)
-            out = []
-            for q0 in range(0, query.shape[0], step):
-                args = (
-                    ref_typed,
-                    torch.from_numpy(np.clip(query[q0 : q0 + step], 0, 1).astype(np.float32)).to(device),
-                    torch.from_numpy(observed[q0 : q0 + step]).to(device),
-                    marker_cm,
-                )
-                if loo:
-                    p = hmm.leave_one_out(*args, rate, error)
-                else:
-                    p = hmm.impute_sites(*args, ref_typed, marker_cm, rate, error)
-                out.append(p.cpu().numpy())
-            p = np.concatenate(out).astype(np.float64)
-            return p[0::2].T, p[1::2].T  # (M, S) each
-
-        def assign(p1, p2, where):
-            first_alt = p1 * (1 - p2) >= p2 * (1 - p1)
-            rows, cols = np.nonzero(where)
-            block[rows, 2 * cols] = first_alt[rows, cols]
-            block[rows, 2 * cols + 1] = ~first_alt[rows, cols]
-
-        assign(*alt_probabilities(open_s, loo=False), open_s)
+        copying = (ref_typed, marker_cm, rate, error, step, device)
+        _assign_phase(block, *_slot_alt_probabilities(block, open_s, *copying, leave_one_out=False), open_s)
         parity = (np.cumsum(open_s, axis=0) % 2).astype(bool)
         for _ in range(PHASING_ROUNDS):
             for half in (parity, ~parity):
-                assign(*alt_probabilities(np.zeros_like(open_s), loo=True), open_s & half)
+                probs = _slot_alt_probabilities(block, np.zeros_like(open_s), *copying, leave_one_out=True)
+                _assign_phase(block, *probs, open_s & half)
         in_core = (columns >= window.core_start) & (columns < window.core_stop)
         rows, cols = np.nonzero(open_s & in_core[:, None])
         alleles[lo + rows, 2 * samples[cols]] = block[rows, 2 * cols]
         alleles[lo + rows, 2 * samples[cols] + 1] = block[rows, 2 * cols + 1]
         decided[lo + rows, samples[cols]] = True
     return TargetContig(target.site_index, alleles, np.zeros_like(unphased), target.haploid)
+
+
+def _slot_alt_probabilities(block, hidden, ref_typed, marker_cm, rate, error, step, device, *, leave_one_out):
+    """ALT probabilities of both slots of each sample at its typed markers.
+
+    Args:
+        block: (M, 2S) alleles, sample s in columns 2s and 2s+1.
+        hidden: (M, S) bool, genotypes to hide from both slots.
+        leave_one_out: each marker's probability without its own allele (else hidden
+            markers only are left out).
+
+    Returns:
+        (M, S) probabilities for the first slots and for the second slots.
+    """
+    query = block.T.astype(np.int64)
+    observed = (query >= 0) & ~np.repeat(hidden.T, 2, axis=0)
+    out = []
+    for q0 in range(0, query.shape[0], step):
+        args = (
+            ref_typed,
+            torch.from_numpy(np.clip(query[q0 : q0 + step], 0, 1).astype(np.float32)).to(device),
+            torch.from_numpy(observed[q0 : q0 + step]).to(device),
+            marker_cm,
+        )
+        if leave_one_out:
+            p = hmm.leave_one_out(*args, rate, error)
+        else:
+            p = hmm.impute_sites(*args, ref_typed, marker_cm, rate, error)
+        out.append(p.cpu().numpy())
+    p = np.concatenate(out).astype(np.float64)
+    return p[0::2].T, p[1::2].T
+
+
+def _assign_phase(block, p1, p2, where) -> None:
+    """At heterozygotes `where`, put the ALT allele in the slot likelier to carry it."""
+    first_alt = p1 * (1 - p2) >= p2 * (1 - p1)
+    rows, cols = np.nonzero(where)
+    block[rows, 2 * cols] = first_alt[rows, cols]
+    block[rows, 2 * cols + 1] = ~first_alt[rows, cols]
 
 
 def contigs_to_impute(bundle: ModelBundle, target: Target, target_path) -> list[str]:

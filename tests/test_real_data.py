@@ -6,7 +6,6 @@ stitching, VCF output and scoring end to end on real data in well under a minute
 
 import pytest
 import torch
-
 from conftest import SHARED_BENCH
 
 pytestmark = pytest.mark.skipif(not SHARED_BENCH.exists(), reason="real benchmark in ../shared is absent")
