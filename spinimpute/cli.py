@@ -145,7 +145,7 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
 
 
 @main.command()
-@click.option("--target", "target_path", required=True, help="Study genotypes (VCF/BCF), phased.")
+@click.option("--target", "target_path", required=True, help="Study genotypes (VCF/BCF), phased or unphased.")
 @click.option("--model", "model_path", required=True, help="Model file written by 'spinimpute train'.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Output VCF (.vcf.gz, BGZF, indexed with .tbi).")
