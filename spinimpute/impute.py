@@ -308,23 +308,25 @@ def call_doses(hap_prob: np.ndarray, haploid: np.ndarray | None) -> tuple[np.nda
     return dose, expected_sq
 
 
-def dosage_r2(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> np.ndarray:
-    """Beagle's DR2: estimated squared correlation between estimated and true ALT dose.
+def site_statistics(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """INFO AF and DR2 of each site.
 
     Args:
         hap_prob: (n_sites, n_haplotypes) ALT probabilities, sample i at 2i, 2i+1.
         haploid: optional (n_sites, n_samples) bool ploidy of each call.
 
     Returns:
-        (n_sites,) in [0, 1]: (sum d^2 - (sum d)^2 / n) / (sum E[x^2] - (sum d)^2 / n),
-        with d the dose and E[x^2] the expected squared true dose.
+        AF: estimated ALT frequency, the sum of doses over the sum of ploidies; and
+        Beagle's DR2, the estimated squared correlation between estimated and true dose:
+        (sum d^2 - (sum d)^2 / n) / (sum E[x^2] - (sum d)^2 / n), clipped to [0, 1].
     """
     dose, expected_sq = call_doses(hap_prob, haploid)
     n = dose.shape[1]
+    alleles = 2.0 * n if haploid is None else np.where(haploid, 1.0, 2.0).sum(axis=1)
     total = dose.sum(axis=1)
     mean_term = total * total / n
     num = (dose * dose).sum(axis=1) - mean_term
     den = expected_sq.sum(axis=1) - mean_term
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(den > 1e-12, num / den, 0.0)
-    return np.clip(r2, 0.0, 1.0)
+    return total / alleles, np.clip(r2, 0.0, 1.0)

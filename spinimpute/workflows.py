@@ -18,7 +18,7 @@ from tqdm import tqdm
 from spinimpute import __version__
 from spinimpute.errors import InputFileError, OutputFileError
 from spinimpute.genmap import read_genetic_map
-from spinimpute.impute import call_doses, contigs_to_impute, dosage_r2, impute_contig, phase_contig, windows_for
+from spinimpute.impute import contigs_to_impute, impute_contig, phase_contig, site_statistics, windows_for
 from spinimpute.model import SpinImputer
 from spinimpute.modelfile import ModelBundle, load_model, save_model
 from spinimpute.training import TrainingOptions, build_reference, encode_panel, train
@@ -160,10 +160,7 @@ def impute_job(
                 for block in impute_contig(
                     network, contig, phased[name], device=device, name=name, sites=site_ranges[name]
                 ):
-                    dose, _ = call_doses(block.hap_prob, block.haploid)
-                    ploidy = 2.0 if block.haploid is None else np.where(block.haploid, 1.0, 2.0).sum(axis=1)
-                    af = dose.sum(axis=1) / (ploidy if block.haploid is not None else ploidy * dose.shape[1])
-                    dr2 = dosage_r2(block.hap_prob, block.haploid)
+                    af, dr2 = site_statistics(block.hap_prob, block.haploid)
                     writer.write_block(contig.sites, block.start, block.hap_prob, block.typed, af, dr2, block.haploid)
                     n_written += block.hap_prob.shape[0]
                     bar.update()

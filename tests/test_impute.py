@@ -2,9 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from spinimpute.impute import dosage_r2, phase_contig
+from spinimpute.impute import phase_contig, site_statistics
 from spinimpute.modelfile import load_model
 from spinimpute.vcf import read_target
+
+
+def dosage_r2(p, haploid=None):
+    return site_statistics(p, haploid)[1]
 
 
 def test_dosage_r2_matches_beagle_formula():
@@ -46,3 +50,11 @@ def test_phasing_keeps_genotypes_and_recovers_most_phase(trained_model, small_be
     per_sample = [max(agree[het[:, s], s].mean(), 1 - agree[het[:, s], s].mean()) for s in range(het.shape[1])
                   if het[:, s].sum() > 1]
     assert np.mean(per_sample) > 0.8
+
+
+def test_allele_frequency_counts_ploidy():
+    p = np.array([[1.0, 1.0, 0.0, 0.0]])  # sample 0 ALT (haploid), sample 1 REF (diploid)
+    af, _ = site_statistics(p, np.array([[True, False]]))
+    assert af[0] == pytest.approx(1 / 3)
+    af, _ = site_statistics(p)
+    assert af[0] == pytest.approx(0.5)
