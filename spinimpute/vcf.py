@@ -102,7 +102,7 @@ class Target:
     counts: dict[str, int]
 
 
-def _open_vcf(path, threads: int = 1, gts012: bool = False):
+def _open_vcf(path, threads: int = 1):
     import cyvcf2
 
     path = str(path)
@@ -113,7 +113,7 @@ def _open_vcf(path, threads: int = 1, gts012: bool = False):
     if path != "-" and _missing_bgzf_eof(path):
         raise InputFileError(path, "truncated BGZF file (no end-of-file marker)")
     try:
-        return cyvcf2.VCF(path, threads=max(1, threads), gts012=gts012, lazy=True)
+        return cyvcf2.VCF(path, threads=max(1, threads), lazy=True)
     except Exception as exc:  # cyvcf2 raises bare Exception on bad headers
         raise InputFileError(path, _header_problem(path) or f"not a readable VCF/BCF file ({exc})") from None
 
@@ -415,13 +415,10 @@ def read_dosages(path, *, field: str = "DS", threads: int = 1):
             continue
         key = (rec.CHROM, rec.POS, rec.REF, rec.ALT[0])
         if field == "GT":
-            gt = rec.genotype.array()
-            if gt.shape[1] == 2:  # all haploid
-                alleles = gt[:, :1].astype(np.float32)
-            else:
-                alleles = gt[:, :2].astype(np.float32)
-                alleles[gt[:, 1] == -2, 1] = 0.0  # haploid call: one allele
+            pairs, _, haploid = _diploid_view(path, rec)
+            alleles = pairs.astype(np.float32)
             alleles[alleles < 0] = np.nan
+            alleles[haploid, 1] = 0.0  # a haploid call counts its one allele once
             ds = alleles.sum(axis=1)
         else:
             values = rec.format(field)

@@ -28,9 +28,13 @@ def _snakemake():
 def test_workflow_runs_and_covers_every_panel_site(executor, tmp_path):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     out = tmp_path / "wf"
-    cmd = [_snakemake(), "-s", "workflow/Snakefile", "--configfile", "workflow/config.yaml", "--config",
-           f"outdir={out}", "train_steps=3", "chunk_size=250kb", "-j", "2", "-c", "2", "-q", *executor]
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    example = REPO / "data" / "example"
+    # Run in tmp_path so that Snakemake's .snakemake/ state stays out of the source tree.
+    cmd = [_snakemake(), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile",
+           str(REPO / "workflow" / "config.yaml"), "--directory", str(tmp_path), "--config",
+           f"panel={example / 'ref.vcf.gz'}", f"target={example / 'target.vcf.gz'}", f"outdir={out}",
+           "train_steps=3", "chunk_size=250kb", "-j", "2", "-c", "2", "-q", *executor]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     chunks = [line for line in (out / "chunks.tsv").read_text().splitlines() if not line.startswith("#")]
     assert len(chunks) >= 3
