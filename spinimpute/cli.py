@@ -41,6 +41,8 @@ def _setup(threads: int, seed: int | None = None):
 
     _keep_freed_memory()
     torch.set_num_threads(max(1, threads))
+    # Probabilities far below float32's normal range only slow the HMM down; they round to zero anyway.
+    torch.set_flush_denormal(True)
     if seed is not None:
         torch.manual_seed(seed)
         np.random.seed(seed % 2**32)
@@ -155,11 +157,14 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
 @click.option("--region", callback=lambda ctx, param, value: _check_region(value),
               help="Only impute and write panel sites in CHR:START-END (1-based, inclusive); the model's windows "
                    "give these sites the context they have in a whole-contig run.")
+@click.option("--states", type=click.IntRange(min=1),
+              help="Reference haplotypes the copying model keeps per target haplotype and window (the "
+                   "best-matching ones). Default: the model's (400). More is slower, rarely more accurate.")
 @seed_option
 @threads_option
 @device_option
 @click.pass_context
-def impute(ctx, target_path, model_path, out_path, summary_path, region, seed, threads, device):
+def impute(ctx, target_path, model_path, out_path, summary_path, region, states, seed, threads, device):
     """Impute all panel sites for every target sample."""
     from spinimpute.workflows import impute_job, summary_path_for
 
@@ -174,6 +179,7 @@ def impute(ctx, target_path, model_path, out_path, summary_path, region, seed, t
         progress=ctx.obj["progress"],
         summary_path=summary_path or summary_path_for(out_path),
         region=region,
+        copying_states=states,
     )
 
 

@@ -12,6 +12,9 @@ Shapes: Q query haplotypes, R reference haplotypes, M typed markers, J sites to 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 
 
@@ -26,7 +29,8 @@ def emission(
     """Emission probabilities at each marker, marker-major so that each step reads contiguous memory.
 
     Args:
-        ref_alleles: (R, M) 0/1 reference alleles.
+        ref_alleles: (R, M) 0/1 reference alleles shared by all queries, or (Q, R, M)
+            each query's own reference states.
         query_alleles: (Q, M) 0/1 query alleles.
         observed: (Q, M) bool, False where the query allele is missing.
         error: scalar mismatch probability.
@@ -34,7 +38,9 @@ def emission(
     Returns:
         (M, Q, R) probabilities: 1 - error on a match, error on a mismatch, 1 where missing.
     """
-    r = ref_alleles.T.unsqueeze(1)
+    r = ref_alleles.movedim(-1, 0).contiguous()  # marker-major, so each step reads one block
+    if r.dim() == 2:
+        r = r.unsqueeze(1)
     q = query_alleles.T.unsqueeze(2)
     match = q * r + (1.0 - q) * (1.0 - r)
     e = error + (1.0 - 2.0 * error) * match
@@ -52,7 +58,8 @@ def forward_backward(
     """Scaled forward and backward passes over the typed markers.
 
     Args:
-        ref_typed: (R, M) reference alleles at the typed markers.
+        ref_typed: (R, M) reference alleles at the typed markers, or (Q, R, M) when each
+            query has its own R candidate states.
         query_typed: (Q, M) query alleles at the typed markers.
         observed: (Q, M) bool mask of observed query alleles.
         marker_cm: (M,) genetic positions of the markers, non-decreasing.
@@ -66,7 +73,7 @@ def forward_backward(
             each row summing to one.
     """
     n_query = query_typed.shape[0]
-    n_ref, n_markers = ref_typed.shape
+    n_ref, n_markers = ref_typed.shape[-2:]
     dtype = ref_typed.dtype
     switch = switch_probability(marker_cm[1:] - marker_cm[:-1], rate_per_cm)  # (M-1,)
     emit = emission(ref_typed, query_typed, observed, error)  # (M, Q, R)
@@ -90,9 +97,115 @@ def forward_backward(
         g = g / g.sum(dim=1, keepdim=True)
         gammas[m] = g
     if n_query == 0:
-        empty = torch.zeros(0, n_markers, n_ref, dtype=dtype)
+        empty = torch.zeros(0, n_markers, n_ref, dtype=dtype, device=ref_typed.device)
         return empty, empty
     return torch.stack(alphas, dim=1), torch.stack(gammas, dim=1)
+
+
+def select_candidates(
+    ref_typed: torch.Tensor, query_typed: torch.Tensor, observed: torch.Tensor, n_candidates: int,
+    *, segment_markers: int = 16,
+) -> torch.Tensor:
+    """Reference haplotypes that each query copies from most plausibly, as IMPUTE5 preselects states.
+
+    The markers are cut into segments; for each segment the haplotypes matching the
+    query best over it and its two neighbours are taken, so that every stretch of the
+    window has its own close templates (what template switching needs), and the
+    remaining budget goes to the best matches over the whole window. Cost: one
+    (Q, M) x (M, R) product and a top-k per segment.
+
+    Args:
+        ref_typed: (R, M) reference alleles at the markers.
+        query_typed: (Q, M) query alleles; observed: (Q, M) bool.
+        n_candidates: K < R states to keep per query.
+
+    Returns:
+        (Q, K) long indices into the reference rows, increasing along each row.
+    """
+    n_ref, n_markers = ref_typed.shape
+    x = (2.0 * query_typed - 1.0) * observed  # +1 ALT, -1 REF, 0 missing
+    y = 2.0 * ref_typed - 1.0
+    n_segments = max(1, -(-n_markers // segment_markers))
+    cuts = torch.linspace(0, n_markers, n_segments + 1).round().long().tolist()
+    per_segment = torch.stack(
+        [x[:, lo:hi] @ y[:, lo:hi].T for lo, hi in zip(cuts[:-1], cuts[1:])], dim=1
+    )  # (Q, S, R) matches minus mismatches
+    local = per_segment.clone()
+    local[:, 1:] += per_segment[:, :-1]
+    local[:, :-1] += per_segment[:, 1:]
+    total = per_segment.sum(dim=1)  # (Q, R)
+    k_local = min(n_ref, max(1, -(-n_candidates // n_segments)))
+    # Break ties in a segment by the whole-window match, so ties are not decided by row order.
+    top = torch.topk(local + total.unsqueeze(1) / (4.0 * n_markers + 4.0), k_local, dim=2).indices
+    chosen = torch.zeros_like(total).scatter_(1, top.flatten(1), 1.0)
+    priority = chosen * (4.0 * n_markers + 4.0) + total
+    return torch.topk(priority, n_candidates, dim=1).indices.sort(dim=1).values
+
+
+@dataclass
+class SiteGroups:
+    """Reference haplotypes grouped, between each pair of neighbouring markers, by their alleles there.
+
+    Haplotypes with the same alleles over an interval's sites add up to one term of the
+    posterior there, so imputing an interval costs O(U) per query for U distinct
+    sequences (far fewer than the panel's haplotypes), as in Minimac's state reduction.
+
+    Attributes:
+        bounds: interval k holds sites [bounds[k], bounds[k + 1]); interval 0 lies
+            before the first marker and interval M after the last.
+        group_of: (M + 1, R) long, each haplotype's sequence in each interval.
+        sequences: per interval, (U_k, S_k) 0/1 alleles of its distinct sequences.
+    """
+
+    bounds: list[int]
+    group_of: torch.Tensor
+    sequences: list[torch.Tensor]
+
+
+_HASH_MULTIPLIERS = np.random.default_rng(20230401).integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
+
+
+def _distinct_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First index of each distinct row of a (R, S) 0/1 uint8 block and each row's group.
+
+    Rows are packed to bits and hashed to one 64-bit word (exactness checked below, with
+    an exact fallback), because sorting one word per row is far faster than sorting rows.
+    """
+    packed = np.packbits(block, axis=1)
+    pad = (-packed.shape[1]) % 8
+    words = np.pad(packed, ((0, 0), (0, pad))).view(np.uint64)
+    if words.shape[1] <= len(_HASH_MULTIPLIERS):
+        with np.errstate(over="ignore"):
+            key = (words * _HASH_MULTIPLIERS[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+        _, first, group = np.unique(key, return_index=True, return_inverse=True)
+        if np.array_equal(block[first][group], block):
+            return first, group
+    _, first, group = np.unique(block, axis=0, return_index=True, return_inverse=True)
+    return first, group.reshape(-1)
+
+
+def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]:
+    """Site index bounds of the M + 1 intervals cut by the markers (see `SiteGroups`)."""
+    interval = torch.searchsorted(marker_cm.contiguous(), site_cm.contiguous(), right=True)
+    n_markers = marker_cm.shape[0]
+    return torch.searchsorted(interval, torch.arange(n_markers + 2, dtype=interval.dtype,
+                                                     device=interval.device)).tolist()
+
+
+def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
+    """Group the reference haplotypes (R, J) within each interval of `bounds`."""
+    alleles = ref_sites.detach().to("cpu", torch.uint8).numpy()
+    n_ref = alleles.shape[0]
+    group_of = np.zeros((len(bounds) - 1, n_ref), dtype=np.int64)
+    sequences = []
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        if lo == hi:
+            sequences.append(ref_sites.new_zeros(1, 0))
+            continue
+        block = np.ascontiguousarray(alleles[:, lo:hi])
+        first, group_of[k] = _distinct_rows(block)
+        sequences.append(ref_sites[torch.from_numpy(first).to(ref_sites.device), lo:hi])
+    return SiteGroups(bounds, torch.from_numpy(group_of).to(ref_sites.device), sequences)
 
 
 def impute_sites(
@@ -104,6 +217,9 @@ def impute_sites(
     site_cm: torch.Tensor,
     rate_per_cm: torch.Tensor,
     error: torch.Tensor,
+    *,
+    candidates: torch.Tensor | None = None,
+    groups: SiteGroups | None = None,
 ) -> torch.Tensor:
     """Posterior probability of the ALT allele at each site for each query haplotype.
 
@@ -115,49 +231,66 @@ def impute_sites(
         ref_sites: (R, J) reference alleles at the sites to impute.
         site_cm: (J,) genetic positions of those sites, sorted.
         rate_per_cm, error: HMM parameters (scalars).
+        candidates: optional (Q, K) reference rows that each query copies from (see
+            `select_candidates`); all R rows when None.
+        groups: `group_sites(ref_sites, interval_bounds(marker_cm, site_cm))`, to reuse
+            it across batches of queries; made here when None.
 
     Returns:
         (Q, J) probabilities in [0, 1].
     """
-    n_ref = ref_typed.shape[0]
     n_query = query_typed.shape[0]
-    alpha, gamma = forward_backward(ref_typed, query_typed, observed, marker_cm, rate_per_cm, error)
+    if groups is None:
+        groups = group_sites(ref_sites, interval_bounds(marker_cm, site_cm))
+    if candidates is None:
+        states = ref_typed
+        n_states = ref_typed.shape[0]
+        group_of = groups.group_of.unsqueeze(1).expand(-1, n_query, -1)  # (M+1, Q, R)
+    else:
+        states = ref_typed[candidates]  # (Q, K, M)
+        n_states = candidates.shape[1]
+        group_of = groups.group_of[:, candidates]  # (M+1, Q, K)
+    alpha, gamma = forward_backward(states, query_typed, observed, marker_cm, rate_per_cm, error)
     n_markers = marker_cm.shape[0]
-    # Interval k holds the sites with k markers at or before them: 0 = before the first.
-    interval = torch.searchsorted(marker_cm.contiguous(), site_cm.contiguous(), right=True)
-    out = torch.empty(n_query, site_cm.shape[0], dtype=ref_sites.dtype)
-    bounds = torch.searchsorted(interval, torch.arange(n_markers + 2, dtype=interval.dtype))
+    out = torch.empty(n_query, site_cm.shape[0], dtype=ref_sites.dtype, device=ref_sites.device)
+    ones = torch.ones(n_query, n_states, dtype=alpha.dtype, device=alpha.device)
+    bounds = groups.bounds
     for k in range(n_markers + 1):
-        lo, hi = int(bounds[k]), int(bounds[k + 1])
+        lo, hi = bounds[k], bounds[k + 1]
         if lo == hi:
             continue
-        cols = ref_sites[:, lo:hi]  # (R, S)
         cm = site_cm[lo:hi]
-        alt_total = cols.sum(dim=0)  # (S,)
+        # Rows whose sums over each group are multiplied by the group's alleles; the last
+        # one counts ALT alleles among the states, for switches to a uniform state.
         if k == 0:
-            # Before the first marker: only the backward message carries information.
+            rows = [gamma[:, 0], ones]
+        elif k == n_markers:
+            rows = [alpha[:, -1], ones]
+        else:
+            a, g = alpha[:, k - 1], gamma[:, k]
+            rows = [a * g, a, g, ones]
+        seqs = groups.sequences[k]
+        index = group_of[k].repeat(len(rows), 1)
+        summed = torch.zeros(len(rows) * n_query, seqs.shape[0], dtype=alpha.dtype, device=alpha.device)
+        summed = summed.scatter_add(1, index, torch.cat(rows))
+        products = (summed @ seqs.to(summed.dtype)).view(len(rows), n_query, -1)
+        if k == 0:
             p2 = switch_probability(marker_cm[0] - cm, rate_per_cm)
-            num = (1.0 - p2) * (gamma[:, 0] @ cols) + p2 * alt_total / n_ref
-            out[:, lo:hi] = num
+            out[:, lo:hi] = (1.0 - p2) * products[0] + p2 * products[1] / n_states
             continue
         if k == n_markers:
             p1 = switch_probability(cm - marker_cm[-1], rate_per_cm)
-            num = (1.0 - p1) * (alpha[:, -1] @ cols) + p1 * alt_total / n_ref
-            out[:, lo:hi] = num
+            out[:, lo:hi] = (1.0 - p1) * products[0] + p1 * products[1] / n_states
             continue
-        a = alpha[:, k - 1]  # (Q, R), sums to 1
-        g = gamma[:, k]  # (Q, R), sums to 1
+        ag_cols, a_cols, g_cols, alt_total = products
         p1 = switch_probability(cm - marker_cm[k - 1], rate_per_cm)  # (S,)
         p2 = switch_probability(marker_cm[k] - cm, rate_per_cm)
-        ag = a * g
-        stacked = torch.cat([ag, a, g], dim=0) @ cols  # (3Q, S)
-        ag_cols, a_cols, g_cols = stacked[:n_query], stacked[n_query : 2 * n_query], stacked[2 * n_query :]
         w_ag = (1.0 - p1) * (1.0 - p2)
-        w_a = (1.0 - p1) * p2 / n_ref
-        w_g = p1 * (1.0 - p2) / n_ref
-        w_1 = p1 * p2 / (n_ref * n_ref)
+        w_a = (1.0 - p1) * p2 / n_states
+        w_g = p1 * (1.0 - p2) / n_states
+        w_1 = p1 * p2 / (n_states * n_states)
         num = w_ag * ag_cols + w_a * a_cols + w_g * g_cols + w_1 * alt_total
-        den = w_ag * ag.sum(dim=1, keepdim=True) + w_a + w_g + w_1 * n_ref
+        den = w_ag * rows[0].sum(dim=1, keepdim=True) + w_a + w_g + w_1 * n_states
         out[:, lo:hi] = num / den
     return out.clamp(0.0, 1.0)
 

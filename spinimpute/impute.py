@@ -36,6 +36,7 @@ def window_logits(
     typed_columns: torch.Tensor,
     query_typed: torch.Tensor,
     inducing: torch.Tensor,
+    groups: hmm.SiteGroups | None = None,
 ) -> torch.Tensor:
     """ALT logits at every site of one window for a batch of query haplotypes.
 
@@ -46,6 +47,7 @@ def window_logits(
         typed_columns: (M,) long, window columns of the typed markers, increasing.
         query_typed: (Q, M) long query alleles at those markers, MISSING where missing.
         inducing: (I, F*E) inducing points of the window.
+        groups: the window's reference sequences between markers, shared by batches.
 
     Returns:
         (Q, W) logits.
@@ -58,6 +60,7 @@ def window_logits(
         marker_cm=site_cm[typed_columns],
         ref_sites=ref_alleles,
         site_cm=site_cm,
+        groups=groups,
     )
     query_alleles = torch.full(hmm_prob.shape, MASKED, dtype=torch.long, device=hmm_prob.device)
     query_alleles[:, typed_columns] = torch.where(observed, query_typed, torch.full_like(query_typed, MASKED))
@@ -137,7 +140,10 @@ def _impute_window(network, contig, target, window: Window, w_index, typed_sites
     target_alleles = torch.from_numpy(target.alleles[lo:hi].T.astype(np.int64)).to(device)  # (H, M)
     core = slice(window.core_start - window.start, window.core_stop - window.start)
     out = np.empty((window.core_stop - window.core_start, n_target_haps), dtype=np.float32)
-    batch = _query_batch_size(len(typed_columns), ref.shape[0])
+    batch = _query_batch_size(len(typed_columns), min(ref.shape[0], network.copying_states))
+    groups = None
+    if len(typed_columns):
+        groups = hmm.group_sites(ref, hmm.interval_bounds(site_cm[typed_columns], site_cm))
     for q0 in range(0, n_target_haps, batch):
         q1 = min(n_target_haps, q0 + batch)
         logits = window_logits(
@@ -148,6 +154,7 @@ def _impute_window(network, contig, target, window: Window, w_index, typed_sites
             typed_columns=typed_columns,
             query_typed=target_alleles[q0:q1],
             inducing=inducing,
+            groups=groups,
         )
         prob = torch.sigmoid(logits.float())
         observed = target_alleles[q0:q1] >= 0

@@ -109,6 +109,10 @@ class SpinImputer(nn.Module):
         ne: initial effective population size of the copying model; the switch rate per
             cM is 0.04 * ne / n_reference_haplotypes, as in Beagle.
         mismatch: initial copying mismatch probability.
+        copying_states: most reference haplotypes the copying model runs over per query
+            haplotype and window; larger panels are cut to the best-matching ones
+            (`spinimpute.hmm.select_candidates`), so imputing costs about the same
+            whatever the panel size.
     """
 
     def __init__(
@@ -123,9 +127,11 @@ class SpinImputer(nn.Module):
         dropout: float = 0.0,
         ne: float = 1e5,
         mismatch: float = 1e-3,
+        copying_states: int = 400,
     ):
         super().__init__()
         self.kmer = kmer
+        self.copying_states = copying_states
         self.embed_dim = embed_dim
         self.n_latents = n_latents
         n_words = 3**kmer  # each SNP of a word is 0, 1 or masked
@@ -239,14 +245,21 @@ class SpinImputer(nn.Module):
         marker_cm: torch.Tensor,
         ref_sites: torch.Tensor,
         site_cm: torch.Tensor,
+        groups: hmm.SiteGroups | None = None,
     ) -> torch.Tensor:
         """The semi-parametric path: Li-Stephens posterior ALT probabilities (Q, J).
 
-        Shapes as in `spinimpute.hmm.impute_sites`.
+        Shapes as in `spinimpute.hmm.impute_sites`; `groups` may be shared by batches.
+        The switch rate follows the whole panel's size, the states are at most
+        `copying_states` candidates per query.
         """
         if ref_typed.shape[1] == 0:
             freq = ref_sites.float().mean(dim=0)
             return freq.expand(query_typed.shape[0], -1).clone()
+        n_ref = ref_typed.shape[0]
+        candidates = None
+        if n_ref > self.copying_states:
+            candidates = hmm.select_candidates(ref_typed, query_typed, observed, self.copying_states)
         return hmm.impute_sites(
             ref_typed,
             query_typed,
@@ -254,6 +267,8 @@ class SpinImputer(nn.Module):
             marker_cm,
             ref_sites,
             site_cm,
-            self.switch_rate(ref_typed.shape[0]),
+            self.switch_rate(n_ref),
             self.mismatch(),
+            candidates=candidates,
+            groups=groups,
         )

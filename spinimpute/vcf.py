@@ -10,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import struct
 import tempfile
+import zlib
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -487,19 +491,67 @@ def atomic_output(path, *, index: bool = True):
             signal.signal(signal.SIGTERM, previous)
 
 
+# BGZF as in the SAM specification: gzip members of at most 64 KiB, each with its compressed
+# size in a 'BC' extra field, so that tabix can seek; an empty member marks the end.
+_BGZF_BLOCK_INPUT = 0xFF00
+_BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+BGZF_LEVEL = 4  # zlib level: about twice as fast as the default 6 for a quarter more bytes
+
+
+def _bgzf_block(data: bytes, level: int) -> bytes:
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    payload = compressor.compress(data) + compressor.flush()
+    header = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
+    size = len(header) + 2 + len(payload) + 8 - 1
+    return header + struct.pack("<H", size) + payload + struct.pack("<II", zlib.crc32(data), len(data))
+
+
 class BgzfTextWriter:
-    """Writes text lines as BGZF."""
+    """Writes text as BGZF, compressing blocks on `threads` threads (zlib releases the GIL).
 
-    def __init__(self, path):
-        import pysam
+    Blocks are written in order as they complete, with a bounded number in flight, so
+    memory stays small and compression overlaps whatever the caller computes next.
+    """
 
-        self._handle = pysam.libcbgzf.BGZFile(str(path), "wb")
+    def __init__(self, path, *, threads: int = 1, level: int = BGZF_LEVEL):
+        self._file = open(path, "wb")
+        self._level = level
+        self._buffer = bytearray()
+        self._pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+        self._pending: deque = deque()
+        self._max_pending = 4 * threads
 
-    def write(self, text: str) -> None:
-        self._handle.write(text.encode())
+    def write(self, text: str | bytes) -> None:
+        self._buffer += text.encode() if isinstance(text, str) else text
+        if len(self._buffer) >= _BGZF_BLOCK_INPUT:
+            cut = len(self._buffer) - len(self._buffer) % _BGZF_BLOCK_INPUT
+            data = bytes(self._buffer[:cut])
+            del self._buffer[:cut]
+            for i in range(0, cut, _BGZF_BLOCK_INPUT):
+                self._submit(data[i : i + _BGZF_BLOCK_INPUT])
+
+    def _submit(self, chunk: bytes) -> None:
+        if self._pool is None:
+            self._file.write(_bgzf_block(chunk, self._level))
+            return
+        self._pending.append(self._pool.submit(_bgzf_block, chunk, self._level))
+        while len(self._pending) > self._max_pending or (self._pending and self._pending[0].done()):
+            self._file.write(self._pending.popleft().result())
 
     def close(self) -> None:
-        self._handle.close()
+        if self._file.closed:
+            return
+        try:
+            if self._buffer:
+                self._submit(bytes(self._buffer))
+                self._buffer.clear()
+            while self._pending:
+                self._file.write(self._pending.popleft().result())
+            self._file.write(_BGZF_EOF)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
+            self._file.close()
 
     def __enter__(self):
         return self
@@ -519,6 +571,54 @@ def _decimal_table(n: int) -> np.ndarray:
 
 _DS_TEXT = _decimal_table(200)
 _P_TEXT = _decimal_table(100)
+_GT_TEXT = np.asarray(["0|0:", "0|1:", "1|0:", "1|1:"], dtype=object)
+
+
+def _byte_table(strings, width: int) -> np.ndarray:
+    """(n, width) uint8 rows holding each string, NUL-padded (NUL never occurs in VCF text)."""
+    table = np.zeros((len(strings), width), dtype=np.uint8)
+    for i, text in enumerate(strings):
+        raw = text.encode()
+        table[i, : len(raw)] = np.frombuffer(raw, dtype=np.uint8)
+    return table
+
+
+# A diploid field is "\t" + GT + ":" + DS (indexed by GT * 201 + DS in hundredths) and
+# ":" + GP (indexed by P(0) * 101 + P(2) in hundredths; P(1) is what they leave).
+_GT_DS_BYTES = _byte_table(["\t" + gt + ds for gt in _GT_TEXT for ds in _DS_TEXT], 16)
+_GP_BYTES = _byte_table(
+    [f":{_P_TEXT[g0]},{_P_TEXT[max(0, 100 - g0 - g2)]},{_P_TEXT[g2]}" for g0 in range(101) for g2 in range(101)], 16
+)
+
+
+def _diploid_codes(hap_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Table indices of each call's GT:DS and GP text, (n_sites, n_samples) each."""
+    p = hap_prob.reshape(hap_prob.shape[0], -1, 2)
+    p1, p2 = p[..., 0], p[..., 1]
+    ds = np.rint((p1 + p2) * 100).astype(np.int64)
+    gp0 = np.rint((1 - p1) * (1 - p2) * 100).astype(np.int64)
+    gp2 = np.rint(p1 * p2 * 100).astype(np.int64)
+    gt = (p1 >= 0.5).astype(np.int64) * 2 + (p2 >= 0.5).astype(np.int64)
+    return gt * 201 + ds, gp0 * 101 + gp2
+
+
+def format_genotype_rows(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> list[bytes]:
+    """Each site's sample columns as bytes, every field preceded by a tab.
+
+    Args:
+        hap_prob: (n_sites, n_haplotypes) ALT probabilities, sample i at 2i and 2i+1.
+        haploid: optional (n_sites, n_samples) bool; haploid calls are written with one
+            allele, DS in [0, 1] and two GP values, from the mean of the two slots.
+    """
+    if haploid is not None and haploid.any():
+        return [("\t" + "\t".join(row)).encode() for row in format_genotype_block(hap_prob, haploid)]
+    gt_ds, gp = _diploid_codes(hap_prob)
+    fields = np.empty(gt_ds.shape + (2,), dtype=_GT_DS_SLOTS.dtype)
+    fields[..., 0] = _GT_DS_SLOTS[gt_ds]
+    fields[..., 1] = _GP_SLOTS[gp]
+    text = fields.tobytes().replace(b"\0", b"")
+    ends = np.cumsum((_GT_DS_LENGTHS[gt_ds] + _GP_LENGTHS[gp]).sum(axis=1)).tolist()
+    return [text[a:b] for a, b in zip([0, *ends[:-1]], ends)]
 
 
 def format_genotype_block(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> np.ndarray:
@@ -532,7 +632,8 @@ def format_genotype_block(hap_prob: np.ndarray, haploid: np.ndarray | None = Non
     Returns:
         (n_sites, n_samples) object array of strings.
     """
-    fields = _diploid_fields(hap_prob)
+    gt_ds, gp = _diploid_codes(hap_prob)
+    fields = _GT_DS_TEXT[gt_ds] + _GP_TEXT[gp]
     if haploid is not None and haploid.any():
         p = hap_prob.reshape(hap_prob.shape[0], -1, 2).mean(axis=2)
         k = np.rint(p * 100).astype(np.int64)
@@ -541,18 +642,11 @@ def format_genotype_block(hap_prob: np.ndarray, haploid: np.ndarray | None = Non
     return fields
 
 
-def _diploid_fields(hap_prob: np.ndarray) -> np.ndarray:
-    p = hap_prob.reshape(hap_prob.shape[0], -1, 2)
-    p1, p2 = p[..., 0], p[..., 1]
-    ds = np.rint((p1 + p2) * 100).astype(np.int64)
-    gp0 = np.rint((1 - p1) * (1 - p2) * 100).astype(np.int64)
-    gp2 = np.rint(p1 * p2 * 100).astype(np.int64)
-    gp1 = np.clip(100 - gp0 - gp2, 0, 100)
-    gt = _GT_TEXT[(p1 >= 0.5).astype(np.int64) * 2 + (p2 >= 0.5).astype(np.int64)]
-    return gt + _DS_TEXT[ds] + ":" + _P_TEXT[gp0] + "," + _P_TEXT[gp1] + "," + _P_TEXT[gp2]
-
-
-_GT_TEXT = np.asarray(["0|0:", "0|1:", "1|0:", "1|1:"], dtype=object)
+# One 16-byte slot per field, copied as a unit; the NUL padding is dropped in one pass.
+_GT_DS_SLOTS, _GP_SLOTS = _GT_DS_BYTES.view("V16").ravel(), _GP_BYTES.view("V16").ravel()
+_GT_DS_LENGTHS, _GP_LENGTHS = (_GT_DS_BYTES != 0).sum(axis=1), (_GP_BYTES != 0).sum(axis=1)
+_GT_DS_TEXT = np.asarray([row.tobytes().rstrip(b"\0").decode()[1:] for row in _GT_DS_BYTES], dtype=object)
+_GP_TEXT = np.asarray([row.tobytes().rstrip(b"\0").decode() for row in _GP_BYTES], dtype=object)
 
 INFO_HEADER = [
     '##INFO=<ID=AF,Number=A,Type=Float,Description="Estimated ALT Allele Frequencies">',
@@ -568,8 +662,8 @@ INFO_HEADER = [
 class ImputedVcfWriter:
     """Writes imputed sites as a Beagle-style VCF (GT, DS, GP; INFO AF, DR2, IMP) in BGZF."""
 
-    def __init__(self, path, *, samples: list[str], contigs: list[str], extra_header: list[str]):
-        self._out = BgzfTextWriter(path)
+    def __init__(self, path, *, samples: list[str], contigs: list[str], extra_header: list[str], threads: int = 1):
+        self._out = BgzfTextWriter(path, threads=threads)
         lines = ["##fileformat=VCFv4.2", *extra_header]
         lines += [f"##contig=<ID={c}>" for c in contigs]
         lines += INFO_HEADER
@@ -587,17 +681,18 @@ class ImputedVcfWriter:
         haploid: np.ndarray | None = None,
     ) -> None:
         """Write sites [start, start + len(hap_prob)) of `sites`."""
-        fields = format_genotype_block(hap_prob, haploid)
-        rows = []
-        for k in range(hap_prob.shape[0]):
+        genotypes = format_genotype_rows(hap_prob, haploid)
+        parts = []
+        for k, columns in enumerate(genotypes):
             i = start + k
             info = f"AF={af[k]:.4g};DR2={dr2[k]:.2f}" + ("" if typed[k] else ";IMP")
-            rows.append(
+            parts.append(
                 f"{sites.contig}\t{sites.positions[i]}\t{sites.ids[i]}\t{sites.refs[i]}\t{sites.alts[i]}"
-                f"\t.\tPASS\t{info}\tGT:DS:GP\t" + "\t".join(fields[k])
+                f"\t.\tPASS\t{info}\tGT:DS:GP".encode()
             )
-        if rows:
-            self._out.write("\n".join(rows) + "\n")
+            parts.append(columns)
+            parts.append(b"\n")
+        self._out.write(b"".join(parts))
 
     def close(self) -> None:
         self._out.close()

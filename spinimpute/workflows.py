@@ -84,6 +84,7 @@ def train_job(
         "n_layers": len(network.layers),
         "n_heads": network.predictor.n_heads,
         "kmer": network.kmer,
+        "copying_states": network.copying_states,
     }
     save_model(out_path, ModelBundle(network, hyper_full, contigs, metadata))
     log.info("wrote model %s in %.1f s", out_path, summary["seconds"])
@@ -101,6 +102,7 @@ def impute_job(
     progress: bool = True,
     summary_path=None,
     region: str | None = None,
+    copying_states: int | None = None,
 ) -> dict:
     """Impute every panel site of the target's contigs and write an indexed VCF.
 
@@ -136,6 +138,8 @@ def impute_job(
     if counts.get("renamed_contigs"):
         log.warning("target contig names reconciled with the model's: %s", ", ".join(counts["renamed_contigs"]))
     network = bundle.network.to(device)
+    if copying_states is not None:
+        network.copying_states = copying_states
     if counts["unphased_het"]:
         log.info("phasing %d unphased heterozygous target genotypes against the panel", counts["unphased_het"])
     phased = {
@@ -152,7 +156,7 @@ def impute_job(
     total_windows = sum(len(windows_for(bundle.contigs[n], site_ranges[n])) for n in names)
     n_written = 0
     with atomic_output(out_path) as tmp:
-        writer = ImputedVcfWriter(tmp, samples=target.samples, contigs=names, extra_header=header)
+        writer = ImputedVcfWriter(tmp, samples=target.samples, contigs=names, extra_header=header, threads=threads)
         try:
             bar = tqdm(total=total_windows, desc="imputing", unit="window", disable=not progress, leave=False)
             for name in names:

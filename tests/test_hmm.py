@@ -86,3 +86,56 @@ def test_leave_one_out_equals_hiding_each_marker():
         hidden[:, m] = False
         full = _brute_force(ref, query, hidden, cm, rate, error)
         torch.testing.assert_close(loo[:, m], full[:, m], atol=1e-9, rtol=1e-7)
+
+
+def _random_problem(seed, n_ref=30, n_query=4, n_sites=60, n_typed=8):
+    g = torch.Generator().manual_seed(seed)
+    ref = (torch.rand(n_ref, n_sites, generator=g) < 0.3).double()
+    ref[n_ref // 2 :] = ref[: n_ref - n_ref // 2]  # repeated sequences, so groups are not all singletons
+    query = (torch.rand(n_query, n_sites, generator=g) < 0.3).double()
+    cm = torch.sort(torch.rand(n_sites, generator=g, dtype=torch.float64) * 0.5).values
+    typed = torch.sort(torch.randperm(n_sites, generator=g)[:n_typed]).values
+    observed = torch.rand(n_query, n_typed, generator=g) < 0.9
+    return ref, query[:, typed], observed, cm, typed
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_candidates_equal_a_panel_of_those_rows(seed):
+    ref, query, observed, cm, typed = _random_problem(seed)
+    rate, error = torch.tensor(5.0, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
+    candidates = hmm.select_candidates(ref[:, typed], query, observed, 9, segment_markers=3)
+    assert candidates.shape == (query.shape[0], 9)
+    assert (candidates[:, 1:] > candidates[:, :-1]).all()
+    got = hmm.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error, candidates=candidates)
+    for q in range(query.shape[0]):
+        rows = candidates[q]
+        alone = hmm.impute_sites(ref[rows][:, typed], query[q : q + 1], observed[q : q + 1], cm[typed], ref[rows], cm,
+                                 rate, error)
+        torch.testing.assert_close(got[q : q + 1], alone, atol=1e-10, rtol=1e-8)
+
+
+def test_all_rows_as_candidates_is_the_full_panel():
+    ref, query, observed, cm, typed = _random_problem(3)
+    rate, error = torch.tensor(5.0, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
+    every = torch.arange(ref.shape[0]).expand(query.shape[0], -1)
+    full = hmm.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error)
+    torch.testing.assert_close(
+        hmm.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error, candidates=every), full
+    )
+
+
+def test_candidates_include_an_identical_template():
+    g = torch.Generator().manual_seed(5)
+    ref = (torch.rand(200, 64, generator=g) < 0.4).float()
+    query = ref[[17, 123]]
+    candidates = hmm.select_candidates(ref, query, torch.ones_like(query, dtype=torch.bool), 10)
+    assert 17 in candidates[0].tolist() and 123 in candidates[1].tolist()
+
+
+def test_groups_are_exact_and_hashing_matches_exact_grouping():
+    g = np.random.default_rng(0)
+    block = (g.random((500, 150)) < 0.05).astype(np.uint8)
+    block[250:] = block[:250]
+    first, group = hmm._distinct_rows(block)
+    np.testing.assert_array_equal(block[first][group], block)
+    assert len(first) == len(np.unique(block, axis=0))
