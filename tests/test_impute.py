@@ -58,3 +58,43 @@ def test_allele_frequency_counts_ploidy():
     assert af[0] == pytest.approx(1 / 3)
     af, _ = site_statistics(p)
     assert af[0] == pytest.approx(0.5)
+
+
+def test_model_imputes_targets_typed_at_another_density(trained_model, small_benchmark, tmp_path):
+    """Training never sees the target's array: a target typed at half the sites still imputes well."""
+    import cyvcf2
+
+    from spinimpute.evaluate import evaluate
+    from spinimpute.workflows import impute_job
+
+    src = cyvcf2.VCF(str(small_benchmark / "target.vcf.gz"))
+    lines = [src.raw_header.rstrip("\n")]
+    for i, rec in enumerate(src):
+        if i % 2 == 0:
+            lines.append(str(rec).rstrip("\n"))
+    sparse = tmp_path / "sparse.vcf"
+    sparse.write_text("\n".join(lines) + "\n")
+    results = {}
+    for name, target in (("dense", small_benchmark / "target.vcf.gz"), ("sparse", sparse)):
+        out = tmp_path / f"{name}.vcf.gz"
+        impute_job(target_path=target, model_path=trained_model, out_path=out, device=torch.device("cpu"),
+                   progress=False)
+        ev = evaluate(small_benchmark / "truth.vcf.gz", out, ref_path=small_benchmark / "ref.vcf.gz",
+                      target_path=target)
+        results[name] = ev.overall["aggregate_r2"]
+    assert results["sparse"] > 0.85, results
+    assert results["sparse"] < results["dense"], results
+
+
+def test_fewer_candidate_states_stay_close_to_the_whole_panel(trained_model, small_benchmark, tmp_path):
+    from spinimpute.vcf import read_dosages
+    from spinimpute.workflows import impute_job
+
+    doses = {}
+    for states in (1000, 150):
+        out = tmp_path / f"k{states}.vcf.gz"
+        impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=out,
+                   device=torch.device("cpu"), progress=False, copying_states=states)
+        doses[states] = np.stack(list(read_dosages(out)[1].values()))
+    difference = np.abs(doses[1000] - doses[150])
+    assert difference.mean() < 0.01 and np.quantile(difference, 0.999) < 0.5
