@@ -28,6 +28,9 @@ def emission(
 ) -> torch.Tensor:
     """Emission probabilities at each marker, marker-major so that each step reads contiguous memory.
 
+    Only ratios between states matter at a marker, so a missing query allele, which
+    every state explains equally, gets the same value as a match.
+
     Args:
         ref_alleles: (R, M) 0/1 reference alleles shared by all queries, or (Q, R, M)
             each query's own reference states.
@@ -36,15 +39,13 @@ def emission(
         error: scalar mismatch probability.
 
     Returns:
-        (M, Q, R) probabilities: 1 - error on a match, error on a mismatch, 1 where missing.
+        (M, Q, R) probabilities: error on an observed mismatch, 1 - error otherwise.
     """
     r = ref_alleles.movedim(-1, 0).contiguous()  # marker-major, so each step reads one block
     if r.dim() == 2:
         r = r.unsqueeze(1)
-    q = query_alleles.T.unsqueeze(2)
-    match = q * r + (1.0 - q) * (1.0 - r)
-    e = error + (1.0 - 2.0 * error) * match
-    return torch.where(observed.T.unsqueeze(2), e, torch.ones_like(e))
+    mismatch = (r != query_alleles.T.unsqueeze(2)) & observed.T.unsqueeze(2)
+    return torch.where(mismatch, error, 1.0 - error).to(ref_alleles.dtype)
 
 
 def forward_backward(
@@ -75,30 +76,28 @@ def forward_backward(
     n_query = query_typed.shape[0]
     n_ref, n_markers = ref_typed.shape[-2:]
     dtype = ref_typed.dtype
-    switch = switch_probability(marker_cm[1:] - marker_cm[:-1], rate_per_cm)  # (M-1,)
-    emit = emission(ref_typed, query_typed, observed, error)  # (M, Q, R)
-    alphas = []
-    a = emit[0] / n_ref
-    a = a / a.sum(dim=1, keepdim=True)
-    alphas.append(a)
-    for m in range(1, n_markers):
-        p = switch[m - 1]
-        a = emit[m] * ((1.0 - p) * a + p / n_ref)
-        a = a / a.sum(dim=1, keepdim=True)
-        alphas.append(a)
-    gammas = [None] * n_markers
-    g = emit[n_markers - 1]
-    g = g / g.sum(dim=1, keepdim=True)
-    gammas[n_markers - 1] = g
-    for m in range(n_markers - 2, -1, -1):
-        p = switch[m]
-        # g is the normalised product of backward and emission at m+1; sums to one.
-        g = emit[m] * ((1.0 - p) * g + p / n_ref)
-        g = g / g.sum(dim=1, keepdim=True)
-        gammas[m] = g
     if n_query == 0:
         empty = torch.zeros(0, n_markers, n_ref, dtype=dtype, device=ref_typed.device)
         return empty, empty
+    switch = switch_probability(marker_cm[1:] - marker_cm[:-1], rate_per_cm).clamp(max=1.0 - 1e-6)  # (M-1,)
+    # (1 - p) a + p / R is proportional to a + p / ((1 - p) R): one operation fewer per step.
+    jump = switch / ((1.0 - switch) * n_ref)
+    emit = emission(ref_typed, query_typed, observed, error)  # (M, Q, R)
+    alphas = []
+    a = emit[0] / emit[0].sum(dim=1, keepdim=True)
+    alphas.append(a)
+    for m in range(1, n_markers):
+        a = emit[m] * (a + jump[m - 1])
+        a = a / a.sum(dim=1, keepdim=True)
+        alphas.append(a)
+    gammas = [None] * n_markers
+    g = emit[n_markers - 1] / emit[n_markers - 1].sum(dim=1, keepdim=True)
+    gammas[n_markers - 1] = g
+    for m in range(n_markers - 2, -1, -1):
+        # g is the normalised product of backward and emission at m+1; sums to one.
+        g = emit[m] * (g + jump[m])
+        g = g / g.sum(dim=1, keepdim=True)
+        gammas[m] = g
     return torch.stack(alphas, dim=1), torch.stack(gammas, dim=1)
 
 

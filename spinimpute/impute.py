@@ -37,8 +37,9 @@ def window_logits(
     query_typed: torch.Tensor,
     inducing: torch.Tensor,
     groups: hmm.SiteGroups | None = None,
+    columns: slice | None = None,
 ) -> torch.Tensor:
-    """ALT logits at every site of one window for a batch of query haplotypes.
+    """ALT logits at the sites of one window for a batch of query haplotypes.
 
     Args:
         ref_alleles: (R, W) float 0/1 reference haplotypes.
@@ -47,24 +48,33 @@ def window_logits(
         typed_columns: (M,) long, window columns of the typed markers, increasing.
         query_typed: (Q, M) long query alleles at those markers, MISSING where missing.
         inducing: (I, F*E) inducing points of the window.
-        groups: the window's reference sequences between markers, shared by batches.
+        groups: the reference sequences between markers of the sites predicted, shared by batches.
+        columns: the sites to predict, all W by default; the markers of the whole window
+            inform them. Its start must be a multiple of the model's k-mer length, so that
+            tokens are those of the whole window.
 
     Returns:
-        (Q, W) logits.
+        (Q, W') logits for the W' sites of `columns`.
     """
+    columns = columns or slice(0, ref_alleles.shape[1])
     observed = query_typed >= 0
     hmm_prob = network.copy_probabilities(
         ref_typed=ref_alleles[:, typed_columns],
         query_typed=query_typed.clamp(min=0).to(ref_alleles.dtype),
         observed=observed,
         marker_cm=site_cm[typed_columns],
-        ref_sites=ref_alleles,
-        site_cm=site_cm,
+        ref_sites=ref_alleles[:, columns],
+        site_cm=site_cm[columns],
         groups=groups,
     )
     query_alleles = torch.full(hmm_prob.shape, MASKED, dtype=torch.long, device=hmm_prob.device)
-    query_alleles[:, typed_columns] = torch.where(observed, query_typed, torch.full_like(query_typed, MASKED))
-    return network.predict(inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob, site_features=features)
+    inside = (typed_columns >= columns.start) & (typed_columns < columns.stop)
+    query_alleles[:, typed_columns[inside] - columns.start] = torch.where(
+        observed[:, inside], query_typed[:, inside], MASKED
+    )
+    return network.predict(
+        inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob, site_features=features[columns]
+    )
 
 
 @dataclass
@@ -138,12 +148,18 @@ def _impute_window(network, contig, target, window: Window, w_index, typed_sites
     lo, hi = np.searchsorted(target.site_index, [window.start, window.stop])
     typed_columns = torch.from_numpy(target.site_index[lo:hi] - window.start).to(device)
     target_alleles = torch.from_numpy(target.alleles[lo:hi].T.astype(np.int64)).to(device)  # (H, M)
+    # Only the core is written: predict the whole k-mer tokens that cover it.
+    k = network.kmer
     core = slice(window.core_start - window.start, window.core_stop - window.start)
+    columns = slice(core.start // k * k, min(ref.shape[1], -(-core.stop // k) * k))
+    core_in_columns = slice(core.start - columns.start, core.stop - columns.start)
     out = np.empty((window.core_stop - window.core_start, n_target_haps), dtype=np.float32)
     batch = _query_batch_size(len(typed_columns), min(ref.shape[0], network.copying_states))
     groups = None
     if len(typed_columns):
-        groups = hmm.group_sites(ref, hmm.interval_bounds(site_cm[typed_columns], site_cm))
+        groups = hmm.group_sites(ref[:, columns], hmm.interval_bounds(site_cm[typed_columns], site_cm[columns]))
+    typed_here = (typed_columns >= columns.start) & (typed_columns < columns.stop)
+    typed_in_columns = typed_columns[typed_here] - columns.start
     for q0 in range(0, n_target_haps, batch):
         q1 = min(n_target_haps, q0 + batch)
         logits = window_logits(
@@ -155,11 +171,12 @@ def _impute_window(network, contig, target, window: Window, w_index, typed_sites
             query_typed=target_alleles[q0:q1],
             inducing=inducing,
             groups=groups,
+            columns=columns,
         )
         prob = torch.sigmoid(logits.float())
-        observed = target_alleles[q0:q1] >= 0
-        prob[:, typed_columns] = torch.where(observed, target_alleles[q0:q1].float(), prob[:, typed_columns])
-        out[:, q0:q1] = prob[:, core].T.cpu().numpy()
+        typed_alleles = target_alleles[q0:q1, typed_here]
+        prob[:, typed_in_columns] = torch.where(typed_alleles >= 0, typed_alleles.float(), prob[:, typed_in_columns])
+        out[:, q0:q1] = prob[:, core_in_columns].T.cpu().numpy()
     return ImputedBlock(name, window.core_start, window.core_stop, out, typed_sites[window.core_start : window.core_stop])
 
 
