@@ -77,7 +77,7 @@ class Bench:
         self.threads = args.threads
         self.regions = {mb: scaled(mb * 1e6, args.scale) for mb in REGIONS_MB}
         self.panels = [scaled(n, args.scale) for n in PANEL_SAMPLES]
-        self.targets = [scaled(n, args.scale) for n in TARGET_SAMPLES]
+        self.targets = sorted({scaled(n, args.scale) for n in TARGET_SAMPLES})  # a tiny scale may merge counts
         self.data_summaries: dict[str, dict] = {}
         self._sim = None
         self._runs: dict[str, dict] = {}
@@ -320,7 +320,7 @@ def section_region(bench: Bench) -> tuple[dict, str]:
         rows.append([f"{bench.regions[mb] / 1e6:g}", r["sites"], r["prepare"]["wall_s"], i["wall_s"], i["cpu_s"],
                      i["peak_rss_mb"]])
     small, big = (results[f"{mb}Mb"] for mb in REGIONS_MB)
-    rows.append([f"ratio {REGIONS_MB[1]}/{REGIONS_MB[0]}", ratio(big["sites"], small["sites"]),
+    rows.append([f"ratio {bench.regions[REGIONS_MB[1]] / 1e6:g}/{bench.regions[REGIONS_MB[0]] / 1e6:g}", ratio(big["sites"], small["sites"]),
                  ratio(big["prepare"]["wall_s"], small["prepare"]["wall_s"]),
                  ratio(big["impute"]["wall_s"], small["impute"]["wall_s"]),
                  ratio(big["impute"]["cpu_s"], small["impute"]["cpu_s"]),
