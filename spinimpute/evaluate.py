@@ -12,6 +12,7 @@ error of FORMAT/GP, and how well the per-site INFO/DR2 (Beagle, spinimpute) or R
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ def bin_label(lo: float, hi: float) -> str:
 
 def _normalise(key):
     chrom, pos, ref, alt = key
-    return (chrom[3:] if chrom.startswith("chr") else chrom, pos, ref, alt)
+    return (chrom.removeprefix("chr"), pos, ref, alt)
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -185,10 +186,10 @@ def _stats(label: str, ds: np.ndarray, truth: np.ndarray, gp: np.ndarray | None)
     defined = site_r2[~np.isnan(site_r2)]
     return {
         "bin": label,
-        "n_sites": int(len(ds)),
+        "n_sites": len(ds),
         "aggregate_r2": _pearson_r2(ds.ravel(), truth.ravel()) if len(ds) else float("nan"),
         "mean_site_r2": float(defined.mean()) if len(defined) else float("nan"),
-        "n_sites_r2_defined": int(len(defined)),
+        "n_sites_r2_defined": len(defined),
         "concordance": float((np.rint(ds) == truth).mean()) if len(ds) else float("nan"),
         "ece": None if gp is None else expected_calibration_error(gp, truth),
     }
@@ -307,7 +308,7 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
     poly = mafs > 0
     overall = stats("overall", poly)
     curve = []
-    for lo, hi in zip(CURVE_EDGES[:-1], CURVE_EDGES[1:]):
+    for lo, hi in itertools.pairwise(CURVE_EDGES):
         m = (mafs > lo) & (mafs <= hi)
         if m.any():
             curve.append({"maf_low": lo, "maf_high": hi, "mean_maf": float(mafs[m].mean()),
