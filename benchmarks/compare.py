@@ -1,12 +1,20 @@
-"""Run spinimpute, Beagle 5.4 and Minimac4 side by side on one data set and print one table.
+"""Run spinimpute, Beagle 5.4 and Minimac4 side by side and print one table per data set.
 
-Each tool gets the same reference panel, target, genetic map and thread count; every
-step runs under /usr/bin/time -v for wall time and peak RSS; all outputs are scored by
-`spinimpute.evaluate` (aggregate and mean per-site dosage r² by reference MAF bin over
-the untyped sites, i.e. the sites absent from the target).
+Each tool gets the same reference panel, target, genetic map (the data set's map.txt) and
+thread count; every step runs under /usr/bin/time -v for wall time and peak RSS; all
+outputs are scored by `spinimpute.evaluate` over the untyped sites (the sites absent from
+the target): aggregate and mean per-site dosage r² by reference MAF bin, the expected
+calibration error of GP, and the correlation of the tools' INFO r² estimate (DR2, R2)
+with the true per-site r².
 
-    python benchmarks/compare.py sim  --seed 1 [--out benchmarks/results/sim1]
-    python benchmarks/compare.py real [--out benchmarks/results/real]
+    python benchmarks/compare.py sim [--scenario clean|hard-omni|...|all] [--seeds 1 2 3] [--small]
+    python benchmarks/compare.py real
+
+`sim` simulates each seed's data set for the named scenario (spinimpute.simulate.SCENARIOS;
+`all` runs them one after another) and reports each metric as mean ± sd over seeds;
+`--small` shrinks the data sets (100 + 20 samples, 200 kb) for a quick check of the flow.
+Each run works in <out>/<scenario>/seed<N>/ (<out>/real/ for real data), with the data set,
+the tools' outputs and logs, and results.json; <out> defaults to benchmarks/results.
 
 Needs the Debian packages beagle, minimac4, bcftools, tabix and time. The real data set
 is read from ../shared/data/1kgp3-eur-chr20/bench-omniexpress; the script stops with a
@@ -23,10 +31,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "1kgp3-eur-chr20" / "bench-omniexpress"
 BEAGLE = Path("/usr/share/beagle/beagle.jar")
 BREF3 = Path("/usr/share/beagle/bref3.jar")
+SMALL_SIZES = {"n_ref": 100, "n_target": 20, "length": 200_000}
 
 
 def timed(cmd: list[str], log: Path, stdout: Path | None = None) -> dict:
@@ -35,7 +46,7 @@ def timed(cmd: list[str], log: Path, stdout: Path | None = None) -> dict:
     with open(log, "w") as err, open(stdout, "wb") if stdout else open("/dev/null", "wb") as out:
         err.write("$ " + " ".join(cmd) + "\n")
         err.flush()
-        proc = subprocess.run(full, stdout=out, stderr=err)
+        proc = subprocess.run(full, stdout=out, stderr=err, check=False)
     text = log.read_text()
     if proc.returncode != 0:
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\nsee {log}")
@@ -48,42 +59,28 @@ def timed(cmd: list[str], log: Path, stdout: Path | None = None) -> dict:
     return {"wall_s": round(seconds, 1), "cpu_s": round(user + system, 1), "peak_rss_mb": round(rss)}
 
 
-def plink_map_for(ref: Path, out: Path, source: Path | None) -> Path:
-    """The data set's PLINK map, or a 1 cM/Mb one spanning the panel (Minimac4 needs a map)."""
-    if source is not None:
-        shutil.copy(source, out)
-        return out
-    import cyvcf2
-
-    positions, chrom = [], None
-    for rec in cyvcf2.VCF(str(ref)):
-        chrom = rec.CHROM
-        positions.append(rec.POS)
-    with open(out, "w") as f:
-        for pos in (1, positions[-1] + 1):
-            f.write(f"{chrom}\t.\t{pos / 1e6:.8f}\t{pos}\n")
-    return out
-
-
-def run(data: Path, out: Path, map_source: Path | None, threads: int, steps: int | None) -> dict:
+def run(data: Path, out: Path, threads: int, steps: int | None) -> dict:
+    """Prepare, impute and score with each tool on the data set in `data`; work in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     ref, target, truth = data / "ref.vcf.gz", data / "target.vcf.gz", data / "truth.vcf.gz"
-    plink_map = plink_map_for(ref, out / "plink.map", map_source)
+    genetic_map = data / "map.txt"
     spin = [sys.executable, "-m", "spinimpute"]
     results = {}
 
     steps_args = ["--steps", str(steps)] if steps is not None else []
     results["spinimpute"] = {
-        "prepare": timed([*spin, "-q", "train", "--ref", str(ref), "--map", str(plink_map), "--out",
+        "prepare": timed([*spin, "-q", "train", "--ref", str(ref), "--map", str(genetic_map), "--out",
                           str(out / "spin.model"), "--threads", str(threads), *steps_args], out / "spin.train.log"),
         "impute": timed([*spin, "-q", "impute", "--target", str(target), "--model", str(out / "spin.model"),
                          "--out", str(out / "spin.vcf.gz"), "--threads", str(threads)], out / "spin.impute.log"),
         "output": out / "spin.vcf.gz",
     }
+    # gp=true: Beagle writes GP only when asked, and the calibration error needs it.
     results["beagle"] = {
         "prepare": timed(["java", "-jar", str(BREF3), str(ref)], out / "beagle.bref3.log", stdout=out / "ref.bref3"),
         "impute": timed(["java", "-Xmx8g", "-jar", str(BEAGLE), f"gt={target}", f"ref={out / 'ref.bref3'}",
-                         f"out={out / 'beagle'}", f"map={plink_map}", f"nthreads={threads}"], out / "beagle.log"),
+                         f"out={out / 'beagle'}", f"map={genetic_map}", f"nthreads={threads}", "gp=true"],
+                        out / "beagle.impute.log"),  # not beagle.log: Beagle writes that itself
         "output": out / "beagle.vcf.gz",
     }
     chrom = subprocess.run(["bcftools", "query", "-f", "%CHROM\n", str(target)], capture_output=True, text=True,
@@ -91,41 +88,84 @@ def run(data: Path, out: Path, map_source: Path | None, threads: int, steps: int
     results["minimac4"] = {
         "prepare": timed(["minimac4", "--compress-reference", str(ref), "-o", str(out / "ref.msav")],
                          out / "minimac4.msav.log"),
-        "impute": timed(["minimac4", "-t", str(threads), "-f", "GT,DS", "-m", str(plink_map), "--region", chrom,
+        "impute": timed(["minimac4", "-t", str(threads), "-f", "GT,DS,GP", "-m", str(genetic_map), "--region", chrom,
                          "-o", str(out / "minimac4.vcf.gz"), str(out / "ref.msav"), str(target)],
                         out / "minimac4.log"),
         "output": out / "minimac4.vcf.gz",
     }
     from spinimpute.evaluate import evaluate
 
-    for tool, r in results.items():
+    for r in results.values():
         ev = evaluate(truth, r["output"], ref_path=ref, target_path=target, threads=threads)
         r["evaluation"] = ev.as_dict()
         r["output"] = str(r["output"])
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
 
 
-def table(results: dict) -> str:
-    first = next(iter(results.values()))["evaluation"]
+def _spread(values: list, digits: int) -> str:
+    """mean ± sd (sd over runs, shown from two runs on); "-" where the tool gave no value."""
+    if any(v is None for v in values):
+        return "-"
+    values = np.asarray(values, dtype=np.float64)
+    mean = f"{np.mean(values):.{digits}f}"
+    return f"{mean} ± {np.std(values, ddof=1):.{digits}f}" if len(values) > 1 else mean
+
+
+def _r2_cell(stats: list[dict], digits: int = 3) -> str:
+    """Aggregate r² as mean ± sd over runs, mean per-site r² in brackets, from one bin's stats per run."""
+    site = np.mean([s["mean_site_r2"] for s in stats])
+    return f"{_spread([s['aggregate_r2'] for s in stats], digits)} ({site:.2f})"
+
+
+def table(runs: list[dict]) -> str:
+    """A markdown table, one row per tool, of runs (results of `run`) on data sets of one kind.
+
+    r² cells are the aggregate r² as mean ± sd over the runs with the mean of the mean
+    per-site r² in brackets; the other cells are means (± sd) over the runs.
+    """
+    first = next(iter(runs[0].values()))["evaluation"]
     labels = [b["bin"] for b in first["bins"]]
-    head = ["tool", *[f"r² {label}" for label in labels], "r² overall", "mean site r² overall",
-            "prepare wall s", "impute wall s", "impute CPU s", "impute peak RSS MB"]
+    head = ["tool", *[f"r² {label}" for label in labels], "r² overall", "GP ECE", "GP ECE MAF ≤ 5%",
+            "corr(DR2, true r²)", "prepare wall s", "impute wall s", "impute peak RSS MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for tool, r in results.items():
-        ev = r["evaluation"]
-        cells = [tool, *[f"{b['aggregate_r2']:.3f} ({b['mean_site_r2']:.2f})" for b in ev["bins"]],
-                 f"{ev['overall']['aggregate_r2']:.4f}", f"{ev['overall']['mean_site_r2']:.3f}",
-                 f"{r['prepare']['wall_s']}", f"{r['impute']['wall_s']}", f"{r['impute']['cpu_s']}",
-                 f"{r['impute']['peak_rss_mb']}"]
+    for tool in runs[0]:
+        evs = [run[tool]["evaluation"] for run in runs]
+        cells = [
+            tool,
+            *[_r2_cell([ev["bins"][i] for ev in evs]) for i in range(len(labels))],
+            _r2_cell([ev["overall"] for ev in evs], 4),  # overall differences are small
+            _spread([ev["overall"]["ece"] for ev in evs], 4),
+            _spread([ev["ece_rare"] for ev in evs], 4),
+            _spread([ev["dr2_correlation"] for ev in evs], 3),
+            _spread([run[tool]["prepare"]["wall_s"] for run in runs], 1),
+            _spread([run[tool]["impute"]["wall_s"] for run in runs], 1),
+            _spread([run[tool]["impute"]["peak_rss_mb"] for run in runs], 0),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def report(title: str, runs: list[dict], out: Path) -> None:
+    """Print the table of `runs` under `title` and write it to out/table.md."""
+    legend = "aggregate dosage r² by reference MAF bin (mean per-site r² in brackets), untyped sites; mean ± sd over runs"
+    text = "\n".join([f"## {title}", "", legend, "", table(runs)])
+    print(text + "\n", flush=True)
+    (out / "table.md").write_text(text + "\n")
+
+
 def main(argv=None) -> None:
+    from spinimpute.simulate import SCENARIOS, make_benchmark
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=["sim", "real"])
-    parser.add_argument("--seed", type=int, default=1, help="simulation seed (sim only)")
-    parser.add_argument("--out", type=Path, help="working folder (default benchmarks/results/<dataset>)")
+    parser.add_argument("--scenario", default="clean", choices=[*SCENARIOS, "all"],
+                        help="simulated scenario (sim only; default clean)")
+    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[1], help="simulation seeds (sim only)")
+    parser.add_argument("--small", action="store_true",
+                        help="small simulated data sets (100 + 20 samples, 200 kb) to check the flow quickly")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results",
+                        help="folder for the runs (default benchmarks/results)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, help="spinimpute training steps (default: the CLI default)")
     args = parser.parse_args(argv)
@@ -135,22 +175,21 @@ def main(argv=None) -> None:
     if args.dataset == "real":
         if not REAL.exists():
             sys.exit(f"real benchmark not found at {REAL}")
-        data, map_source = REAL, REAL / "map.txt"
-        out = args.out or REPO / "benchmarks" / "results" / "real"
-    else:
-        from spinimpute.simulate import make_benchmark
-
-        out = args.out or REPO / "benchmarks" / "results" / f"sim{args.seed}"
-        data = out / "data"
-        summary = make_benchmark(data, n_ref=500, n_target=100, length=1_000_000, typed_fraction=0.04,
-                                 seed=args.seed)
-        print(json.dumps(summary), file=sys.stderr)
-        map_source = None
-    results = run(data, out, map_source, args.threads, args.steps)
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(f"data set: {args.dataset}" + (f" (seed {args.seed})" if args.dataset == "sim" else ""))
-    print("aggregate dosage r² by reference MAF bin (mean per-site r² in brackets), untyped sites")
-    print(table(results))
+        out = args.out / "real"
+        report(f"real: {REAL.name}", [run(REAL, out, args.threads, args.steps)], out)
+        return
+    for scenario in SCENARIOS if args.scenario == "all" else [args.scenario]:
+        options = {**SCENARIOS[scenario], **(SMALL_SIZES if args.small else {})}
+        name = f"{scenario}-small" if args.small else scenario
+        runs = []
+        for seed in args.seeds:
+            out = args.out / name / f"seed{seed}"
+            summary = make_benchmark(out / "data", seed=seed, **options)
+            print(json.dumps(summary), file=sys.stderr)
+            runs.append(run(out / "data", out, args.threads, args.steps))
+        seeds = " ".join(str(s) for s in args.seeds)
+        settings = ", ".join(f"{key} {value}" for key, value in options.items())
+        report(f"{name}, seeds {seeds}: {summary['model']}; {settings}", runs, args.out / name)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,15 @@ Aggregate dosage r² is the squared Pearson correlation of DS with the true ALT 
 pooled over every (site, sample) pair of a frequency bin; mean per-site r² averages the
 per-site values where both variances are non-zero. Pooled r² flatters rare bins, so
 both are reported.
+
+Where the imputed file has them, two calibration measures: the expected calibration
+error of FORMAT/GP, and how well the per-site INFO/DR2 (Beagle, spinimpute) or R2
+(Minimac4) estimate tracks the true per-site r².
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,16 +31,21 @@ def bin_label(lo: float, hi: float) -> str:
 
 def _normalise(key):
     chrom, pos, ref, alt = key
-    return (chrom[3:] if chrom.startswith("chr") else chrom, pos, ref, alt)
+    return (chrom.removeprefix("chr"), pos, ref, alt)
 
 
-def _pearson_r2(x: np.ndarray, y: np.ndarray) -> float:
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation; NaN with fewer than two values or a constant input."""
     if len(x) < 2:
         return float("nan")
     x = x - x.mean()
     y = y - y.mean()
     den = np.sqrt((x * x).sum() * (y * y).sum())
-    return float(((x * y).sum() / den) ** 2) if den > 0 else float("nan")
+    return float((x * y).sum() / den) if den > 0 else float("nan")
+
+
+def _pearson_r2(x: np.ndarray, y: np.ndarray) -> float:
+    return _pearson(x, y) ** 2
 
 
 def _per_site_r2(ds: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -45,6 +55,74 @@ def _per_site_r2(ds: np.ndarray, truth: np.ndarray) -> np.ndarray:
     den = np.sqrt((x * x).sum(axis=1) * (y * y).sum(axis=1))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, ((x * y).sum(axis=1) / den) ** 2, np.nan)
+
+
+def expected_calibration_error(gp: np.ndarray, truth: np.ndarray, *, n_bins: int = 10) -> float:
+    """Expected calibration error (ECE) of genotype probabilities.
+
+    A call's confidence is the probability of its most likely genotype, and the call is
+    correct when that genotype is the true one. Calls fall into `n_bins` equal-width
+    confidence bins on [0, 1]; ECE = sum over bins of (n_b / N) |accuracy_b - confidence_b|,
+    0 for perfectly calibrated probabilities.
+
+    Args:
+        gp: (..., 3) probabilities of 0, 1 and 2 ALT alleles.
+        truth: (...) true ALT counts.
+
+    Returns:
+        the ECE over calls with complete GP and truth; NaN when there are none.
+    """
+    gp = np.asarray(gp, dtype=np.float64).reshape(-1, 3)
+    truth = np.asarray(truth, dtype=np.float64).reshape(-1)
+    complete = ~np.isnan(gp).any(axis=1) & ~np.isnan(truth)
+    if not complete.any():
+        return float("nan")
+    gp, truth = gp[complete], truth[complete]
+    confidence = gp.max(axis=1)
+    correct = gp.argmax(axis=1) == truth
+    bins = np.clip((confidence * n_bins).astype(np.int64), 0, n_bins - 1)
+    # n_b |acc_b - conf_b| is |sum over the bin of (correct - confidence)|
+    gap = np.bincount(bins, weights=correct - confidence, minlength=n_bins)
+    return float(np.abs(gap).sum() / len(confidence))
+
+
+def _read_calibration_fields(path, keys: list, sample_idx: np.ndarray, threads: int):
+    """FORMAT/GP and the INFO r² estimate of some records of an imputed file.
+
+    Args:
+        keys: (contig, pos, ref, alt) of the records wanted, as written in the file.
+        sample_idx: (n_samples,) columns of the file to keep, in order.
+
+    Returns:
+        gp: (len(keys), n_samples, 3) float32 in `keys` order (NaN where absent), or None
+            when the header has no FORMAT/GP;
+        r2: (len(keys),) float64, or None when the header has neither INFO/DR2 nor INFO/R2;
+        the name of the INFO field read, or None.
+    """
+    vcf = _open_vcf(path, threads)
+    declared = {(h.type, h.info().get("ID")) for h in vcf.header_iter()}
+    has_gp = ("FORMAT", "GP") in declared
+    r2_field = next((f for f in ("DR2", "R2") if ("INFO", f) in declared), None)
+    gp = np.full((len(keys), len(sample_idx), 3), np.nan, dtype=np.float32) if has_gp else None
+    r2 = np.full(len(keys), np.nan) if r2_field else None
+    if has_gp or r2_field:
+        row_of = {k: i for i, k in enumerate(keys)}
+        for rec in _records(path, vcf):
+            if len(rec.ALT) != 1:
+                continue
+            i = row_of.get((rec.CHROM, rec.POS, rec.REF, rec.ALT[0]))
+            if i is None:
+                continue
+            if has_gp:
+                values = rec.format("GP")
+                if values is not None and values.shape[1] == 3:
+                    gp[i] = values[sample_idx]
+            if r2_field:
+                value = rec.INFO.get(r2_field)
+                if value is not None:
+                    r2[i] = float(np.atleast_1d(value)[0])
+    vcf.close()
+    return gp, r2, r2_field
 
 
 @dataclass
@@ -58,6 +136,11 @@ class Evaluation:
     maf_source: str
     switch_error_rate: float | None = None
     curve: list[dict] | None = None
+    # GP expected calibration error over untyped sites of MAF (0, 5%]; None without GP.
+    ece_rare: float | None = None
+    # Correlation of the INFO r² estimate with the true per-site r²; None without one.
+    dr2_correlation: float | None = None
+    dr2_field: str | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -70,13 +153,18 @@ class Evaluation:
             "maf_source": self.maf_source,
             "switch_error_rate": self.switch_error_rate,
             "curve": self.curve,
+            "ece_rare": self.ece_rare,
+            "dr2_correlation": self.dr2_correlation,
+            "dr2_field": self.dr2_field,
         }
 
     def table(self) -> str:
-        lines = ["bin\tn_sites\taggregate_r2\tmean_site_r2\tconcordance"]
+        lines = ["bin\tn_sites\taggregate_r2\tmean_site_r2\tconcordance\tgp_ece"]
         for b in [*self.bins, self.overall]:
+            ece = "NA" if b["ece"] is None else f"{b['ece']:.4f}"
             lines.append(
                 f"{b['bin']}\t{b['n_sites']}\t{b['aggregate_r2']:.4f}\t{b['mean_site_r2']:.4f}\t{b['concordance']:.4f}"
+                f"\t{ece}"
             )
         lines.append(
             f"# untyped sites {self.n_untyped_sites}, typed sites {self.n_typed_sites}, "
@@ -85,19 +173,25 @@ class Evaluation:
         )
         if self.switch_error_rate is not None:
             lines.append(f"# switch error rate at typed heterozygous sites: {self.switch_error_rate:.4f}")
+        if self.ece_rare is not None:
+            lines.append(f"# GP expected calibration error at MAF (0,5%]: {self.ece_rare:.4f}")
+        if self.dr2_correlation is not None:
+            lines.append(f"# correlation of INFO/{self.dr2_field} with the true per-site r²: {self.dr2_correlation:.4f}")
         return "\n".join(lines)
 
 
-def _stats(label: str, ds: np.ndarray, truth: np.ndarray) -> dict:
+def _stats(label: str, ds: np.ndarray, truth: np.ndarray, gp: np.ndarray | None) -> dict:
+    """Accuracy of (n_sites, n_samples) dosages against true ALT counts; `gp` (n_sites, n_samples, 3) or None."""
     site_r2 = _per_site_r2(ds, truth) if len(ds) else np.zeros(0)
     defined = site_r2[~np.isnan(site_r2)]
     return {
         "bin": label,
-        "n_sites": int(len(ds)),
+        "n_sites": len(ds),
         "aggregate_r2": _pearson_r2(ds.ravel(), truth.ravel()) if len(ds) else float("nan"),
         "mean_site_r2": float(defined.mean()) if len(defined) else float("nan"),
-        "n_sites_r2_defined": int(len(defined)),
+        "n_sites_r2_defined": len(defined),
         "concordance": float((np.rint(ds) == truth).mean()) if len(ds) else float("nan"),
+        "ece": None if gp is None else expected_calibration_error(gp, truth),
     }
 
 
@@ -141,7 +235,7 @@ def switch_error_rate(truth_path, imputed_path, typed_keys: set, samples: list[s
 
 
 def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threads: int = 1) -> Evaluation:
-    """Compare imputed DS with true genotypes over the untyped sites.
+    """Compare imputed DS (and GP, INFO DR2 or R2 where present) with true genotypes over the untyped sites.
 
     Typed sites are the target file's sites when `target_path` is given, otherwise those
     the imputed file does not flag as imputed (INFO IMP, or Minimac4's IMPUTED without
@@ -171,7 +265,7 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
                 key = _normalise((pc.sites.contig, int(pc.sites.positions[i]), pc.sites.refs[i], pc.sites.alts[i]))
                 maf_lookup[key] = min(freq[i], 1 - freq[i])
 
-    ds_rows, truth_rows, mafs = [], [], []
+    ds_rows, truth_rows, mafs, row_keys = [], [], [], []
     n_missing = n_typed = 0
     for key, tvals in truth.items():
         nk = _normalise(key)
@@ -198,27 +292,41 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
         ds_rows.append(imputed[ikey][i_idx])
         truth_rows.append(t)
         mafs.append(maf)
+        row_keys.append(ikey)
     ds = np.asarray(ds_rows, dtype=np.float64).reshape(-1, len(common))
     tr = np.asarray(truth_rows, dtype=np.float64).reshape(-1, len(common))
     mafs = np.asarray(mafs)
     keep = ~np.isnan(tr).any(axis=1) & ~np.isnan(ds).any(axis=1)
     ds, tr, mafs = ds[keep], tr[keep], mafs[keep]
-    bins = []
-    for lo, hi in MAF_BINS:
-        m = (mafs > lo) & (mafs <= hi)
-        bins.append(_stats(bin_label(lo, hi), ds[m], tr[m]))
+    row_keys = [k for k, kept in zip(row_keys, keep) if kept]
+    gp, dr2, dr2_field = _read_calibration_fields(imputed_path, row_keys, i_idx, threads)
+
+    def stats(label, m):
+        return _stats(label, ds[m], tr[m], None if gp is None else gp[m])
+
+    bins = [stats(bin_label(lo, hi), (mafs > lo) & (mafs <= hi)) for lo, hi in MAF_BINS]
     poly = mafs > 0
-    overall = _stats("overall", ds[poly], tr[poly])
+    overall = stats("overall", poly)
     curve = []
-    for lo, hi in zip(CURVE_EDGES[:-1], CURVE_EDGES[1:]):
+    for lo, hi in itertools.pairwise(CURVE_EDGES):
         m = (mafs > lo) & (mafs <= hi)
         if m.any():
             curve.append({"maf_low": lo, "maf_high": hi, "mean_maf": float(mafs[m].mean()),
-                          **_stats(bin_label(lo, hi), ds[m], tr[m])})
+                          **stats(bin_label(lo, hi), m)})
+    rare = poly & (mafs <= 0.05)
+    ece_rare = None if gp is None else expected_calibration_error(gp[rare], tr[rare])
+    dr2_correlation = None
+    if dr2 is not None:
+        site_r2 = _per_site_r2(ds[poly], tr[poly])
+        defined = ~np.isnan(site_r2) & ~np.isnan(dr2[poly])
+        dr2_correlation = _pearson(dr2[poly][defined], site_r2[defined])
     ser = None
     if typed_keys is not None:
         ser = switch_error_rate(truth_path, imputed_path, typed_keys, common, threads)
     return Evaluation(
+        ece_rare=ece_rare,
+        dr2_correlation=dr2_correlation,
+        dr2_field=dr2_field,
         curve=curve,
         switch_error_rate=ser,
         bins=bins,
