@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import BEAGLE, BREF3, plink_map_for, timed
+from compare import BEAGLE, BREF3, timed
 
 REPO = Path(__file__).resolve().parents[1]
 # simulations are cached here whatever --out says; the folder names carry sizes, rate and seed
@@ -126,7 +126,9 @@ class Bench:
         return folder
 
     def _write_region(self, folder: Path, length: int) -> None:
-        from spinimpute.simulate import array_sites, write_vcf
+        import msprime
+
+        from spinimpute.simulate import array_sites, write_genetic_map, write_vcf
 
         sim = self.simulation()
         folder.mkdir(parents=True, exist_ok=True)
@@ -159,7 +161,8 @@ class Bench:
                       haplotypes=target_haps[poly][typed, : 2 * m], samples=samples)
         summary["typed_sites"] = len(typed)
         summary["typed_per_mb"] = round(len(typed) / (length / 1e6), 1)
-        plink_map_for(folder / f"ref{n_big}.vcf.gz", folder / "plink.map", None)
+        # The simulation's own map: uniform 1e-8 per bp, i.e. 1 cM/Mb, over the region.
+        write_genetic_map(folder / "plink.map", contig=CONTIG, rate_map=msprime.RateMap.uniform(length + 1, 1e-8))
         (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
     # ---- tool runs -----------------------------------------------------------
