@@ -107,11 +107,11 @@ def select_candidates(
 ) -> torch.Tensor:
     """Reference haplotypes that each query copies from most plausibly, as IMPUTE5 preselects states.
 
-    The markers are cut into segments; for each segment the haplotypes matching the
-    query best over it and its two neighbours are taken, so that every stretch of the
-    window has its own close templates (what template switching needs), and the
-    remaining budget goes to the best matches over the whole window. Cost: one
-    (Q, M) x (M, R) product and a top-k per segment.
+    The markers are cut into segments; a haplotype ranks by how close its match over
+    some segment and its two neighbours comes to the best match there, so that every
+    stretch of the window keeps its own close templates (what template switching
+    needs); ties go to the better match over the whole window. Cost: one
+    (Q, M) x (M, R) product and one top-k.
 
     Args:
         ref_typed: (R, M) reference alleles at the markers.
@@ -121,7 +121,7 @@ def select_candidates(
     Returns:
         (Q, K) long indices into the reference rows, increasing along each row.
     """
-    n_ref, n_markers = ref_typed.shape
+    n_markers = ref_typed.shape[1]
     x = (2.0 * query_typed - 1.0) * observed  # +1 ALT, -1 REF, 0 missing
     y = 2.0 * ref_typed - 1.0
     n_segments = max(1, -(-n_markers // segment_markers))
@@ -132,13 +132,10 @@ def select_candidates(
     local = per_segment.clone()
     local[:, 1:] += per_segment[:, :-1]
     local[:, :-1] += per_segment[:, 1:]
-    total = per_segment.sum(dim=1)  # (Q, R)
-    k_local = min(n_ref, max(1, -(-n_candidates // n_segments)))
-    # Break ties in a segment by the whole-window match, so ties are not decided by row order.
-    top = torch.topk(local + total.unsqueeze(1) / (4.0 * n_markers + 4.0), k_local, dim=2).indices
-    chosen = torch.zeros_like(total).scatter_(1, top.flatten(1), 1.0)
-    priority = chosen * (4.0 * n_markers + 4.0) + total
-    return torch.topk(priority, n_candidates, dim=1).indices.sort(dim=1).values
+    shortfall = (local - local.amax(dim=2, keepdim=True)).amax(dim=1)  # (Q, R), 0 for some segment's best
+    total = per_segment.sum(dim=1)
+    priority = shortfall * (4.0 * n_markers + 4.0) + total
+    return torch.topk(priority, n_candidates, dim=1, sorted=False).indices.sort(dim=1).values
 
 
 @dataclass
@@ -161,26 +158,41 @@ class SiteGroups:
     sequences: list[torch.Tensor]
 
 
-_HASH_MULTIPLIERS = np.random.default_rng(20230401).integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)
-
-
-def _distinct_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _distinct_rows(block: np.ndarray, key: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """First index of each distinct row of a (R, S) 0/1 uint8 block and each row's group.
 
-    Rows are packed to bits and hashed to one 64-bit word (exactness checked below, with
-    an exact fallback), because sorting one word per row is far faster than sorting rows.
+    `key` is an optional (R,) hash of the rows: grouping by one number per row is far
+    faster than sorting whole rows; a collision is caught and the rows are then sorted.
     """
-    packed = np.packbits(block, axis=1)
-    pad = (-packed.shape[1]) % 8
-    words = np.pad(packed, ((0, 0), (0, pad))).view(np.uint64)
-    if words.shape[1] <= len(_HASH_MULTIPLIERS):
-        with np.errstate(over="ignore"):
-            key = (words * _HASH_MULTIPLIERS[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+    if key is not None:
         _, first, group = np.unique(key, return_index=True, return_inverse=True)
         if np.array_equal(block[first][group], block):
-            return first, group
+            return first, group.reshape(-1)
     _, first, group = np.unique(block, axis=0, return_index=True, return_inverse=True)
     return first, group.reshape(-1)
+
+
+# Random integer weights of the sites for the row hashes: sums of up to 256 of them stay
+# below 2**24, so float32 products add them up exactly.
+_HASH_WEIGHTS = np.random.default_rng(20230401).integers(1, 2**16, size=(2, 1 << 16)).astype(np.float32)
+_HASH_MAX_SITES = 256
+
+
+def _row_hashes(ref_sites: torch.Tensor, bounds: list[int]) -> np.ndarray:
+    """(R, n_intervals) int64 hash of each haplotype's alleles over each interval.
+
+    Two sums of random site weights per interval, from two products of the (R, J)
+    alleles with block-sparse (J, n_intervals) weight matrices.
+    """
+    n_sites = ref_sites.shape[1]
+    interval = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    keys = np.zeros((ref_sites.shape[0], len(bounds) - 1), dtype=np.int64)
+    for weights in _HASH_WEIGHTS:
+        w = torch.zeros(n_sites, len(bounds) - 1, dtype=torch.float32)
+        w[torch.arange(n_sites), torch.from_numpy(interval)] = torch.from_numpy(weights[np.arange(n_sites) % len(weights)])
+        sums = (ref_sites.float() @ w.to(ref_sites.device)).cpu().numpy().astype(np.int64)
+        keys = (keys << 24) | sums
+    return keys
 
 
 def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]:
@@ -194,6 +206,7 @@ def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]
 def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
     """Group the reference haplotypes (R, J) within each interval of `bounds`."""
     alleles = ref_sites.detach().to("cpu", torch.uint8).numpy()
+    keys = _row_hashes(ref_sites.detach(), bounds)
     n_ref = alleles.shape[0]
     group_of = np.zeros((len(bounds) - 1, n_ref), dtype=np.int64)
     sequences = []
@@ -201,8 +214,8 @@ def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
         if lo == hi:
             sequences.append(ref_sites.new_zeros(1, 0))
             continue
-        block = np.ascontiguousarray(alleles[:, lo:hi])
-        first, group_of[k] = _distinct_rows(block)
+        block = alleles[:, lo:hi]
+        first, group_of[k] = _distinct_rows(block, keys[:, k] if hi - lo <= _HASH_MAX_SITES else None)
         sequences.append(ref_sites[torch.from_numpy(first).to(ref_sites.device), lo:hi])
     return SiteGroups(bounds, torch.from_numpy(group_of).to(ref_sites.device), sequences)
 

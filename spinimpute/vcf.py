@@ -583,11 +583,13 @@ def _byte_table(strings, width: int) -> np.ndarray:
     return table
 
 
-# A diploid field is "\t" + GT + ":" + DS (indexed by GT * 201 + DS in hundredths) and
-# ":" + GP (indexed by P(0) * 101 + P(2) in hundredths; P(1) is what they leave).
-_GT_DS_BYTES = _byte_table(["\t" + gt + ds for gt in _GT_TEXT for ds in _DS_TEXT], 16)
+# A diploid field is GT + ":" + DS (indexed by GT * 201 + DS in hundredths, at most 8
+# bytes) and ":" + GP + "\t" (indexed by P(0) * 101 + P(2) in hundredths; P(1) is what
+# they leave): 24 bytes in all, so that little NUL padding has to be squeezed out.
+_GT_DS_BYTES = _byte_table([gt + ds for gt in _GT_TEXT for ds in _DS_TEXT], 8)
 _GP_BYTES = _byte_table(
-    [f":{_P_TEXT[g0]},{_P_TEXT[max(0, 100 - g0 - g2)]},{_P_TEXT[g2]}" for g0 in range(101) for g2 in range(101)], 16
+    [f":{_P_TEXT[g0]},{_P_TEXT[max(0, 100 - g0 - g2)]},{_P_TEXT[g2]}\t" for g0 in range(101) for g2 in range(101)],
+    16,
 )
 
 
@@ -613,12 +615,13 @@ def format_genotype_rows(hap_prob: np.ndarray, haploid: np.ndarray | None = None
     if haploid is not None and haploid.any():
         return [("\t" + "\t".join(row)).encode() for row in format_genotype_block(hap_prob, haploid)]
     gt_ds, gp = _diploid_codes(hap_prob)
-    fields = np.empty(gt_ds.shape + (2,), dtype=_GT_DS_SLOTS.dtype)
-    fields[..., 0] = _GT_DS_SLOTS[gt_ds]
-    fields[..., 1] = _GP_SLOTS[gp]
-    text = fields.tobytes().replace(b"\0", b"")
+    fields = np.empty(gt_ds.shape, dtype=[("gt_ds", "V8"), ("gp", "V16")])
+    fields["gt_ds"] = _GT_DS_SLOTS[gt_ds]
+    fields["gp"] = _GP_SLOTS[gp]
+    text = fields.tobytes().translate(None, b"\0")
     ends = np.cumsum((_GT_DS_LENGTHS[gt_ds] + _GP_LENGTHS[gp]).sum(axis=1)).tolist()
-    return [text[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+    # Each row ends with the tab after its last field: move it to the front.
+    return [b"\t" + text[a : b - 1] for a, b in zip([0, *ends[:-1]], ends)]
 
 
 def format_genotype_block(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> np.ndarray:
@@ -642,11 +645,11 @@ def format_genotype_block(hap_prob: np.ndarray, haploid: np.ndarray | None = Non
     return fields
 
 
-# One 16-byte slot per field, copied as a unit; the NUL padding is dropped in one pass.
-_GT_DS_SLOTS, _GP_SLOTS = _GT_DS_BYTES.view("V16").ravel(), _GP_BYTES.view("V16").ravel()
+# Fixed-size slots copied as units; the NUL padding is dropped in one pass.
+_GT_DS_SLOTS, _GP_SLOTS = _GT_DS_BYTES.view("V8").ravel(), _GP_BYTES.view("V16").ravel()
 _GT_DS_LENGTHS, _GP_LENGTHS = (_GT_DS_BYTES != 0).sum(axis=1), (_GP_BYTES != 0).sum(axis=1)
-_GT_DS_TEXT = np.asarray([row.tobytes().rstrip(b"\0").decode()[1:] for row in _GT_DS_BYTES], dtype=object)
-_GP_TEXT = np.asarray([row.tobytes().rstrip(b"\0").decode() for row in _GP_BYTES], dtype=object)
+_GT_DS_TEXT = np.asarray([row.tobytes().rstrip(b"\0").decode() for row in _GT_DS_BYTES], dtype=object)
+_GP_TEXT = np.asarray([row.tobytes().rstrip(b"\0").decode()[:-1] for row in _GP_BYTES], dtype=object)
 
 INFO_HEADER = [
     '##INFO=<ID=AF,Number=A,Type=Float,Description="Estimated ALT Allele Frequencies">',

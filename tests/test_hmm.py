@@ -136,6 +136,14 @@ def test_groups_are_exact_and_hashing_matches_exact_grouping():
     g = np.random.default_rng(0)
     block = (g.random((500, 150)) < 0.05).astype(np.uint8)
     block[250:] = block[:250]
-    first, group = hmm._distinct_rows(block)
+    ref = torch.from_numpy(block.astype(np.float32))
+    groups = hmm.group_sites(ref, [0, 40, 40, 150])
+    for k, (lo, hi) in enumerate([(0, 40), (40, 40), (40, 150)]):
+        if lo == hi:
+            continue
+        seqs = groups.sequences[k].numpy()
+        np.testing.assert_array_equal(seqs[groups.group_of[k].numpy()], block[:, lo:hi])
+        assert len(seqs) == len(np.unique(block[:, lo:hi], axis=0))
+    # A hash that lumps everything together is caught and the rows are sorted instead.
+    first, group = hmm._distinct_rows(block, np.zeros(len(block), dtype=np.int64))
     np.testing.assert_array_equal(block[first][group], block)
-    assert len(first) == len(np.unique(block, axis=0))
