@@ -39,10 +39,10 @@ class TrainingOptions:
         min_typed, max_typed: range of the fraction of sites typed in training masks.
         validation_samples: panel individuals kept out of training to measure it.
         validation_typed: typed fraction of the validation masks.
-        encoder_rows: reference rows the dataset encoder sees per training step (a
-            random subset: the inducing points are attention-weighted summaries, so a
-            subset trains them at a fraction of the cost; the full panel is encoded
-            for imputation).
+        encoder_rows: reference rows the dataset encoder sees, per training step and
+            when the panel is encoded for imputation (a random subset: the inducing
+            points are attention-weighted summaries, so a subset makes them at a
+            fraction of the cost, and encoding costs the same whatever the panel size).
         seed: random seed.
     """
 
@@ -236,16 +236,30 @@ def train(
 
 @torch.no_grad()
 def encode_panel(
-    network: SpinImputer, contigs: dict[str, ReferenceContig], *, device: torch.device, progress: bool = True
+    network: SpinImputer,
+    contigs: dict[str, ReferenceContig],
+    *,
+    device: torch.device,
+    rows: int,
+    seed: int,
+    progress: bool = True,
 ) -> None:
-    """Encode the full panel once per window and cache the inducing points in `contigs`."""
+    """Encode the panel once per window and cache the inducing points in `contigs`.
+
+    The encoder reads the same seeded subset of at most `rows` haplotypes in every
+    window, as it read subsets of that size in training.
+    """
     network.eval()
     total = sum(len(c.windows) for c in contigs.values())
     bar = tqdm(total=total, desc="encoding panel", unit="window", disable=not progress, leave=False)
+    rng = np.random.default_rng(seed)
     for contig in contigs.values():
+        n = contig.n_haplotypes
+        subset = np.sort(rng.choice(n, size=min(rows, n), replace=False))
         cached = []
         for w in contig.windows:
-            ref = torch.from_numpy(contig.haplotypes(w.start, w.stop).T.astype(np.int64)).to(device)
+            haps = contig.haplotypes(w.start, w.stop)[:, subset]
+            ref = torch.from_numpy(haps.T.astype(np.int64)).to(device)
             feats = site_features(contig.alt_freq[w.start : w.stop], contig.cm[w.start : w.stop])
             cached.append(network.encode(ref, torch.from_numpy(feats).to(device)).cpu().numpy())
             bar.update()

@@ -64,7 +64,7 @@ def train_job(
     for key in ("validation_before", "validation_after"):
         if key in summary:
             log.info("%s: r2 %.4f, loss %.5f", key.replace("_", " "), summary[key]["r2"], summary[key]["loss"])
-    encode_panel(network, contigs, device=device, progress=progress)
+    encode_panel(network, contigs, device=device, rows=options.encoder_rows, seed=options.seed, progress=progress)
     network.cpu()
     summary["seconds"] = round(time.time() - start, 1)
     metadata = {
