@@ -172,26 +172,35 @@ def _distinct_rows(block: np.ndarray, key: np.ndarray | None = None) -> tuple[np
     return first, group.reshape(-1)
 
 
-# Random integer weights of the sites for the row hashes: sums of up to 256 of them stay
-# below 2**24, so float32 products add them up exactly.
-_HASH_WEIGHTS = np.random.default_rng(20230401).integers(1, 2**16, size=(2, 1 << 16)).astype(np.float32)
-_HASH_MAX_SITES = 256
+# Random integer weights of the sites for the row hashes; below 2**16, so that sums over
+# up to 2**15 sites stay exact in int32.
+_HASH_WEIGHTS = np.random.default_rng(20230401).integers(1, 2**16, size=(2, 1 << 15), dtype=np.int32)
+_HASH_CHUNK_SITES = 2048  # bounds the (R, sites) temporary
 
 
-def _row_hashes(ref_sites: torch.Tensor, bounds: list[int]) -> np.ndarray:
+def _row_hashes(alleles: np.ndarray, bounds: list[int]) -> np.ndarray:
     """(R, n_intervals) int64 hash of each haplotype's alleles over each interval.
 
-    Two sums of random site weights per interval, from two products of the (R, J)
-    alleles with block-sparse (J, n_intervals) weight matrices.
+    Two sums of random site weights per interval and haplotype, added up exactly in
+    integers over chunks of whole intervals.
     """
-    n_sites = ref_sites.shape[1]
-    interval = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
-    keys = np.zeros((ref_sites.shape[0], len(bounds) - 1), dtype=np.int64)
-    for weights in _HASH_WEIGHTS:
-        w = torch.zeros(n_sites, len(bounds) - 1, dtype=torch.float32)
-        w[torch.arange(n_sites), torch.from_numpy(interval)] = torch.from_numpy(weights[np.arange(n_sites) % len(weights)])
-        sums = (ref_sites.float() @ w.to(ref_sites.device)).cpu().numpy().astype(np.int64)
-        keys = (keys << 24) | sums
+    n_intervals = len(bounds) - 1
+    keys = np.zeros((alleles.shape[0], n_intervals), dtype=np.int64)
+    first = 0
+    while first < n_intervals:
+        last = first + 1  # chunk of intervals [first, last), at least one
+        while last < n_intervals and bounds[last + 1] - bounds[first] <= _HASH_CHUNK_SITES:
+            last += 1
+        lo, hi = bounds[first], bounds[last]
+        starts = np.asarray(bounds[first:last]) - lo
+        nonempty = starts < hi - lo  # reduceat needs in-range starts; empty intervals hash to 0
+        block = alleles[:, lo:hi]
+        for weights in _HASH_WEIGHTS:
+            w = weights[np.arange(lo, hi) % len(weights)]
+            sums = np.add.reduceat(block * w, starts[nonempty], axis=1) if hi > lo else 0
+            keys[:, first:last] <<= 31
+            keys[:, np.arange(first, last)[nonempty]] |= sums
+        first = last
     return keys
 
 
@@ -204,19 +213,21 @@ def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]
 
 
 def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
-    """Group the reference haplotypes (R, J) within each interval of `bounds`."""
+    """Group the reference haplotypes (R, J) within each interval of `bounds`.
+
+    ref_sites may be uint8 to save memory; the sequences come back as float32.
+    """
     alleles = ref_sites.detach().to("cpu", torch.uint8).numpy()
-    keys = _row_hashes(ref_sites.detach(), bounds)
+    keys = _row_hashes(alleles, bounds)
     n_ref = alleles.shape[0]
     group_of = np.zeros((len(bounds) - 1, n_ref), dtype=np.int64)
     sequences = []
     for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         if lo == hi:
-            sequences.append(ref_sites.new_zeros(1, 0))
+            sequences.append(torch.zeros(1, 0, device=ref_sites.device))
             continue
-        block = alleles[:, lo:hi]
-        first, group_of[k] = _distinct_rows(block, keys[:, k] if hi - lo <= _HASH_MAX_SITES else None)
-        sequences.append(ref_sites[torch.from_numpy(first).to(ref_sites.device), lo:hi])
+        first, group_of[k] = _distinct_rows(alleles[:, lo:hi], keys[:, k] if hi - lo <= len(_HASH_WEIGHTS[0]) else None)
+        sequences.append(ref_sites[torch.from_numpy(first).to(ref_sites.device), lo:hi].float())
     return SiteGroups(bounds, torch.from_numpy(group_of).to(ref_sites.device), sequences)
 
 
@@ -264,7 +275,7 @@ def impute_sites(
         group_of = groups.group_of[:, candidates]  # (M+1, Q, K)
     alpha, gamma = forward_backward(states, query_typed, observed, marker_cm, rate_per_cm, error)
     n_markers = marker_cm.shape[0]
-    out = torch.empty(n_query, site_cm.shape[0], dtype=ref_sites.dtype, device=ref_sites.device)
+    out = torch.empty(n_query, site_cm.shape[0], dtype=alpha.dtype, device=alpha.device)
     ones = torch.ones(n_query, n_states, dtype=alpha.dtype, device=alpha.device)
     bounds = groups.bounds
     for k in range(n_markers + 1):
