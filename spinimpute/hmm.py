@@ -181,9 +181,11 @@ _HASH_CHUNK_SITES = 2048  # bounds the (R, sites) temporary
 def _row_hashes(alleles: np.ndarray, bounds: list[int]) -> np.ndarray:
     """(R, n_intervals) int64 hash of each haplotype's alleles over each interval.
 
-    Two sums of random site weights per interval and haplotype, added up exactly in
-    integers over chunks of whole intervals.
+    Two sums of random site weights per interval and haplotype, as products of
+    block-sparse (intervals, sites) weight matrices with the site-major alleles, over
+    chunks of whole intervals; float64 adds these integers up exactly.
     """
+    by_site = np.ascontiguousarray(alleles.T)  # (J, R); free when alleles is a transposed view
     n_intervals = len(bounds) - 1
     keys = np.zeros((alleles.shape[0], n_intervals), dtype=np.int64)
     first = 0
@@ -192,14 +194,13 @@ def _row_hashes(alleles: np.ndarray, bounds: list[int]) -> np.ndarray:
         while last < n_intervals and bounds[last + 1] - bounds[first] <= _HASH_CHUNK_SITES:
             last += 1
         lo, hi = bounds[first], bounds[last]
-        starts = np.asarray(bounds[first:last]) - lo
-        nonempty = starts < hi - lo  # reduceat needs in-range starts; empty intervals hash to 0
-        block = alleles[:, lo:hi]
-        for weights in _HASH_WEIGHTS:
-            w = weights[np.arange(lo, hi) % len(weights)]
-            sums = np.add.reduceat(block * w, starts[nonempty], axis=1) if hi > lo else 0
-            keys[:, first:last] <<= 31
-            keys[:, np.arange(first, last)[nonempty]] |= sums
+        if hi > lo:
+            interval = np.repeat(np.arange(last - first), np.diff(bounds[first : last + 1]))
+            block = by_site[lo:hi].astype(np.float64)
+            for weights in _HASH_WEIGHTS:
+                w = np.zeros((last - first, hi - lo))
+                w[interval, np.arange(hi - lo)] = weights[np.arange(lo, hi) % len(weights)]
+                keys[:, first:last] = (keys[:, first:last] << 31) | (w @ block).T.astype(np.int64)
         first = last
     return keys
 

@@ -178,7 +178,8 @@ def _impute_group(network, contig, target, group: list[int], typed_sites, device
         hi = min(w.stop, w.start + -(-(w.core_stop - w.start) // k) * k)
         spans.append((lo, hi))
     g_lo, g_hi = min(a for a, _ in spans), max(b for _, b in spans)
-    ref = torch.from_numpy(contig.haplotypes(g_lo, g_hi).T.copy()).to(device)  # (R, G) uint8
+    # (R, G) uint8 as a transposed view: copying the transpose costs more than the grouping.
+    ref = torch.from_numpy(contig.haplotypes(g_lo, g_hi)).T.to(device)
     site_cm = torch.from_numpy(contig.cm[g_lo:g_hi].astype(np.float32)).to(device)
     lo, hi = np.searchsorted(target.site_index, [g_lo, g_hi])
     c_lo, c_hi = max(0, lo - CONTEXT_MARKERS), min(len(target.site_index), hi + CONTEXT_MARKERS)
