@@ -8,12 +8,31 @@ import time
 import pytest
 
 
+@pytest.fixture(scope="module")
+def many_targets(small_benchmark, tmp_path_factory):
+    """The small benchmark's targets copied 50 times, so that writing takes long enough to interrupt."""
+    import cyvcf2
+
+    src = cyvcf2.VCF(str(small_benchmark / "target.vcf.gz"))
+    copies = 50
+    header = src.raw_header.rstrip("\n").split("\n")
+    samples = [f"{s}_{i}" for i in range(copies) for s in src.samples]
+    header[-1] = "\t".join(header[-1].split("\t")[:9] + samples)
+    lines = header
+    for rec in src:
+        fields = str(rec).rstrip("\n").split("\t")
+        lines.append("\t".join(fields[:9] + fields[9:] * copies))
+    path = tmp_path_factory.mktemp("many") / "targets.vcf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_killed_impute_leaves_nothing(sig, trained_model, small_benchmark, tmp_path):
+def test_killed_impute_leaves_nothing(sig, trained_model, many_targets, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "spinimpute", "-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"),
+        [sys.executable, "-m", "spinimpute", "-q", "impute", "--target", str(many_targets),
          "--model", str(trained_model), "--out", str(out_dir / "o.vcf.gz"), "--threads", "1"],
         stderr=subprocess.PIPE, text=True,
     )
