@@ -35,6 +35,8 @@ def test_killed_impute_leaves_nothing(sig, trained_model, many_targets, tmp_path
         [sys.executable, "-m", "spinimpute", "-q", "impute", "--target", str(many_targets),
          "--model", str(trained_model), "--out", str(out_dir / "o.vcf.gz"), "--threads", "1"],
         stderr=subprocess.PIPE, text=True,
+        # A runner started in the background by a shell ignores SIGINT, and children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Wait until the temporary output exists, i.e. the run is writing, then interrupt it.
     deadline = time.time() + 60
