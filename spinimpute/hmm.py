@@ -172,8 +172,8 @@ def _distinct_rows(block: np.ndarray, key: np.ndarray | None = None) -> tuple[np
     return first, group.reshape(-1)
 
 
-# Random integer weights of the sites for the row hashes; below 2**16, so that sums over
-# up to 2**15 sites stay exact in int32.
+# Random integer weights of the sites for the row hashes; below 2**16, so that a sum over
+# an interval of up to 2**15 sites fits in 31 bits (and float64 adds it up exactly).
 _HASH_WEIGHTS = np.random.default_rng(20230401).integers(1, 2**16, size=(2, 1 << 15), dtype=np.int32)
 _HASH_CHUNK_SITES = 2048  # bounds the (R, sites) temporary
 
