@@ -59,37 +59,67 @@ def timed(cmd: list[str], log: Path, stdout: Path | None = None) -> dict:
     return {"wall_s": round(seconds, 1), "cpu_s": round(user + system, 1), "peak_rss_mb": round(rss)}
 
 
+# Each tool's command lines, shared with speed.py so both benchmarks run the tools alike.
+def spinimpute_train(*, ref: Path, genetic_map: Path, model: Path, threads: int, steps: int | None = None,
+                     device: str = "auto") -> list[str]:
+    steps_args = ["--steps", str(steps)] if steps is not None else []
+    return [sys.executable, "-m", "spinimpute", "-q", "train", "--ref", str(ref), "--map", str(genetic_map),
+            "--out", str(model), "--threads", str(threads), "--device", device, *steps_args]
+
+
+def spinimpute_impute(*, target: Path, model: Path, output: Path, threads: int, device: str = "auto") -> list[str]:
+    return [sys.executable, "-m", "spinimpute", "-q", "impute", "--target", str(target), "--model", str(model),
+            "--out", str(output), "--threads", str(threads), "--device", device]
+
+
+def beagle_bref3(ref: Path) -> list[str]:
+    """Writes the bref3 file on stdout."""
+    return ["java", "-jar", str(BREF3), str(ref)]
+
+
+def beagle_impute(*, target: Path, bref: Path, prefix: Path, genetic_map: Path, threads: int,
+                  gp: bool) -> list[str]:
+    # gp=true: Beagle writes GP only when asked, and the calibration error needs it.
+    return ["java", "-Xmx8g", "-jar", str(BEAGLE), f"gt={target}", f"ref={bref}", f"out={prefix}",
+            f"map={genetic_map}", f"nthreads={threads}", *(["gp=true"] if gp else [])]
+
+
+def minimac4_compress(*, ref: Path, msav: Path) -> list[str]:
+    return ["minimac4", "--compress-reference", str(ref), "-o", str(msav)]
+
+
+def minimac4_impute(*, target: Path, msav: Path, output: Path, genetic_map: Path, chrom: str, threads: int,
+                    formats: str) -> list[str]:
+    return ["minimac4", "-t", str(threads), "-f", formats, "-m", str(genetic_map), "--region", chrom,
+            "-o", str(output), str(msav), str(target)]
+
+
 def run(data: Path, out: Path, threads: int, steps: int | None) -> dict:
     """Prepare, impute and score with each tool on the data set in `data`; work in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     ref, target, truth = data / "ref.vcf.gz", data / "target.vcf.gz", data / "truth.vcf.gz"
     genetic_map = data / "map.txt"
-    spin = [sys.executable, "-m", "spinimpute"]
     results = {}
-
-    steps_args = ["--steps", str(steps)] if steps is not None else []
     results["spinimpute"] = {
-        "prepare": timed([*spin, "-q", "train", "--ref", str(ref), "--map", str(genetic_map), "--out",
-                          str(out / "spin.model"), "--threads", str(threads), *steps_args], out / "spin.train.log"),
-        "impute": timed([*spin, "-q", "impute", "--target", str(target), "--model", str(out / "spin.model"),
-                         "--out", str(out / "spin.vcf.gz"), "--threads", str(threads)], out / "spin.impute.log"),
+        "prepare": timed(spinimpute_train(ref=ref, genetic_map=genetic_map, model=out / "spin.model",
+                                          threads=threads, steps=steps), out / "spin.train.log"),
+        "impute": timed(spinimpute_impute(target=target, model=out / "spin.model", output=out / "spin.vcf.gz",
+                                          threads=threads), out / "spin.impute.log"),
         "output": out / "spin.vcf.gz",
     }
-    # gp=true: Beagle writes GP only when asked, and the calibration error needs it.
     results["beagle"] = {
-        "prepare": timed(["java", "-jar", str(BREF3), str(ref)], out / "beagle.bref3.log", stdout=out / "ref.bref3"),
-        "impute": timed(["java", "-Xmx8g", "-jar", str(BEAGLE), f"gt={target}", f"ref={out / 'ref.bref3'}",
-                         f"out={out / 'beagle'}", f"map={genetic_map}", f"nthreads={threads}", "gp=true"],
+        "prepare": timed(beagle_bref3(ref), out / "beagle.bref3.log", stdout=out / "ref.bref3"),
+        "impute": timed(beagle_impute(target=target, bref=out / "ref.bref3", prefix=out / "beagle",
+                                      genetic_map=genetic_map, threads=threads, gp=True),
                         out / "beagle.impute.log"),  # not beagle.log: Beagle writes that itself
         "output": out / "beagle.vcf.gz",
     }
     chrom = subprocess.run(["bcftools", "query", "-f", "%CHROM\n", str(target)], capture_output=True, text=True,
                            check=True).stdout.split("\n", 1)[0]
     results["minimac4"] = {
-        "prepare": timed(["minimac4", "--compress-reference", str(ref), "-o", str(out / "ref.msav")],
-                         out / "minimac4.msav.log"),
-        "impute": timed(["minimac4", "-t", str(threads), "-f", "GT,DS,GP", "-m", str(genetic_map), "--region", chrom,
-                         "-o", str(out / "minimac4.vcf.gz"), str(out / "ref.msav"), str(target)],
+        "prepare": timed(minimac4_compress(ref=ref, msav=out / "ref.msav"), out / "minimac4.msav.log"),
+        "impute": timed(minimac4_impute(target=target, msav=out / "ref.msav", output=out / "minimac4.vcf.gz",
+                                        genetic_map=genetic_map, chrom=chrom, threads=threads, formats="GT,DS,GP"),
                         out / "minimac4.log"),
         "output": out / "minimac4.vcf.gz",
     }

@@ -50,7 +50,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import BEAGLE, BREF3, timed
+import compare
+from compare import timed
 
 REPO = Path(__file__).resolve().parents[1]
 # simulations are cached here whatever --out says; the folder names carry sizes, rate and seed
@@ -181,19 +182,15 @@ class Bench:
         (self.out / "runs" / f"{self.regions[mb]}bp" / f"ref{n_ref}").mkdir(parents=True, exist_ok=True)
         return f"{self.regions[mb]}bp/ref{n_ref}"
 
-    def _spin(self) -> list[str]:
-        return [sys.executable, "-m", "spinimpute", "-q"]
-
     def spin_model(self, mb: int, n_ref: int) -> tuple[dict, Path]:
         """Train (once) a model for this region and panel."""
         data = self.region(mb)
         steps = self.args.train_steps
         tag = f"{self._run_tag(mb, n_ref)}/spin.steps{steps if steps is not None else 'default'}"
         model = self.out / "runs" / f"{tag}.model"
-        steps_args = ["--steps", str(steps)] if steps is not None else []
-        timing = self._timed(f"{tag}.train", [
-            *self._spin(), "train", "--ref", str(data / f"ref{n_ref}.vcf.gz"), "--map", str(data / "plink.map"),
-            "--out", str(model), "--threads", str(self.threads), "--device", self.args.device, *steps_args])
+        timing = self._timed(f"{tag}.train", compare.spinimpute_train(
+            ref=data / f"ref{n_ref}.vcf.gz", genetic_map=data / "plink.map", model=model, threads=self.threads,
+            steps=steps, device=self.args.device))
         return timing, model
 
     def spin_impute(self, mb: int, n_ref: int, n_target: int) -> tuple[dict, Path]:
@@ -201,9 +198,9 @@ class Bench:
         _, model = self.spin_model(mb, n_ref)
         tag = model.with_suffix("").relative_to(self.out / "runs").as_posix() + f".target{n_target}"
         output = self.out / "runs" / f"{tag}.vcf.gz"
-        timing = self._timed(f"{tag}.impute", [
-            *self._spin(), "impute", "--target", str(data / f"target{n_target}.vcf.gz"), "--model", str(model),
-            "--out", str(output), "--threads", str(self.threads), "--device", self.args.device])
+        timing = self._timed(f"{tag}.impute", compare.spinimpute_impute(
+            target=data / f"target{n_target}.vcf.gz", model=model, output=output, threads=self.threads,
+            device=self.args.device))
         return timing, output
 
     def spinimpute(self, mb: int, n_ref: int, n_target: int) -> dict:
@@ -215,24 +212,23 @@ class Bench:
         data = self.region(mb)
         tag = self._run_tag(mb, n_ref)
         bref = self.out / "runs" / tag / "ref.bref3"
-        prepare = self._timed(f"{tag}/beagle.bref3",
-                              ["java", "-jar", str(BREF3), str(data / f"ref{n_ref}.vcf.gz")], stdout=bref)
+        prepare = self._timed(f"{tag}/beagle.bref3", compare.beagle_bref3(data / f"ref{n_ref}.vcf.gz"), stdout=bref)
         prefix = self.out / "runs" / tag / f"beagle.target{n_target}"
-        impute = self._timed(f"{tag}/beagle.target{n_target}.impute", [
-            "java", "-Xmx8g", "-jar", str(BEAGLE), f"gt={data / f'target{n_target}.vcf.gz'}", f"ref={bref}",
-            f"out={prefix}", f"map={data / 'plink.map'}", f"nthreads={self.threads}"])
+        impute = self._timed(f"{tag}/beagle.target{n_target}.impute", compare.beagle_impute(
+            target=data / f"target{n_target}.vcf.gz", bref=bref, prefix=prefix, genetic_map=data / "plink.map",
+            threads=self.threads, gp=False))
         return {"prepare": prepare, "impute": impute, "output": prefix.with_name(prefix.name + ".vcf.gz")}
 
     def minimac4(self, mb: int, n_ref: int, n_target: int) -> dict:
         data = self.region(mb)
         tag = self._run_tag(mb, n_ref)
         msav = self.out / "runs" / tag / "ref.msav"
-        prepare = self._timed(f"{tag}/minimac4.msav", [
-            "minimac4", "--compress-reference", str(data / f"ref{n_ref}.vcf.gz"), "-o", str(msav)])
+        prepare = self._timed(f"{tag}/minimac4.msav",
+                              compare.minimac4_compress(ref=data / f"ref{n_ref}.vcf.gz", msav=msav))
         output = self.out / "runs" / tag / f"minimac4.target{n_target}.vcf.gz"
-        impute = self._timed(f"{tag}/minimac4.target{n_target}.impute", [
-            "minimac4", "-t", str(self.threads), "-f", "GT,DS", "-m", str(data / "plink.map"), "--region", CONTIG,
-            "-o", str(output), str(msav), str(data / f"target{n_target}.vcf.gz")])
+        impute = self._timed(f"{tag}/minimac4.target{n_target}.impute", compare.minimac4_impute(
+            target=data / f"target{n_target}.vcf.gz", msav=msav, output=output, genetic_map=data / "plink.map",
+            chrom=CONTIG, threads=self.threads, formats="GT,DS"))
         return {"prepare": prepare, "impute": impute, "output": output}
 
     def tools(self, mb: int, n_ref: int, n_target: int) -> dict:
