@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from spinimpute import kernels
+
 
 def switch_probability(distance_cm: torch.Tensor, rate_per_cm: torch.Tensor) -> torch.Tensor:
     """Probability of at least one template switch over a genetic distance."""
@@ -126,14 +128,23 @@ def select_candidates(
     y = 2.0 * ref_typed - 1.0
     n_segments = max(1, -(-n_markers // segment_markers))
     cuts = torch.linspace(0, n_markers, n_segments + 1).round().long().tolist()
-    per_segment = torch.stack(
-        [x[:, lo:hi] @ y[:, lo:hi].T for lo, hi in zip(cuts[:-1], cuts[1:])], dim=1
-    )  # (Q, S, R) matches minus mismatches
-    local = per_segment.clone()
-    local[:, 1:] += per_segment[:, :-1]
-    local[:, :-1] += per_segment[:, 1:]
-    shortfall = (local - local.amax(dim=2, keepdim=True)).amax(dim=1)  # (Q, R), 0 for some segment's best
-    total = per_segment.sum(dim=1)
+
+    def matches(i: int) -> torch.Tensor | None:  # (Q, R) matches minus mismatches over segment i
+        return x[:, cuts[i] : cuts[i + 1]] @ y[:, cuts[i] : cuts[i + 1]].T if 0 <= i < n_segments else None
+
+    # Segments are visited with their two neighbours in a rolling window, so memory stays O(Q R).
+    before, here, after = None, matches(0), matches(1)
+    total = here.clone()
+    shortfall = torch.full_like(here, -float("inf"))
+    for i in range(n_segments):
+        local = here.clone()
+        for neighbour in (before, after):
+            if neighbour is not None:
+                local += neighbour
+        torch.maximum(shortfall, local - local.amax(dim=1, keepdim=True), out=shortfall)  # 0 for some segment's best
+        if after is not None:
+            total += after
+        before, here, after = here, after, matches(i + 2)
     priority = shortfall * (4.0 * n_markers + 4.0) + total
     return torch.topk(priority, n_candidates, dim=1, sorted=False).indices.sort(dim=1).values
 
@@ -149,60 +160,26 @@ class SiteGroups:
     Attributes:
         bounds: interval k holds sites [bounds[k], bounds[k + 1]); interval 0 lies
             before the first marker and interval M after the last.
-        group_of: (M + 1, R) long, each haplotype's sequence in each interval.
-        sequences: per interval, (U_k, S_k) 0/1 alleles of its distinct sequences.
+        group_of: (M + 1, R) int32, each haplotype's sequence in each interval.
+        n_groups: (M + 1,) int32, distinct sequences per interval.
+        alt_ptr, alt_group: the sequences of site j's interval that carry its ALT allele
+            are alt_group[alt_ptr[j]:alt_ptr[j + 1]].
     """
 
     bounds: list[int]
-    group_of: torch.Tensor
-    sequences: list[torch.Tensor]
+    group_of: np.ndarray
+    n_groups: np.ndarray
+    alt_ptr: np.ndarray
+    alt_group: np.ndarray
 
-
-def _distinct_rows(block: np.ndarray, key: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """First index of each distinct row of a (R, S) 0/1 uint8 block and each row's group.
-
-    `key` is an optional (R,) hash of the rows: grouping by one number per row is far
-    faster than sorting whole rows; a collision is caught and the rows are then sorted.
-    """
-    if key is not None:
-        _, first, group = np.unique(key, return_index=True, return_inverse=True)
-        if np.array_equal(block[first][group], block):
-            return first, group.reshape(-1)
-    _, first, group = np.unique(block, axis=0, return_index=True, return_inverse=True)
-    return first, group.reshape(-1)
-
-
-# Random integer weights of the sites for the row hashes; below 2**16, so that a sum over
-# an interval of up to 2**15 sites fits in 31 bits (and float64 adds it up exactly).
-_HASH_WEIGHTS = np.random.default_rng(20230401).integers(1, 2**16, size=(2, 1 << 15), dtype=np.int32)
-_HASH_CHUNK_SITES = 2048  # bounds the (R, sites) temporary
-
-
-def _row_hashes(alleles: np.ndarray, bounds: list[int]) -> np.ndarray:
-    """(R, n_intervals) int64 hash of each haplotype's alleles over each interval.
-
-    Two sums of random site weights per interval and haplotype, as products of
-    block-sparse (intervals, sites) weight matrices with the site-major alleles, over
-    chunks of whole intervals; float64 adds these integers up exactly.
-    """
-    by_site = np.ascontiguousarray(alleles.T)  # (J, R); free when alleles is a transposed view
-    n_intervals = len(bounds) - 1
-    keys = np.zeros((alleles.shape[0], n_intervals), dtype=np.int64)
-    first = 0
-    while first < n_intervals:
-        last = first + 1  # chunk of intervals [first, last), at least one
-        while last < n_intervals and bounds[last + 1] - bounds[first] <= _HASH_CHUNK_SITES:
-            last += 1
-        lo, hi = bounds[first], bounds[last]
-        if hi > lo:
-            interval = np.repeat(np.arange(last - first), np.diff(bounds[first : last + 1]))
-            block = by_site[lo:hi].astype(np.float64)
-            for weights in _HASH_WEIGHTS:
-                w = np.zeros((last - first, hi - lo))
-                w[interval, np.arange(hi - lo)] = weights[np.arange(lo, hi) % len(weights)]
-                keys[:, first:last] = (keys[:, first:last] << 31) | (w @ block).T.astype(np.int64)
-        first = last
-    return keys
+    def sequences(self, k: int, device=None) -> torch.Tensor:
+        """(U_k, S_k) float 0/1 alleles of interval k's distinct sequences."""
+        lo, hi = self.bounds[k], self.bounds[k + 1]
+        dense = torch.zeros(int(self.n_groups[k]), hi - lo)
+        counts = np.diff(self.alt_ptr[lo : hi + 1])
+        rows = self.alt_group[self.alt_ptr[lo] : self.alt_ptr[hi]]
+        dense[torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(np.repeat(np.arange(hi - lo), counts))] = 1.0
+        return dense.to(device)
 
 
 def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]:
@@ -216,20 +193,37 @@ def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]
 def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
     """Group the reference haplotypes (R, J) within each interval of `bounds`.
 
-    ref_sites may be uint8 to save memory; the sequences come back as float32.
+    ref_sites may be uint8; a transposed view of a site-major array is read in place.
     """
-    alleles = ref_sites.detach().to("cpu", torch.uint8).numpy()
-    keys = _row_hashes(alleles, bounds)
-    n_ref = alleles.shape[0]
-    group_of = np.zeros((len(bounds) - 1, n_ref), dtype=np.int64)
-    sequences = []
-    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
-        if lo == hi:
-            sequences.append(torch.zeros(1, 0, device=ref_sites.device))
-            continue
-        first, group_of[k] = _distinct_rows(alleles[:, lo:hi], keys[:, k] if hi - lo <= len(_HASH_WEIGHTS[0]) else None)
-        sequences.append(ref_sites[torch.from_numpy(first).to(ref_sites.device), lo:hi].float())
-    return SiteGroups(bounds, torch.from_numpy(group_of).to(ref_sites.device), sequences)
+    by_site = ref_sites.detach().to("cpu", torch.uint8).T.numpy()
+    found = kernels.group_intervals(by_site, np.asarray(bounds), torch.get_num_threads())
+    return SiteGroups(bounds, *found)
+
+
+def site_weights(
+    marker_cm: torch.Tensor, site_cm: torch.Tensor, bounds: list[int], rate_per_cm: torch.Tensor, n_states: int
+) -> torch.Tensor:
+    """(4, J) weights of the a*g, a, g and uniform terms of each site's posterior.
+
+    Between markers m - 1 and m, with switch probabilities p1 from the left marker and
+    p2 to the right one, a state's posterior is proportional to
+    (1-p1)(1-p2) a g + (1-p1) p2 a / K + p1 (1-p2) g / K + p1 p2 / K^2, where a is
+    its forward probability at m - 1 and g its backward probability at m. Before the
+    first marker only g (at marker 0) and after the last only a (at marker M - 1) is
+    defined: (1-p) g + p / K and (1-p) a + p / K.
+    """
+    n_markers = marker_cm.shape[0]
+    interval = torch.repeat_interleave(
+        torch.arange(n_markers + 1, device=site_cm.device), torch.tensor(np.diff(bounds), device=site_cm.device)
+    )
+    p1 = switch_probability(site_cm - marker_cm[(interval - 1).clamp(min=0)], rate_per_cm)
+    p2 = switch_probability(marker_cm[interval.clamp(max=n_markers - 1)] - site_cm, rate_per_cm)
+    k = float(n_states)
+    inner = torch.stack([(1 - p1) * (1 - p2), (1 - p1) * p2 / k, p1 * (1 - p2) / k, p1 * p2 / (k * k)])
+    zero = torch.zeros_like(p1)
+    before = torch.stack([zero, zero, 1 - p2, p2 / k])
+    after = torch.stack([zero, 1 - p1, zero, p1 / k])
+    return torch.where(interval == 0, before, torch.where(interval == n_markers, after, inner))
 
 
 def impute_sites(
@@ -247,6 +241,9 @@ def impute_sites(
 ) -> torch.Tensor:
     """Posterior probability of the ALT allele at each site for each query haplotype.
 
+    On a CPU, when no gradient is needed, the compiled kernels of `spinimpute.kernels`
+    do the same arithmetic (far fewer, larger steps than torch operations can take).
+
     Args:
         ref_typed: (R, M) reference alleles at the typed markers (M >= 1).
         query_typed: (Q, M) query alleles at the typed markers.
@@ -263,19 +260,24 @@ def impute_sites(
     Returns:
         (Q, J) probabilities in [0, 1].
     """
-    n_query = query_typed.shape[0]
     if groups is None:
         groups = group_sites(ref_sites, interval_bounds(marker_cm, site_cm))
+    n_states = ref_typed.shape[0] if candidates is None else candidates.shape[1]
+    weights = site_weights(marker_cm, site_cm, groups.bounds, rate_per_cm, n_states)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (rate_per_cm, error, ref_typed))
+    if ref_typed.device.type == "cpu" and not needs_grad:
+        return _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, rate_per_cm, error, candidates,
+                                      groups, weights)
     if candidates is None:
         states = ref_typed
-        n_states = ref_typed.shape[0]
-        group_of = groups.group_of.unsqueeze(1).expand(-1, n_query, -1)  # (M+1, Q, R)
+        group_of = torch.from_numpy(groups.group_of).to(ref_typed.device, torch.int64)
+        group_of = group_of.unsqueeze(1).expand(-1, query_typed.shape[0], -1)  # (M+1, Q, R)
     else:
         states = ref_typed[candidates]  # (Q, K, M)
-        n_states = candidates.shape[1]
-        group_of = groups.group_of[:, candidates]  # (M+1, Q, K)
+        group_of = torch.from_numpy(groups.group_of).to(ref_typed.device, torch.int64)[:, candidates]  # (M+1, Q, K)
     alpha, gamma = forward_backward(states, query_typed, observed, marker_cm, rate_per_cm, error)
-    n_markers = marker_cm.shape[0]
+    n_query, n_markers = query_typed.shape[0], marker_cm.shape[0]
+    weights = weights.to(alpha.dtype)
     out = torch.empty(n_query, site_cm.shape[0], dtype=alpha.dtype, device=alpha.device)
     ones = torch.ones(n_query, n_states, dtype=alpha.dtype, device=alpha.device)
     bounds = groups.bounds
@@ -283,40 +285,36 @@ def impute_sites(
         lo, hi = bounds[k], bounds[k + 1]
         if lo == hi:
             continue
-        cm = site_cm[lo:hi]
-        # Rows whose sums over each group are multiplied by the group's alleles; the last
-        # one counts ALT alleles among the states, for switches to a uniform state.
-        if k == 0:
-            rows = [gamma[:, 0], ones]
-        elif k == n_markers:
-            rows = [alpha[:, -1], ones]
-        else:
-            a, g = alpha[:, k - 1], gamma[:, k]
-            rows = [a * g, a, g, ones]
-        seqs = groups.sequences[k]
-        index = group_of[k].repeat(len(rows), 1)
-        summed = torch.zeros(len(rows) * n_query, seqs.shape[0], dtype=alpha.dtype, device=alpha.device)
-        summed = summed.scatter_add(1, index, torch.cat(rows))
-        products = (summed @ seqs.to(summed.dtype)).view(len(rows), n_query, -1)
-        if k == 0:
-            p2 = switch_probability(marker_cm[0] - cm, rate_per_cm)
-            out[:, lo:hi] = (1.0 - p2) * products[0] + p2 * products[1] / n_states
-            continue
-        if k == n_markers:
-            p1 = switch_probability(cm - marker_cm[-1], rate_per_cm)
-            out[:, lo:hi] = (1.0 - p1) * products[0] + p1 * products[1] / n_states
-            continue
-        ag_cols, a_cols, g_cols, alt_total = products
-        p1 = switch_probability(cm - marker_cm[k - 1], rate_per_cm)  # (S,)
-        p2 = switch_probability(marker_cm[k] - cm, rate_per_cm)
-        w_ag = (1.0 - p1) * (1.0 - p2)
-        w_a = (1.0 - p1) * p2 / n_states
-        w_g = p1 * (1.0 - p2) / n_states
-        w_1 = p1 * p2 / (n_states * n_states)
-        num = w_ag * ag_cols + w_a * a_cols + w_g * g_cols + w_1 * alt_total
-        den = w_ag * rows[0].sum(dim=1, keepdim=True) + w_a + w_g + w_1 * n_states
+        a = alpha[:, k - 1] if k > 0 else gamma[:, 0]
+        g = gamma[:, k] if k < n_markers else alpha[:, -1]
+        ag = a * g
+        rows = torch.cat([ag, a, g, ones])
+        summed = torch.zeros(4 * n_query, int(groups.n_groups[k]), dtype=alpha.dtype, device=alpha.device)
+        summed = summed.scatter_add(1, group_of[k].repeat(4, 1), rows)
+        products = (summed @ groups.sequences(k, alpha.device).to(alpha.dtype)).view(4, n_query, -1)
+        w = weights[:, lo:hi]
+        num = (w.unsqueeze(1) * products).sum(dim=0)
+        den = w[0] * ag.sum(dim=1, keepdim=True) + w[1] + w[2] + w[3] * n_states
         out[:, lo:hi] = num / den
     return out.clamp(0.0, 1.0)
+
+
+def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, rate_per_cm, error, candidates, groups,
+                           weights) -> torch.Tensor:
+    n_ref, n_markers = ref_typed.shape
+    if candidates is None:
+        candidates = torch.arange(n_ref).expand(query_typed.shape[0], -1)
+    n_states = candidates.shape[1]
+    cm = marker_cm.double()
+    switch = switch_probability(cm[1:] - cm[:-1], rate_per_cm.double()).clamp(max=1.0 - 1e-6)
+    jump = switch / ((1.0 - switch) * n_states)
+    query = torch.where(observed, query_typed.round(), -1.0).to(torch.int8)
+    out = kernels.copy_posteriors(
+        ref_typed.T.to(torch.uint8).numpy(), query.numpy(), candidates.to(torch.int32).numpy(), jump.numpy(),
+        float(error), np.asarray(groups.bounds), (groups.group_of, groups.n_groups, groups.alt_ptr, groups.alt_group),
+        weights.double().numpy(), threads=torch.get_num_threads(), dtype=torch.empty(0, dtype=ref_typed.dtype).numpy().dtype,
+    )
+    return torch.from_numpy(out)
 
 
 def leave_one_out(

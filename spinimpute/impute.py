@@ -23,8 +23,8 @@ from spinimpute.windows import site_features
 
 log = logging.getLogger(__name__)
 
-# Bytes of forward-backward state per query batch; bounds peak memory per window.
-HMM_STATE_BUDGET = 512 * 2**20
+# Bytes of working memory per batch of query haplotypes; bounds peak memory per window.
+QUERY_BATCH_BUDGET = 512 * 2**20
 # Typed markers beyond each end of a group of windows that the copying model reads: a
 # window's own flank holds few markers where the panel is dense or the array sparse, and
 # the HMM needs that context (5 Mb simulation, 23,000 sites/Mb, 280 markers/Mb: r² 0.988
@@ -110,10 +110,15 @@ class ImputedBlock:
     haploid: np.ndarray | None = None
 
 
-def _query_batch_size(n_markers: int, n_ref: int) -> int:
-    # float32 alpha, gamma, emissions and gathered states, int64 group indices.
-    per_query = max(1, 24 * n_markers * n_ref)
-    return max(1, HMM_STATE_BUDGET // per_query)
+def _query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n_ref: int = 0, n_sites: int = 0) -> int:
+    if compiled:
+        # The compiled copying model keeps its state per thread: what grows with the batch is
+        # candidate selection's (Q, R) scores and the float32 probabilities and logits of the sites.
+        per_query = 24 * n_ref + 16 * n_sites
+    else:
+        # The torch copying model: float32 alpha, gamma, emissions and gathered states, int64 group indices.
+        per_query = 24 * n_markers * n_states
+    return max(1, QUERY_BATCH_BUDGET // max(1, per_query))
 
 
 def windows_for(contig: ReferenceContig, sites: range | None) -> list[int]:
@@ -190,7 +195,8 @@ def _impute_group(network, contig, target, group: list[int], typed_sites, device
     target_alleles = torch.from_numpy(target.alleles[c_lo:c_hi].T.astype(np.int64)).to(device)  # (H, M)
     n_target_haps = target_alleles.shape[0]
     groups = hmm.group_sites(ref, hmm.interval_bounds(marker_cm, site_cm)) if len(marker_sites) else None
-    batch = _query_batch_size(len(marker_sites), min(ref.shape[0], network.copying_states))
+    batch = _query_batch_size(len(marker_sites), min(ref.shape[0], network.copying_states),
+                              compiled=device.type == "cpu", n_ref=ref.shape[0], n_sites=ref.shape[1])
     per_window = []
     for w_index, w, (lo_w, hi_w) in zip(group, windows, spans):
         features = site_features(contig.alt_freq[w.start : w.stop], contig.cm[w.start : w.stop])

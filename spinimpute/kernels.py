@@ -1,0 +1,232 @@
+"""Compiled CPU kernels of the copying model (numba).
+
+The torch code in `spinimpute.hmm` is what training differentiates and what runs on a
+GPU; on a CPU its forward-backward is thousands of tiny tensor operations per window, so
+imputation there runs these loops instead: the same arithmetic (tests check that both
+agree), one query haplotype at a time, on `threads` threads that release the GIL.
+
+Shapes: Q query haplotypes, K states per query, R reference haplotypes, M typed
+markers, J sites to impute; interval k holds the sites between markers k - 1 and k.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    cuts = np.linspace(0, n, max(1, min(parts, n)) + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+def _run(kernel, n: int, threads: int, *args) -> None:
+    """kernel(*args, lo, hi) over [0, n) cut into `threads` parts, in parallel."""
+    parts = _split(n, threads)
+    if len(parts) <= 1:
+        for lo, hi in parts:
+            kernel(*args, lo, hi)
+        return
+    with ThreadPoolExecutor(len(parts)) as pool:
+        for future in [pool.submit(kernel, *args, lo, hi) for lo, hi in parts]:
+            future.result()
+
+
+@numba.njit(nogil=True, cache=True)
+def _label_intervals(by_site, bounds, group_of, n_groups, first_member, k_lo, k_hi):  # pragma: no cover - compiled
+    """Exact grouping: a haplotype's label is refined site by site by its allele there."""
+    n_ref = by_site.shape[1]
+    labels = np.empty(n_ref, np.int32)
+    table = np.empty(2 * n_ref + 2, np.int32)
+    for k in range(k_lo, k_hi):
+        labels[:] = 0
+        n = 1
+        for j in range(bounds[k], bounds[k + 1]):
+            table[: 2 * n] = -1
+            row = by_site[j]
+            m = 0
+            for r in range(n_ref):
+                key = 2 * labels[r] + row[r]
+                t = table[key]
+                if t < 0:
+                    t = m
+                    table[key] = m
+                    m += 1
+                labels[r] = t
+            n = m
+        n_groups[k] = n
+        group_of[k] = labels
+        # Labels are numbered in order of first appearance, so each group's first member is found in one pass.
+        seen = 0
+        for r in range(n_ref):
+            if labels[r] == seen:
+                first_member[k, seen] = r
+                seen += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _count_alt_groups(by_site, bounds, n_groups, first_member, counts, k_lo, k_hi):  # pragma: no cover - compiled
+    for k in range(k_lo, k_hi):
+        for j in range(bounds[k], bounds[k + 1]):
+            c = 0
+            for u in range(n_groups[k]):
+                c += by_site[j, first_member[k, u]]
+            counts[j] = c
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_alt_groups(by_site, bounds, n_groups, first_member, alt_ptr, alt_group, k_lo, k_hi):  # pragma: no cover
+    for k in range(k_lo, k_hi):
+        for j in range(bounds[k], bounds[k + 1]):
+            t = alt_ptr[j]
+            for u in range(n_groups[k]):
+                if by_site[j, first_member[k, u]]:
+                    alt_group[t] = u
+                    t += 1
+
+
+def group_intervals(by_site: np.ndarray, bounds: np.ndarray, threads: int = 1):
+    """Group the reference haplotypes by their alleles within each interval.
+
+    Args:
+        by_site: (J, R) uint8 0/1 alleles, site-major.
+        bounds: (n_intervals + 1,) int64 site bounds of the intervals.
+
+    Returns:
+        group_of (n_intervals, R) int32 group of each haplotype in each interval,
+        numbered in order of first appearance; n_groups (n_intervals,) int32; and, for
+        each site j, the groups of its interval whose sequence carries ALT there:
+        alt_group[alt_ptr[j]:alt_ptr[j + 1]] (int32, increasing).
+    """
+    by_site = np.ascontiguousarray(by_site, dtype=np.uint8)
+    bounds = np.ascontiguousarray(bounds, dtype=np.int64)
+    n_intervals = len(bounds) - 1
+    n_ref = by_site.shape[1]
+    group_of = np.zeros((n_intervals, n_ref), dtype=np.int32)
+    n_groups = np.zeros(n_intervals, dtype=np.int32)
+    first_member = np.zeros((n_intervals, n_ref), dtype=np.int32)
+    _run(_label_intervals, n_intervals, threads, by_site, bounds, group_of, n_groups, first_member)
+    counts = np.zeros(by_site.shape[0], dtype=np.int64)
+    _run(_count_alt_groups, n_intervals, threads, by_site, bounds, n_groups, first_member, counts)
+    alt_ptr = np.zeros(by_site.shape[0] + 1, dtype=np.int64)
+    np.cumsum(counts, out=alt_ptr[1:])
+    alt_group = np.empty(int(alt_ptr[-1]), dtype=np.int32)
+    _run(_fill_alt_groups, n_intervals, threads, by_site, bounds, n_groups, first_member, alt_ptr, alt_group)
+    return group_of, n_groups, alt_ptr, alt_group
+
+
+@numba.njit(nogil=True, cache=True)
+def _interval_posteriors(k, a, g, cand, group_of, n_groups, bounds, weights, alt_ptr, alt_group, sums, out_row):  # pragma: no cover
+    lo, hi = bounds[k], bounds[k + 1]
+    if lo == hi:
+        return
+    n_states = cand.shape[0]
+    n = n_groups[k]
+    sums[:, :n] = 0.0
+    ag_total = 0.0
+    labels = group_of[k]
+    for s in range(n_states):
+        u = labels[cand[s]]
+        ag = a[s] * g[s]
+        ag_total += ag
+        sums[0, u] += ag
+        sums[1, u] += a[s]
+        sums[2, u] += g[s]
+        sums[3, u] += 1.0
+    for j in range(lo, hi):
+        s_ag = 0.0
+        s_a = 0.0
+        s_g = 0.0
+        s_1 = 0.0
+        for t in range(alt_ptr[j], alt_ptr[j + 1]):
+            u = alt_group[t]
+            s_ag += sums[0, u]
+            s_a += sums[1, u]
+            s_g += sums[2, u]
+            s_1 += sums[3, u]
+        num = weights[0, j] * s_ag + weights[1, j] * s_a + weights[2, j] * s_g + weights[3, j] * s_1
+        den = weights[0, j] * ag_total + weights[1, j] + weights[2, j] + weights[3, j] * n_states
+        p = num / den
+        out_row[j] = min(1.0, max(0.0, p))
+
+
+@numba.njit(nogil=True, cache=True)
+def _emit(step, prev, row, cand, allele, match, mismatch, out):  # pragma: no cover - compiled
+    """out = emission * (prev + step), normalised to sum to one (prev None-like when step < 0: emission alone)."""
+    n_states = cand.shape[0]
+    total = 0.0
+    if allele < 0:
+        for s in range(n_states):
+            v = match * (prev[s] + step) if step >= 0 else match
+            out[s] = v
+            total += v
+    else:
+        for s in range(n_states):
+            e = mismatch if row[cand[s]] != allele else match
+            v = e * (prev[s] + step) if step >= 0 else e
+            out[s] = v
+            total += v
+    scale = 1.0 / total
+    for s in range(n_states):
+        out[s] *= scale
+
+
+@numba.njit(nogil=True, cache=True)
+def _copy_posteriors(markers, query, candidates, jump, error, bounds, group_of, n_groups, alt_ptr, alt_group, weights,
+                     out, q_lo, q_hi):  # pragma: no cover - compiled
+    n_markers = markers.shape[0]
+    n_states = candidates.shape[1]
+    alpha = np.empty((n_markers, n_states), np.float64)
+    g = np.empty(n_states, np.float64)
+    sums = np.empty((4, max(1, n_groups.max())), np.float64)
+    match, mismatch = 1.0 - error, error
+    last = n_markers - 1
+    for q in range(q_lo, q_hi):
+        cand = candidates[q]
+        x = query[q]
+        out_row = out[q]
+        _emit(-1.0, g, markers[0], cand, x[0], match, mismatch, alpha[0])
+        for m in range(1, n_markers):
+            _emit(jump[m - 1], alpha[m - 1], markers[m], cand, x[m], match, mismatch, alpha[m])
+        # Backward; each interval is imputed as soon as the backward message of its right marker is known.
+        _interval_posteriors(n_markers, alpha[last], alpha[last], cand, group_of, n_groups, bounds, weights,
+                             alt_ptr, alt_group, sums, out_row)
+        _emit(-1.0, g, markers[last], cand, x[last], match, mismatch, g)
+        for m in range(last, -1, -1):
+            if m < last:
+                _emit(jump[m], g, markers[m], cand, x[m], match, mismatch, g)
+            a = alpha[m - 1] if m > 0 else g
+            _interval_posteriors(m, a, g, cand, group_of, n_groups, bounds, weights, alt_ptr, alt_group, sums,
+                                 out_row)
+
+
+def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, weights, *, threads: int = 1,
+                    dtype=np.float32) -> np.ndarray:
+    """Posterior ALT probability of each site for each query (see `spinimpute.hmm.impute_sites`).
+
+    Args:
+        markers: (M, R) uint8 reference alleles at the typed markers, marker-major.
+        query: (Q, M) int8 query alleles, -1 where missing.
+        candidates: (Q, K) int32 reference rows that are each query's states.
+        jump: (M - 1,) float64, switch / ((1 - switch) K) between neighbouring markers.
+        error: mismatch probability.
+        bounds: (M + 2,) int64 site bounds of the M + 1 intervals.
+        groups: (group_of, n_groups, alt_ptr, alt_group) from `group_intervals` over those intervals.
+        weights: (4, J) float64 weights of the a*g, a, g and uniform terms at each site.
+
+    Returns:
+        (Q, J) probabilities of `dtype` (the arithmetic is float64).
+    """
+    out = np.empty((query.shape[0], weights.shape[1]), dtype=dtype)
+    if out.size == 0:
+        return out
+    args = (
+        np.ascontiguousarray(markers, dtype=np.uint8), np.ascontiguousarray(query, dtype=np.int8),
+        np.ascontiguousarray(candidates, dtype=np.int32), np.ascontiguousarray(jump, dtype=np.float64),
+        float(error), np.ascontiguousarray(bounds, dtype=np.int64), *groups,
+        np.ascontiguousarray(weights, dtype=np.float64), out,
+    )
+    _run(_copy_posteriors, query.shape[0], threads, *args)
+    return out
