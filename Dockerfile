@@ -20,7 +20,13 @@ LABEL org.opencontainers.image.title="spinimpute" \
       org.opencontainers.image.source="https://github.com/spinimpute/spinimpute" \
       org.opencontainers.image.description="Genotype imputation with Semi-Parametric Inducing Point Networks"
 COPY --from=build /opt/spinimpute /opt/spinimpute
-ENV PATH=/opt/spinimpute/bin:$PATH
+ENV PATH=/opt/spinimpute/bin:$PATH \
+    NUMBA_CACHE_DIR=/opt/numba-cache
+# Compile the CPU kernels once into a cache that any user id can read and extend, so that
+# no run pays the few seconds of compiling.
+RUN mkdir -m 1777 /opt/numba-cache \
+    && python3 -c "from spinimpute import kernels; kernels.warm_up()" \
+    && chmod -R a+rwX /opt/numba-cache
 RUN useradd --create-home --uid 1000 spin
 USER 1000:1000
 WORKDIR /data

@@ -33,6 +33,9 @@ CONTEXT_MARKERS = 192
 # Sites of consecutive windows' cores imputed in one run of the copying model, so that
 # the context markers are paid once per group rather than once per window.
 HMM_BLOCK_SITES = 32000
+# Query haplotypes per call of the SPIN predictor: its activations then stay in cache
+# (2,000-site windows on 2 cores: 0.049 s per 400 queries in batches of 100, 0.066 s in one).
+PREDICTOR_BATCH = 128
 
 
 def window_logits(
@@ -219,14 +222,16 @@ def _impute_group(network, contig, target, group: list[int], typed_sites, device
         else:
             hmm_prob = ref.float().mean(dim=0).expand(q1 - q0, -1)
         for w, (lo_w, hi_w), part in zip(windows, spans, per_window):
-            typed_alleles = query[:, part["markers"]]
-            logits = _predict(network, part["inducing"], hmm_prob[:, lo_w - g_lo : hi_w - g_lo],
-                              part["typed_columns"], typed_alleles, part["features"])
-            prob = torch.sigmoid(logits.float())
-            cols = part["typed_columns"]
-            prob[:, cols] = torch.where(typed_alleles >= 0, typed_alleles.float(), prob[:, cols])
             core = slice(w.core_start - lo_w, w.core_stop - lo_w)
-            part["out"][:, q0:q1] = prob[:, core].T.cpu().numpy()
+            for p0 in range(0, q1 - q0, PREDICTOR_BATCH):
+                p1 = min(q1 - q0, p0 + PREDICTOR_BATCH)
+                typed_alleles = query[p0:p1, part["markers"]]
+                logits = _predict(network, part["inducing"], hmm_prob[p0:p1, lo_w - g_lo : hi_w - g_lo],
+                                  part["typed_columns"], typed_alleles, part["features"])
+                prob = torch.sigmoid(logits.float())
+                cols = part["typed_columns"]
+                prob[:, cols] = torch.where(typed_alleles >= 0, typed_alleles.float(), prob[:, cols])
+                part["out"][:, q0 + p0 : q0 + p1] = prob[:, core].T.cpu().numpy()
     return [
         ImputedBlock(name, w.core_start, w.core_stop, part["out"], typed_sites[w.core_start : w.core_stop])
         for w, part in zip(windows, per_window)

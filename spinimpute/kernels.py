@@ -17,6 +17,16 @@ import numba
 import numpy as np
 
 
+def _compiled(function):
+    """Compile without the GIL; the machine code is cached beside the module, or in
+    NUMBA_CACHE_DIR, so that only the first run pays for compiling (a few seconds). Where
+    no cache can be written (a read-only install, no writable home) it compiles every run."""
+    try:
+        return numba.njit(nogil=True, cache=True)(function)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True)(function)
+
+
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
     cuts = np.linspace(0, n, max(1, min(parts, n)) + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
@@ -34,7 +44,7 @@ def _run(kernel, n: int, threads: int, *args) -> None:
             future.result()
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _label_intervals(by_site, bounds, group_of, n_groups, first_member, k_lo, k_hi):  # pragma: no cover - compiled
     """Exact grouping: a haplotype's label is refined site by site by its allele there."""
     n_ref = by_site.shape[1]
@@ -66,7 +76,7 @@ def _label_intervals(by_site, bounds, group_of, n_groups, first_member, k_lo, k_
                 seen += 1
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _count_alt_groups(by_site, bounds, n_groups, first_member, counts, k_lo, k_hi):  # pragma: no cover - compiled
     for k in range(k_lo, k_hi):
         for j in range(bounds[k], bounds[k + 1]):
@@ -76,7 +86,7 @@ def _count_alt_groups(by_site, bounds, n_groups, first_member, counts, k_lo, k_h
             counts[j] = c
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _fill_alt_groups(by_site, bounds, n_groups, first_member, alt_ptr, alt_group, k_lo, k_hi):  # pragma: no cover
     for k in range(k_lo, k_hi):
         for j in range(bounds[k], bounds[k + 1]):
@@ -117,7 +127,7 @@ def group_intervals(by_site: np.ndarray, bounds: np.ndarray, threads: int = 1):
     return group_of, n_groups, alt_ptr, alt_group
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _interval_posteriors(k, a, g, cand, group_of, n_groups, bounds, weights, alt_ptr, alt_group, sums, out_row):  # pragma: no cover
     lo, hi = bounds[k], bounds[k + 1]
     if lo == hi:
@@ -152,7 +162,7 @@ def _interval_posteriors(k, a, g, cand, group_of, n_groups, bounds, weights, alt
         out_row[j] = min(1.0, max(0.0, p))
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _emit(step, prev, row, cand, allele, match, mismatch, out):  # pragma: no cover - compiled
     """out = emission * (prev + step), normalised to sum to one (prev None-like when step < 0: emission alone)."""
     n_states = cand.shape[0]
@@ -173,7 +183,7 @@ def _emit(step, prev, row, cand, allele, match, mismatch, out):  # pragma: no co
         out[s] *= scale
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled
 def _copy_posteriors(markers, query, candidates, jump, error, bounds, group_of, n_groups, alt_ptr, alt_group, weights,
                      out, q_lo, q_hi):  # pragma: no cover - compiled
     n_markers = markers.shape[0]
@@ -230,3 +240,58 @@ def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, wei
     )
     _run(_copy_posteriors, query.shape[0], threads, *args)
     return out
+
+
+@_compiled
+def _diploid_text(hap_prob, gt_ds_bytes, gt_ds_length, gp_bytes, gp_length, out, ends, row_lo, row_hi, pos):  # pragma: no cover
+    hundred, one, half = np.float32(100.0), np.float32(1.0), np.float32(0.5)
+    n_samples = hap_prob.shape[1] // 2
+    for i in range(row_lo, row_hi):
+        out[pos] = 9  # tab
+        pos += 1
+        for s in range(n_samples):
+            p1, p2 = hap_prob[i, 2 * s], hap_prob[i, 2 * s + 1]
+            # float32 arithmetic and round-half-even, as numpy does in vcf._diploid_codes.
+            ds = int(np.rint((p1 + p2) * hundred))
+            gp0 = int(np.rint((one - p1) * (one - p2) * hundred))
+            gp2 = int(np.rint(p1 * p2 * hundred))
+            gt = 2 * (p1 >= half) + (p2 >= half)
+            code = gt * 201 + ds
+            for b in range(gt_ds_length[code]):
+                out[pos + b] = gt_ds_bytes[code, b]
+            pos += gt_ds_length[code]
+            code = gp0 * 101 + gp2
+            for b in range(gp_length[code]):
+                out[pos + b] = gp_bytes[code, b]
+            pos += gp_length[code]
+        pos -= 1  # the tab after the last field
+        ends[i] = pos
+
+
+def diploid_text(hap_prob: np.ndarray, gt_ds_bytes, gt_ds_length, gp_bytes, gp_length) -> tuple[np.ndarray, np.ndarray]:
+    """The sample columns of each site as text, from fixed-width field tables (see `vcf.format_genotype_rows`).
+
+    Returns:
+        (text uint8, ends int64): row i is text[ends[i - 1]:ends[i]] (from 0 for row 0).
+    """
+    hap_prob = np.ascontiguousarray(hap_prob, dtype=np.float32)
+    n_sites = hap_prob.shape[0]
+    out = np.empty(n_sites * (1 + (hap_prob.shape[1] // 2) * (gt_ds_bytes.shape[1] + gp_bytes.shape[1])), np.uint8)
+    ends = np.zeros(n_sites, np.int64)
+    if n_sites:
+        _diploid_text(hap_prob, gt_ds_bytes, gt_ds_length.astype(np.int64), gp_bytes, gp_length.astype(np.int64), out,
+                      ends, 0, n_sites, 0)
+    return out, ends
+
+
+def warm_up() -> None:
+    """Compile (or load from the cache) every kernel with the argument types that imputation uses."""
+    rng = np.random.default_rng(0)
+    by_site = (rng.random((6, 8)) < 0.5).astype(np.uint8)
+    bounds = np.array([0, 2, 4, 6])
+    groups = group_intervals(by_site, bounds)
+    query = np.array([[0, 1]], dtype=np.int8)
+    copy_posteriors(by_site[[1, 3]], query, np.arange(8, dtype=np.int32)[None], np.array([0.01]), 0.001, bounds, groups,
+                    np.full((4, 6), 0.25))
+    gt_ds, gp = np.zeros((4 * 201, 8), np.uint8), np.zeros((101 * 101, 16), np.uint8)  # as vcf's tables
+    diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp, np.ones(len(gp), np.int64))

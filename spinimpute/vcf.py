@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spinimpute import kernels
 from spinimpute.errors import InputFileError, OutputFileError
 
 MISSING = -1  # allele code for a missing target allele
@@ -585,7 +586,7 @@ def _byte_table(strings, width: int) -> np.ndarray:
 
 # A diploid field is GT + ":" + DS (indexed by GT * 201 + DS in hundredths, at most 8
 # bytes) and ":" + GP + "\t" (indexed by P(0) * 101 + P(2) in hundredths; P(1) is what
-# they leave): 24 bytes in all, so that little NUL padding has to be squeezed out.
+# they leave), each with its length; a compiled loop copies them (`kernels.diploid_text`).
 _GT_DS_BYTES = _byte_table([gt + ds for gt in _GT_TEXT for ds in _DS_TEXT], 8)
 _GP_BYTES = _byte_table(
     [f":{_P_TEXT[g0]},{_P_TEXT[max(0, 100 - g0 - g2)]},{_P_TEXT[g2]}\t" for g0 in range(101) for g2 in range(101)],
@@ -614,14 +615,10 @@ def format_genotype_rows(hap_prob: np.ndarray, haploid: np.ndarray | None = None
     """
     if haploid is not None and haploid.any():
         return [("\t" + "\t".join(row)).encode() for row in format_genotype_block(hap_prob, haploid)]
-    gt_ds, gp = _diploid_codes(hap_prob)
-    fields = np.empty(gt_ds.shape, dtype=[("gt_ds", "V8"), ("gp", "V16")])
-    fields["gt_ds"] = _GT_DS_SLOTS[gt_ds]
-    fields["gp"] = _GP_SLOTS[gp]
-    text = fields.tobytes().translate(None, b"\0")
-    ends = np.cumsum((_GT_DS_LENGTHS[gt_ds] + _GP_LENGTHS[gp]).sum(axis=1)).tolist()
-    # Each row ends with the tab after its last field: move it to the front.
-    return [b"\t" + text[a : b - 1] for a, b in zip([0, *ends[:-1]], ends)]
+    text, ends = kernels.diploid_text(hap_prob, _GT_DS_BYTES, _GT_DS_LENGTHS, _GP_BYTES, _GP_LENGTHS)
+    ends = ends.tolist()
+    text = text[: ends[-1] if ends else 0].tobytes()
+    return [text[a:b] for a, b in zip([0, *ends[:-1]], ends)]
 
 
 def format_genotype_block(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> np.ndarray:
@@ -645,8 +642,6 @@ def format_genotype_block(hap_prob: np.ndarray, haploid: np.ndarray | None = Non
     return fields
 
 
-# Fixed-size slots copied as units; the NUL padding is dropped in one pass.
-_GT_DS_SLOTS, _GP_SLOTS = _GT_DS_BYTES.view("V8").ravel(), _GP_BYTES.view("V16").ravel()
 _GT_DS_LENGTHS, _GP_LENGTHS = (_GT_DS_BYTES != 0).sum(axis=1), (_GP_BYTES != 0).sum(axis=1)
 _GT_DS_TEXT = np.asarray([row.tobytes().rstrip(b"\0").decode() for row in _GT_DS_BYTES], dtype=object)
 _GP_TEXT = np.asarray([row.tobytes().rstrip(b"\0").decode()[:-1] for row in _GP_BYTES], dtype=object)

@@ -1,0 +1,21 @@
+import numpy as np
+
+from spinimpute import kernels
+
+
+def test_warm_up_compiles_every_kernel():
+    kernels.warm_up()  # what the Docker image runs at build time
+
+
+def test_groups_split_over_threads_equal_one_thread():
+    rng = np.random.default_rng(1)
+    by_site = (rng.random((300, 64)) < 0.1).astype(np.uint8)
+    bounds = np.array([0, 0, 17, 100, 101, 250, 300])
+    one = kernels.group_intervals(by_site, bounds, threads=1)
+    three = kernels.group_intervals(by_site, bounds, threads=3)
+    for a, b in zip(one, three):
+        np.testing.assert_array_equal(a, b)
+    group_of, n_groups, alt_ptr, alt_group = one
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for j in range(lo, hi):  # a site's ALT groups are exactly the groups of its ALT carriers
+            np.testing.assert_array_equal(alt_group[alt_ptr[j] : alt_ptr[j + 1]], np.unique(group_of[k][by_site[j] == 1]))
