@@ -5,7 +5,9 @@ mosaic of reference haplotypes, and switching between templates along the window
 what lets it follow recombination, as an HMM-based imputer does. The forward-backward
 pass runs over the typed markers only; posteriors at every other site are obtained in
 closed form from the flanking markers, so the cost is O(Q * R * (M + J)) and the
-per-site work is a few matrix products.
+per-site work is a few matrix products. This torch code is what training
+differentiates and what runs on a GPU; on a CPU without gradients `impute_sites` hands
+the same arithmetic to the compiled loops of `spinimpute.kernels`.
 
 Shapes: Q query haplotypes, R reference haplotypes, M typed markers, J sites to impute.
 """
