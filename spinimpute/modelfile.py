@@ -9,6 +9,7 @@ only; no code from the file is run.
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,55 @@ from spinimpute.windows import Window
 FORMAT_NAME = "spinimpute-model"
 FORMAT_VERSION = 1
 METADATA_KEY = "spinimpute"
+
+
+class PackedRows:
+    """A (n_sites, n_bytes) uint8 tensor of a model file, read row ranges at a time.
+
+    The panel's haplotypes are most of a model file; reading only the rows a group of
+    windows needs keeps memory flat in the length of the contig. Plain reads rather than
+    a memory map, whose pages once touched would count in the process's memory.
+    """
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, int]):
+        self.path, self.offset, self.shape = path, offset, shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        width = self.shape[1]
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset + start * width)
+            data = handle.read((stop - start) * width)
+        if len(data) != (stop - start) * width:
+            raise ModelFileError(self.path, "truncated model file (haplotypes)")
+        return np.frombuffer(data, dtype=np.uint8).reshape(stop - start, width)
+
+    def __getitem__(self, index) -> np.ndarray:
+        """Rows of a slice (step 1) or of an array of row indices."""
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.shape[0])
+            if step != 1:
+                raise IndexError("PackedRows slices have step 1")
+            return self._read(start, max(start, stop))
+        index = np.asarray(index, dtype=np.int64)
+        if index.size == 0:
+            return np.zeros((0, self.shape[1]), dtype=np.uint8)
+        lo, hi = int(index.min()), int(index.max()) + 1
+        return self._read(lo, hi)[index - lo]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        rows = self._read(0, self.shape[0])
+        return rows if dtype is None else rows.astype(dtype)
+
+
+def _tensor_offsets(path: Path) -> tuple[int, dict]:
+    """Start of the data section and the header of a safetensors file (JSON only)."""
+    with open(path, "rb") as handle:
+        (size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(size))
+    return 8 + size, header
 
 
 @dataclass
@@ -44,7 +94,7 @@ class ReferenceContig:
 
     sites: Sites
     cm: np.ndarray
-    packed_haplotypes: np.ndarray
+    packed_haplotypes: np.ndarray | PackedRows
     n_haplotypes: int
     alt_freq: np.ndarray
     windows: list[Window]
@@ -87,7 +137,7 @@ def save_model(path, bundle: ModelBundle) -> None:
         p = f"contig{i}."
         tensors[p + "positions"] = torch.from_numpy(c.sites.positions.astype(np.int64))
         tensors[p + "cm"] = torch.from_numpy(c.cm.astype(np.float64))
-        tensors[p + "haplotypes"] = torch.from_numpy(c.packed_haplotypes)
+        tensors[p + "haplotypes"] = torch.from_numpy(np.asarray(c.packed_haplotypes))
         tensors[p + "alt_freq"] = torch.from_numpy(c.alt_freq.astype(np.float32))
         tensors[p + "windows"] = torch.tensor([[w.start, w.stop, w.core_start, w.core_stop] for w in c.windows])
         tensors[p + "ids"] = _strings_to_tensor(c.sites.ids)
@@ -120,6 +170,14 @@ def save_model(path, bundle: ModelBundle) -> None:
         raise
 
 
+def _packed_rows(path: Path, data_start: int, entry: dict) -> PackedRows:
+    begin, end = entry["data_offsets"]
+    n_rows, width = entry["shape"]
+    if entry["dtype"] != "U8" or end - begin != n_rows * width:
+        raise ValueError("haplotypes are not a uint8 table")
+    return PackedRows(path, data_start + begin, (n_rows, width))
+
+
 def load_model(path) -> ModelBundle:
     """Read a model file, checking its format and version."""
     from safetensors import SafetensorError, safe_open
@@ -150,7 +208,9 @@ def load_model(path) -> ModelBundle:
                     f"model format version {version} is not supported by spinimpute {__version__} "
                     f"(expects {FORMAT_VERSION}); retrain the model with this version",
                 )
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+            # The haplotypes are read later, per group of windows (PackedRows).
+            tensors = {k: handle.get_tensor(k) for k in handle.keys() if not k.endswith(".haplotypes")}
+            data_start, header = _tensor_offsets(path)
     except ModelFileError:
         raise
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
@@ -178,7 +238,7 @@ def load_model(path) -> ModelBundle:
             contigs[meta["name"]] = ReferenceContig(
                 sites=sites,
                 cm=tensors[p + "cm"].numpy(),
-                packed_haplotypes=tensors[p + "haplotypes"].numpy(),
+                packed_haplotypes=_packed_rows(path, data_start, header[p + "haplotypes"]),
                 n_haplotypes=int(meta["n_haplotypes"]),
                 alt_freq=tensors[p + "alt_freq"].numpy(),
                 windows=windows,

@@ -18,6 +18,12 @@ def test_round_trip_preserves_weights_and_panel(trained_model, small_benchmark):
     assert np.array_equal(rc.sites.positions, pc.sites.positions)
     assert rc.sites.refs == pc.sites.refs and rc.sites.alts == pc.sites.alts and rc.sites.ids == pc.sites.ids
     assert np.array_equal(rc.haplotypes(0, len(pc.sites)), pc.haplotypes)
+    # The haplotypes stay in the file and are read by row ranges and row indices.
+    packed = np.packbits(pc.haplotypes, axis=1)
+    assert np.array_equal(rc.haplotypes(7, 19), pc.haplotypes[7:19])
+    rows = np.array([3, 4, 40, 41, 2])
+    assert np.array_equal(rc.packed_haplotypes[rows], packed[rows])
+    assert np.array_equal(np.asarray(rc.packed_haplotypes), packed)
     assert rc.inducing.shape[0] == len(rc.windows)
     assert bundle.metadata["format_version"] == FORMAT_VERSION
     assert bundle.metadata["reference_samples"] == panel.samples
