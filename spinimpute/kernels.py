@@ -1,4 +1,4 @@
-"""Compiled CPU kernels of the copying model (numba).
+"""Compiled CPU kernels (numba): the copying model's inner loops, and the VCF genotype text.
 
 The torch code in `spinimpute.hmm` is what training differentiates and what runs on a
 GPU; on a CPU its forward-backward is thousands of tiny tensor operations per window, so
@@ -164,7 +164,7 @@ def _interval_posteriors(k, a, g, cand, group_of, n_groups, bounds, weights, alt
 
 @_compiled
 def _emit(step, prev, row, cand, allele, match, mismatch, out):  # pragma: no cover - compiled
-    """out = emission * (prev + step), normalised to sum to one (prev None-like when step < 0: emission alone)."""
+    """out = emission * (prev + step), normalised to sum to one; step < 0 means the emission alone (no prev)."""
     n_states = cand.shape[0]
     total = 0.0
     if allele < 0:
