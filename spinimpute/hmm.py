@@ -27,6 +27,22 @@ def switch_probability(distance_cm: torch.Tensor, rate_per_cm: torch.Tensor) -> 
     return -torch.expm1(-rate_per_cm * distance_cm.clamp(min=0.0))
 
 
+def switch_jump(marker_cm: torch.Tensor, rate_per_cm: torch.Tensor, n_states: int) -> torch.Tensor:
+    """(M-1,) p / ((1 - p) K) for the switch probability p between neighbouring markers.
+
+    (1 - p) a + p / K is proportional to a + p / ((1 - p) K): one operation fewer per
+    step of the forward and backward passes.
+    """
+    switch = switch_probability(marker_cm[1:] - marker_cm[:-1], rate_per_cm).clamp(max=1.0 - 1e-6)
+    return switch / ((1.0 - switch) * n_states)
+
+
+def runs_compiled(*tensors: torch.Tensor) -> bool:
+    """Whether `impute_sites` hands these inputs to the compiled kernels: on a CPU, no gradient needed."""
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return tensors[0].device.type == "cpu" and not needs_grad
+
+
 def emission(
     ref_alleles: torch.Tensor, query_alleles: torch.Tensor, observed: torch.Tensor, error: torch.Tensor
 ) -> torch.Tensor:
@@ -83,9 +99,7 @@ def forward_backward(
     if n_query == 0:
         empty = torch.zeros(0, n_markers, n_ref, dtype=dtype, device=ref_typed.device)
         return empty, empty
-    switch = switch_probability(marker_cm[1:] - marker_cm[:-1], rate_per_cm).clamp(max=1.0 - 1e-6)  # (M-1,)
-    # (1 - p) a + p / R is proportional to a + p / ((1 - p) R): one operation fewer per step.
-    jump = switch / ((1.0 - switch) * n_ref)
+    jump = switch_jump(marker_cm, rate_per_cm, n_ref)
     emit = emission(ref_typed, query_typed, observed, error)  # (M, Q, R)
     alphas = []
     a = emit[0] / emit[0].sum(dim=1, keepdim=True)
@@ -266,8 +280,7 @@ def impute_sites(
         groups = group_sites(ref_sites, interval_bounds(marker_cm, site_cm))
     n_states = ref_typed.shape[0] if candidates is None else candidates.shape[1]
     weights = site_weights(marker_cm, site_cm, groups.bounds, rate_per_cm, n_states)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (rate_per_cm, error, ref_typed))
-    if ref_typed.device.type == "cpu" and not needs_grad:
+    if runs_compiled(ref_typed, rate_per_cm, error):
         return _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, rate_per_cm, error, candidates,
                                       groups, weights)
     if candidates is None:
@@ -307,9 +320,7 @@ def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, rate_per
     if candidates is None:
         candidates = torch.arange(n_ref).expand(query_typed.shape[0], -1)
     n_states = candidates.shape[1]
-    cm = marker_cm.double()
-    switch = switch_probability(cm[1:] - cm[:-1], rate_per_cm.double()).clamp(max=1.0 - 1e-6)
-    jump = switch / ((1.0 - switch) * n_states)
+    jump = switch_jump(marker_cm.double(), rate_per_cm.double(), n_states)
     query = torch.where(observed, query_typed.round(), -1.0).to(torch.int8)
     out = kernels.copy_posteriors(
         ref_typed.T.to(torch.uint8).numpy(), query.numpy(), candidates.to(torch.int32).numpy(), jump.numpy(),

@@ -199,7 +199,7 @@ def _impute_group(network, contig, target, group: list[int], typed_sites, device
     n_target_haps = target_alleles.shape[0]
     groups = hmm.group_sites(ref, hmm.interval_bounds(marker_cm, site_cm)) if len(marker_sites) else None
     batch = _query_batch_size(len(marker_sites), min(ref.shape[0], network.copying_states),
-                              compiled=device.type == "cpu", n_ref=ref.shape[0], n_sites=ref.shape[1])
+                              compiled=hmm.runs_compiled(marker_ref), n_ref=ref.shape[0], n_sites=ref.shape[1])
     per_window = []
     for w_index, w, (lo_w, hi_w) in zip(group, windows, spans):
         features = site_features(contig.alt_freq[w.start : w.stop], contig.cm[w.start : w.stop])
