@@ -83,7 +83,8 @@ class _Group(click.Group):
 
 
 threads_option = click.option(
-    "--threads", "-t", type=click.IntRange(min=1), default=2, show_default=True, help="CPU threads (torch, compiled kernels, htslib, output compression)."
+    "--threads", "-t", type=click.IntRange(min=1), default=2, show_default=True,
+    help="CPU threads (torch, compiled kernels, htslib, output compression).",
 )
 device_option = click.option(
     "--device",

@@ -325,7 +325,8 @@ def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, rate_per
     out = kernels.copy_posteriors(
         ref_typed.T.to(torch.uint8).numpy(), query.numpy(), candidates.to(torch.int32).numpy(), jump.numpy(),
         float(error), np.asarray(groups.bounds), (groups.group_of, groups.n_groups, groups.alt_ptr, groups.alt_group),
-        weights.double().numpy(), threads=torch.get_num_threads(), dtype=torch.empty(0, dtype=ref_typed.dtype).numpy().dtype,
+        weights.double().numpy(), threads=torch.get_num_threads(),
+        dtype=torch.empty(0, dtype=ref_typed.dtype).numpy().dtype,
     )
     return torch.from_numpy(out)
 

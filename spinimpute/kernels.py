@@ -128,7 +128,8 @@ def group_intervals(by_site: np.ndarray, bounds: np.ndarray, threads: int = 1):
 
 
 @_compiled
-def _interval_posteriors(k, a, g, cand, group_of, n_groups, bounds, weights, alt_ptr, alt_group, sums, out_row):  # pragma: no cover
+def _interval_posteriors(k, a, g, cand, group_of, n_groups, bounds, weights, alt_ptr, alt_group, sums,
+                         out_row):  # pragma: no cover - compiled
     lo, hi = bounds[k], bounds[k + 1]
     if lo == hi:
         return
@@ -243,7 +244,8 @@ def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, wei
 
 
 @_compiled
-def _diploid_text(hap_prob, gt_ds_bytes, gt_ds_length, gp_bytes, gp_length, out, ends, row_lo, row_hi, pos):  # pragma: no cover
+def _diploid_text(hap_prob, gt_ds_bytes, gt_ds_length, gp_bytes, gp_length, out, ends, row_lo, row_hi,
+                  pos):  # pragma: no cover - compiled
     hundred, one, half = np.float32(100.0), np.float32(1.0), np.float32(0.5)
     n_samples = hap_prob.shape[1] // 2
     for i in range(row_lo, row_hi):
