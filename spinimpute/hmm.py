@@ -140,10 +140,16 @@ def select_candidates(
         (Q, K) long indices into the reference rows, increasing along each row.
     """
     n_markers = ref_typed.shape[1]
-    x = (2.0 * query_typed - 1.0) * observed  # +1 ALT, -1 REF, 0 missing
-    y = 2.0 * ref_typed - 1.0
     n_segments = max(1, -(-n_markers // segment_markers))
     cuts = torch.linspace(0, n_markers, n_segments + 1).round().long().tolist()
+    if runs_compiled(ref_typed) and segment_markers <= 16:
+        query = torch.where(observed, query_typed.round(), -1.0).to(torch.int8)
+        priority = torch.from_numpy(kernels.candidate_priority(
+            ref_typed.T.to(torch.uint8).numpy(), query.numpy(), np.asarray(cuts), threads=torch.get_num_threads()
+        ))
+        return torch.topk(priority, n_candidates, dim=1, sorted=False).indices.sort(dim=1).values
+    x = (2.0 * query_typed - 1.0) * observed  # +1 ALT, -1 REF, 0 missing
+    y = 2.0 * ref_typed - 1.0
 
     def matches(i: int) -> torch.Tensor | None:  # (Q, R) matches minus mismatches over segment i
         return x[:, cuts[i] : cuts[i + 1]] @ y[:, cuts[i] : cuts[i + 1]].T if 0 <= i < n_segments else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from spinimpute import hmm
+from spinimpute import hmm, kernels
 from spinimpute.errors import InputFileError
 from spinimpute.model import MASKED, SpinImputer
 from spinimpute.modelfile import ModelBundle, ReferenceContig
@@ -368,47 +368,29 @@ def select_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def call_doses(hap_prob: np.ndarray, haploid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """ALT dose and expected squared true dose of each call.
-
-    Args:
-        hap_prob: (n_sites, n_haplotypes) ALT probabilities, sample i at 2i, 2i+1.
-        haploid: (n_sites, n_samples) bool or None; a haploid call's probability is the
-            mean of its two slots.
-
-    Returns:
-        dose (n_sites, n_samples): p1 + p2, or p for a haploid call; and E[x^2]:
-        p1 + p2 + 2 p1 p2, or p for a haploid call.
-    """
-    p = hap_prob.reshape(hap_prob.shape[0], -1, 2).astype(np.float64)
-    dose = p.sum(axis=2)
-    expected_sq = dose + 2 * p[:, :, 0] * p[:, :, 1]
-    if haploid is not None:
-        single = dose / 2
-        dose = np.where(haploid, single, dose)
-        expected_sq = np.where(haploid, single, expected_sq)
-    return dose, expected_sq
-
-
-def site_statistics(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def site_statistics(
+    hap_prob: np.ndarray, haploid: np.ndarray | None = None, *, threads: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """INFO AF and DR2 of each site.
 
     Args:
         hap_prob: (n_sites, n_haplotypes) ALT probabilities, sample i at 2i, 2i+1.
-        haploid: optional (n_sites, n_samples) bool ploidy of each call.
+        haploid: optional (n_sites, n_samples) bool ploidy of each call; a haploid call's
+            probability is the mean of its two slots.
 
     Returns:
         AF: estimated ALT frequency, the sum of doses over the sum of ploidies; and
         Beagle's DR2, the estimated squared correlation between estimated and true dose:
-        (sum d^2 - (sum d)^2 / n) / (sum E[x^2] - (sum d)^2 / n), clipped to [0, 1].
+        (sum d^2 - (sum d)^2 / n) / (sum E[x^2] - (sum d)^2 / n), clipped to [0, 1], with
+        dose d = p1 + p2 and E[x^2] = p1 + p2 + 2 p1 p2 for a diploid call, d = E[x^2] = p
+        for a haploid one.
     """
-    dose, expected_sq = call_doses(hap_prob, haploid)
-    n = dose.shape[1]
-    alleles = 2.0 * n if haploid is None else np.where(haploid, 1.0, 2.0).sum(axis=1)
-    total = dose.sum(axis=1)
+    total, dose_sq, expected_sq, alleles = kernels.site_sums(hap_prob, haploid, threads)
+    n = hap_prob.shape[1] // 2
     mean_term = total * total / n
-    num = (dose * dose).sum(axis=1) - mean_term
-    den = expected_sq.sum(axis=1) - mean_term
+    num = dose_sq - mean_term
+    den = expected_sq - mean_term
     with np.errstate(divide="ignore", invalid="ignore"):
         r2 = np.where(den > 1e-12, num / den, 0.0)
-    return total / alleles, np.clip(r2, 0.0, 1.0)
+        af = np.where(alleles > 0, total / alleles, 0.0)
+    return af, np.clip(r2, 0.0, 1.0)

@@ -1,4 +1,4 @@
-"""Compiled CPU kernels (numba): the copying model's inner loops, and the VCF genotype text.
+"""Compiled CPU kernels (numba): the copying model's inner loops, the VCF genotype text and INFO sums.
 
 The torch code in `spinimpute.hmm` is what training differentiates and what runs on a
 GPU; on a CPU its forward-backward is thousands of tiny tensor operations per window, so
@@ -125,6 +125,96 @@ def group_intervals(by_site: np.ndarray, bounds: np.ndarray, threads: int = 1):
     alt_group = np.empty(int(alt_ptr[-1]), dtype=np.int32)
     _run(_fill_alt_groups, n_intervals, threads, by_site, bounds, n_groups, first_member, alt_ptr, alt_group)
     return group_of, n_groups, alt_ptr, alt_group
+
+
+_POPCOUNT16 = np.array([bin(v).count("1") for v in range(1 << 16)], dtype=np.int32)
+
+
+@_compiled
+def _pack_segments(bits, cuts, packed, lo, hi):  # pragma: no cover - compiled
+    """packed[i, c] = the bits of column c over the markers of segment i (bits: (M, C) 0/1)."""
+    for i in range(lo, hi):
+        for m in range(cuts[i], cuts[i + 1]):
+            shift = m - cuts[i]
+            for c in range(bits.shape[1]):
+                packed[i, c] |= np.uint16(bits[m, c]) << shift
+
+
+@_compiled
+def _candidate_priority(ref_packed, alt_packed, observed_packed, scale, popcount, priority, q_lo,
+                        q_hi):  # pragma: no cover - compiled
+    n_segments, n_ref = ref_packed.shape
+    rolling = np.zeros((3, n_ref), np.int64)  # segment scores: before, here, after (rotating rows)
+    total = np.zeros(n_ref, np.int64)
+    shortfall = np.zeros(n_ref, np.int64)
+    for q in range(q_lo, q_hi):
+        total[:] = 0
+        for slot in range(min(2, n_segments)):
+            _segment_score(ref_packed[slot], alt_packed[slot, q], observed_packed[slot, q], popcount, rolling[(slot + 1) % 3])
+        for i in range(n_segments):
+            before, here, after = rolling[i % 3], rolling[(i + 1) % 3], rolling[(i + 2) % 3]
+            best = -(1 << 40)
+            for r in range(n_ref):
+                local = here[r]
+                if i > 0:
+                    local += before[r]
+                if i + 1 < n_segments:
+                    local += after[r]
+                before[r] = local  # the row of segment i - 1 is free from here on
+                if local > best:
+                    best = local
+            for r in range(n_ref):
+                gap = before[r] - best
+                if i == 0 or gap > shortfall[r]:
+                    shortfall[r] = gap
+                total[r] += here[r]
+            if i + 2 < n_segments:
+                _segment_score(ref_packed[i + 2], alt_packed[i + 2, q], observed_packed[i + 2, q], popcount, before)
+        for r in range(n_ref):
+            priority[q, r] = shortfall[r] * scale + total[r]
+
+
+@_compiled
+def _segment_score(ref_bits, alt, observed, popcount, out):  # pragma: no cover - compiled
+    """Matches minus mismatches of one query with every reference row over a segment."""
+    n_observed = popcount[observed]
+    for r in range(ref_bits.shape[0]):
+        out[r] = n_observed - 2 * popcount[(ref_bits[r] ^ alt) & observed]
+
+
+def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray, *, threads: int = 1) -> np.ndarray:
+    """Each reference row's priority as a copying state of each query (see `spinimpute.hmm.select_candidates`).
+
+    Over the marker segments [cuts[i], cuts[i + 1]) (at most 16 markers each), a row's
+    score in a segment is its matches minus mismatches with the query's observed alleles;
+    its local score adds the two neighbouring segments; its shortfall is the most that
+    some local score comes to below the best row's there (0 where it is the best), and
+    ties go to the larger total over all segments.
+
+    Args:
+        markers: (M, R) uint8 reference alleles at the markers, marker-major.
+        query: (Q, M) int8 query alleles, -1 where missing.
+        cuts: (S + 1,) int64 segment bounds, from 0 to M.
+
+    Returns:
+        (Q, R) float32 shortfall * (4 M + 4) + total, exact integers.
+    """
+    n_markers, n_ref = markers.shape
+    n_segments = len(cuts) - 1
+    cuts = np.ascontiguousarray(cuts, dtype=np.int64)
+    if n_segments < 1 or np.diff(cuts).max() > 16:
+        raise ValueError("segments must hold 1 to 16 markers")
+    ref_packed = np.zeros((n_segments, n_ref), np.uint16)
+    _run(_pack_segments, n_segments, threads, np.ascontiguousarray(markers, dtype=np.uint8), cuts, ref_packed)
+    query = np.ascontiguousarray(query.T, dtype=np.int8)  # (M, Q)
+    alt_packed = np.zeros((n_segments, query.shape[1]), np.uint16)
+    observed_packed = np.zeros((n_segments, query.shape[1]), np.uint16)
+    _pack_segments(np.ascontiguousarray(query == 1, dtype=np.uint8), cuts, alt_packed, 0, n_segments)
+    _pack_segments(np.ascontiguousarray(query >= 0, dtype=np.uint8), cuts, observed_packed, 0, n_segments)
+    priority = np.empty((query.shape[1], n_ref), np.float32)
+    _run(_candidate_priority, query.shape[1], threads, ref_packed, alt_packed, observed_packed,
+         4 * n_markers + 4, _POPCOUNT16, priority)
+    return priority
 
 
 @_compiled
@@ -286,6 +376,51 @@ def diploid_text(hap_prob: np.ndarray, gt_ds_bytes, gt_ds_length, gp_bytes, gp_l
     return out, ends
 
 
+@_compiled
+def _site_sums(hap_prob, haploid, sums, lo, hi):  # pragma: no cover - compiled
+    n_samples = hap_prob.shape[1] // 2
+    has_ploidy = haploid.shape[0] > 0
+    for i in range(lo, hi):
+        dose_total = 0.0
+        dose_sq = 0.0
+        expected_sq = 0.0
+        alleles = 0.0
+        for s in range(n_samples):
+            p1, p2 = np.float64(hap_prob[i, 2 * s]), np.float64(hap_prob[i, 2 * s + 1])
+            if has_ploidy and haploid[i, s]:
+                d = 0.5 * (p1 + p2)
+                e = d
+                alleles += 1.0
+            else:
+                d = p1 + p2
+                e = d + 2.0 * p1 * p2
+                alleles += 2.0
+            dose_total += d
+            dose_sq += d * d
+            expected_sq += e
+        sums[0, i] = dose_total
+        sums[1, i] = dose_sq
+        sums[2, i] = expected_sq
+        sums[3, i] = alleles
+
+
+def site_sums(hap_prob: np.ndarray, haploid: np.ndarray | None, threads: int = 1) -> np.ndarray:
+    """Per-site sums over samples of the dose d, d², E[x²] and the ploidy (see `spinimpute.impute.site_statistics`).
+
+    Args:
+        hap_prob: (n_sites, n_haplotypes) float32 ALT probabilities, sample i at 2i and 2i+1.
+        haploid: (n_sites, n_samples) bool or None; a haploid call's dose is the mean of its slots.
+
+    Returns:
+        (4, n_sites) float64.
+    """
+    hap_prob = np.ascontiguousarray(hap_prob, dtype=np.float32)
+    ploidy = np.zeros((0, 0), np.uint8) if haploid is None else np.ascontiguousarray(haploid, dtype=np.uint8)
+    sums = np.zeros((4, hap_prob.shape[0]), np.float64)
+    _run(_site_sums, hap_prob.shape[0], threads, hap_prob, ploidy, sums)
+    return sums
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel with the argument types that imputation uses."""
     rng = np.random.default_rng(0)
@@ -297,3 +432,6 @@ def warm_up() -> None:
                     np.full((4, 6), 0.25))
     gt_ds, gp = np.zeros((4 * 201, 8), np.uint8), np.zeros((101 * 101, 16), np.uint8)  # as vcf's tables
     diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp, np.ones(len(gp), np.int64))
+    site_sums(np.zeros((1, 2), np.float32), None)
+    candidate_priority(by_site[[1, 3]], query, np.array([0, 2]))
+    site_sums(np.zeros((1, 2), np.float32), np.ones((1, 1), bool))

@@ -9,9 +9,12 @@ haplotype:
 * the semi-parametric path, a Li-Stephens copying HMM over the reference haplotypes
   (`spinimpute.hmm`), whose switch rate and mismatch rate are learned; it gives each
   site an ALT probability that already follows template switches along the window;
-* the parametric path, SPIN's predictor: each token of the query row (its typed alleles,
-  mask bits and the HMM's probabilities) cross-attends to the cached inducing points,
-  and a head turns the result into a per-site scale and shift of the HMM's logit.
+* the parametric path, SPIN's predictor: each token of the query row where the HMM is
+  unsure of some site (its typed alleles, mask bits and the HMM's probabilities)
+  cross-attends to the cached inducing points, and a head turns the result into a
+  per-site scale and shift of the HMM's logit. Tokens the HMM is sure of keep its logits,
+  which makes the predictor's cost follow the uncertain part of the panel, a few percent
+  of the tokens, rather than every site of every query.
 
 The head starts at zero, so an untrained model is exactly the HMM; training moves it
 only where that lowers the loss on held-out panel haplotypes.
@@ -28,6 +31,10 @@ from spinimpute import hmm
 
 SITE_FEATURES = 3  # minor allele frequency, log10 MAF, relative genetic position in the window
 MASKED = 2  # allele code of a masked (untyped) SNP inside a token
+# The predictor refines only tokens where the copying model is unsure of some site (ALT
+# probability in (CERTAIN, 1 - CERTAIN)); the others keep its logits. On the 5 Mb, 4,000-haplotype
+# simulation 1.6% of query tokens are unsure at 1e-3, and r² moved by < 1e-6 in every MAF bin.
+CERTAIN = 1e-3
 
 
 class MultiheadAttentionBlock(nn.Module):
@@ -193,6 +200,17 @@ class SpinImputer(nn.Module):
             return x
         return nn.functional.pad(x, (0, extra), value=value)
 
+    def _words(self, alleles: torch.Tensor) -> torch.Tensor:
+        """(N, W) long alleles 0/1/MASKED -> (N, D) word index of each k-mer token."""
+        a = self._pad(alleles, MASKED)
+        digits = a.view(a.shape[0], -1, self.kmer)
+        return (digits * 3 ** torch.arange(self.kmer, device=a.device)).sum(-1)
+
+    def _token_sites(self, site_features: torch.Tensor) -> torch.Tensor:
+        """(W, SITE_FEATURES) -> (D, E) the site part of each token's embedding."""
+        feats = self._pad(site_features.T, 0.0).T
+        return self.site_projection(feats.reshape(-1, self.kmer * SITE_FEATURES))
+
     def embed(self, alleles: torch.Tensor, site_features: torch.Tensor) -> torch.Tensor:
         """Token embeddings of rows.
 
@@ -203,13 +221,7 @@ class SpinImputer(nn.Module):
         Returns:
             (N, D, E) with D = ceil(W / kmer).
         """
-        a = self._pad(alleles, MASKED)
-        n, w = a.shape
-        digits = a.view(n, w // self.kmer, self.kmer)
-        powers = 3 ** torch.arange(self.kmer, device=a.device)
-        words = (digits * powers).sum(-1)
-        feats = self._pad(site_features.T, 0.0).T.reshape(w // self.kmer, self.kmer * SITE_FEATURES)
-        return self.word_embedding(words) + self.site_projection(feats)
+        return self.word_embedding(self._words(alleles)) + self._token_sites(site_features)
 
     # ---------------------------------------------------------------- encoder
     def encode(self, ref_alleles: torch.Tensor, site_features: torch.Tensor) -> torch.Tensor:
@@ -247,19 +259,23 @@ class SpinImputer(nn.Module):
             site_features: (W, SITE_FEATURES).
 
         Returns:
-            (Q, W) logits.
+            (Q, W) logits: the HMM's own logits in tokens where every site's probability
+            is within CERTAIN of 0 or 1, refined by the predictor in the others.
         """
         q, w = query_alleles.shape
         p = hmm_prob.clamp(1e-6, 1 - 1e-6)
         hmm_logit = torch.logit(p)
-        tokens = self.embed(query_alleles, site_features)
-        d = tokens.shape[1]
-        hmm_feats = torch.stack([self._pad(p, 0.0), self._pad(hmm_logit, 0.0) / 10.0], dim=-1)
-        tokens = tokens + self.hmm_projection(hmm_feats.view(q, d, 2 * self.kmer))
-        attended = self.predictor(tokens.reshape(1, q * d, -1), inducing.unsqueeze(0)).view(q, d, -1)
-        scale, shift = self.head(attended).view(q, d, self.kmer, 2).unbind(-1)
-        scale, shift = scale.reshape(q, -1)[:, :w], shift.reshape(q, -1)[:, :w]
-        return (1.0 + scale) * hmm_logit + shift
+        # Padding sites count as certain (probability 0), so they never open a token.
+        p_tokens = self._pad(p, 0.0).view(q, -1, self.kmer)
+        logit_tokens = self._pad(hmm_logit, 0.0).view(q, -1, self.kmer)
+        rows, cols = (torch.minimum(p_tokens, 1 - p_tokens) > CERTAIN).any(dim=-1).nonzero(as_tuple=True)
+        tokens = self.word_embedding(self._words(query_alleles)[rows, cols]) + self._token_sites(site_features)[cols]
+        p_open, logit_open = p_tokens[rows, cols], logit_tokens[rows, cols]  # (N, kmer) each
+        tokens = tokens + self.hmm_projection(torch.stack([p_open, logit_open / 10.0], dim=-1).flatten(1))
+        attended = self.predictor(tokens.unsqueeze(0), inducing.unsqueeze(0)).squeeze(0)
+        scale, shift = self.head(attended).view(-1, self.kmer, 2).unbind(-1)
+        logits = logit_tokens.index_put((rows, cols), (1.0 + scale) * logit_open + shift)
+        return logits.view(q, -1)[:, :w]
 
     def copy_probabilities(
         self,

@@ -9,6 +9,8 @@ import datetime
 import json
 import logging
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_SITES = 2000
 DEFAULT_FLANK_SITES = 1000
+# Imputed probabilities waiting to be written; bounds the memory that writing behind imputation adds.
+WRITE_QUEUE_BYTES = 256 * 2**20
 
 
 def train_job(
@@ -157,17 +161,29 @@ def impute_job(
     n_written = 0
     with atomic_output(out_path) as tmp:
         writer = ImputedVcfWriter(tmp, samples=target.samples, contigs=names, extra_header=header, threads=threads)
+
+        def write(sites, block) -> None:
+            af, dr2 = site_statistics(block.hap_prob, block.haploid, threads=threads)
+            writer.write_block(sites, block.start, block.hap_prob, block.typed, af, dr2, block.haploid)
+
         try:
             bar = tqdm(total=total_windows, desc="imputing", unit="window", disable=not progress, leave=False)
-            for name in names:
-                contig = bundle.contigs[name]
-                for block in impute_contig(
-                    network, contig, phased[name], device=device, name=name, sites=site_ranges[name]
-                ):
-                    af, dr2 = site_statistics(block.hap_prob, block.haploid)
-                    writer.write_block(contig.sites, block.start, block.hap_prob, block.typed, af, dr2, block.haploid)
-                    n_written += block.hap_prob.shape[0]
-                    bar.update()
+            # Blocks are written (statistics, text, compression) in order on a second thread
+            # while the next ones are imputed, up to WRITE_QUEUE_BYTES of probabilities queued.
+            with ThreadPoolExecutor(max_workers=1) as writing:
+                pending: deque = deque()
+                for name in names:
+                    contig = bundle.contigs[name]
+                    for block in impute_contig(
+                        network, contig, phased[name], device=device, name=name, sites=site_ranges[name]
+                    ):
+                        pending.append((writing.submit(write, contig.sites, block), block.hap_prob.nbytes))
+                        while sum(size for _, size in pending) > WRITE_QUEUE_BYTES or pending[0][0].done():
+                            pending.popleft()[0].result()
+                        n_written += block.hap_prob.shape[0]
+                        bar.update()
+                while pending:
+                    pending.popleft()[0].result()
             bar.close()
         finally:
             writer.close()

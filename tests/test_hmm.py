@@ -159,3 +159,17 @@ def test_compiled_kernel_equals_torch_code(with_candidates):
     differentiable = hmm.impute_sites(*args, rate, error, candidates=candidates)
     assert differentiable.requires_grad and not compiled.requires_grad
     torch.testing.assert_close(compiled, differentiable.detach(), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(50, 7, 3), (300, 40, 9), (700, 101, 6)])
+def test_compiled_candidates_equal_torch_code(shape, monkeypatch):
+    n_ref, n_markers, n_query = shape
+    g = torch.Generator().manual_seed(n_ref)
+    ref = (torch.rand(n_ref, n_markers, generator=g) < 0.3).float()
+    query = ref[torch.randint(0, n_ref, (n_query,), generator=g)].clone()
+    flip = torch.rand(n_query, n_markers, generator=g) < 0.05
+    query[flip] = 1 - query[flip]
+    observed = torch.rand(n_query, n_markers, generator=g) < 0.9
+    compiled = hmm.select_candidates(ref, query, observed, n_ref // 5)
+    monkeypatch.setattr(hmm, "runs_compiled", lambda *tensors: False)
+    torch.testing.assert_close(compiled, hmm.select_candidates(ref, query, observed, n_ref // 5), rtol=0, atol=0)

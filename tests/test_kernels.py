@@ -19,3 +19,16 @@ def test_groups_split_over_threads_equal_one_thread():
     for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         for j in range(lo, hi):  # a site's ALT groups are exactly the groups of its ALT carriers
             np.testing.assert_array_equal(alt_group[alt_ptr[j] : alt_ptr[j + 1]], np.unique(group_of[k][by_site[j] == 1]))
+
+
+def test_site_sums_follow_ploidy():
+    rng = np.random.default_rng(2)
+    p = rng.random((7, 10)).astype(np.float32)  # 5 samples
+    haploid = rng.random((7, 5)) < 0.3
+    pairs = p.reshape(7, 5, 2).astype(np.float64)
+    dose = np.where(haploid, pairs.mean(axis=2), pairs.sum(axis=2))
+    expected_sq = np.where(haploid, dose, dose + 2 * pairs.prod(axis=2))
+    want = np.stack([dose.sum(1), (dose**2).sum(1), expected_sq.sum(1), np.where(haploid, 1, 2).sum(1)])
+    for threads in (1, 3):
+        np.testing.assert_allclose(kernels.site_sums(p, haploid, threads), want, rtol=1e-12)
+    np.testing.assert_allclose(kernels.site_sums(p, None)[3], np.full(7, 10.0))

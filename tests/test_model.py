@@ -59,3 +59,23 @@ def test_all_parameters_receive_gradients():
 def test_switch_rate_scales_with_panel_size():
     net = SpinImputer()
     assert net.switch_rate(1000).item() == pytest.approx(net.switch_rate(500).item() / 2)
+
+
+def test_predictor_refines_only_tokens_the_copying_model_is_unsure_of(monkeypatch):
+    torch.manual_seed(0)
+    net = SpinImputer(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2, kmer=4)
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    ref, feats, query, hmm_prob = _inputs(n_sites=38)  # 10 tokens, the last one padded
+    hmm_prob[:, :8] = 1e-5  # tokens 0 and 1 certain in every row
+    hmm_prob[0, 12:16] = 1 - 1e-5  # token 3 certain in row 0
+    inducing = net.encode(ref, feats)
+    gated = net.predict(inducing=inducing, query_alleles=query, hmm_prob=hmm_prob, site_features=feats)
+    monkeypatch.setattr("spinimpute.model.CERTAIN", -1.0)  # every token refined
+    full = net.predict(inducing=inducing, query_alleles=query, hmm_prob=hmm_prob, site_features=feats)
+    hmm_logit = torch.logit(hmm_prob.clamp(1e-6, 1 - 1e-6))
+    certain = torch.zeros_like(hmm_prob, dtype=torch.bool)
+    certain[:, :8] = True
+    certain[0, 12:16] = True
+    torch.testing.assert_close(gated[certain], hmm_logit[certain])
+    torch.testing.assert_close(gated[~certain], full[~certain])
+    assert not torch.allclose(full[certain], hmm_logit[certain])
