@@ -127,7 +127,7 @@ def group_intervals(by_site: np.ndarray, bounds: np.ndarray, threads: int = 1):
     return group_of, n_groups, alt_ptr, alt_group
 
 
-_POPCOUNT16 = np.array([bin(v).count("1") for v in range(1 << 16)], dtype=np.int32)
+_POPCOUNT16 = np.array([v.bit_count() for v in range(1 << 16)], dtype=np.int32)
 
 
 @_compiled
@@ -161,8 +161,7 @@ def _candidate_priority(ref_packed, alt_packed, observed_packed, scale, popcount
                 if i + 1 < n_segments:
                     local += after[r]
                 before[r] = local  # the row of segment i - 1 is free from here on
-                if local > best:
-                    best = local
+                best = max(best, local)
             for r in range(n_ref):
                 gap = before[r] - best
                 if i == 0 or gap > shortfall[r]:
