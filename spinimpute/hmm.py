@@ -213,12 +213,14 @@ def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]
 
 
 def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
-    """Group the reference haplotypes (R, J) within each interval of `bounds`.
-
-    ref_sites may be uint8; a transposed view of a site-major array is read in place.
-    """
+    """Group the reference haplotypes (R, J) within each interval of `bounds`."""
     by_site = ref_sites.detach().to("cpu", torch.uint8).T.numpy()
-    found = kernels.group_intervals(by_site, np.asarray(bounds), torch.get_num_threads())
+    return group_packed_sites(np.packbits(by_site, axis=1), ref_sites.shape[0], bounds)
+
+
+def group_packed_sites(packed: np.ndarray, n_ref: int, bounds: list[int]) -> SiteGroups:
+    """`group_sites` of the sites' np.packbits rows (J, ceil(R / 8)), as the model file stores them."""
+    found = kernels.group_intervals(packed, n_ref, np.asarray(bounds), torch.get_num_threads())
     return SiteGroups(bounds, *found)
 
 
@@ -253,7 +255,7 @@ def impute_sites(
     query_typed: torch.Tensor,
     observed: torch.Tensor,
     marker_cm: torch.Tensor,
-    ref_sites: torch.Tensor,
+    ref_sites: torch.Tensor | None,
     site_cm: torch.Tensor,
     rate_per_cm: torch.Tensor,
     error: torch.Tensor,
@@ -271,7 +273,7 @@ def impute_sites(
         query_typed: (Q, M) query alleles at the typed markers.
         observed: (Q, M) bool mask of observed query alleles.
         marker_cm: (M,) genetic positions of the markers, sorted.
-        ref_sites: (R, J) reference alleles at the sites to impute.
+        ref_sites: (R, J) reference alleles at the sites to impute; not read when `groups` is given.
         site_cm: (J,) genetic positions of those sites, sorted.
         rate_per_cm, error: HMM parameters (scalars).
         candidates: optional (Q, K) reference rows that each query copies from (see

@@ -186,8 +186,7 @@ def _impute_group(network, contig, target, group: list[int], typed_sites, device
         hi = min(w.stop, w.start + -(-(w.core_stop - w.start) // k) * k)
         spans.append((lo, hi))
     g_lo, g_hi = min(a for a, _ in spans), max(b for _, b in spans)
-    # (R, G) uint8 as a transposed view: copying the transpose costs more than the grouping.
-    ref = torch.from_numpy(contig.haplotypes(g_lo, g_hi)).T.to(device)
+    n_ref = contig.n_haplotypes
     site_cm = torch.from_numpy(contig.cm[g_lo:g_hi].astype(np.float32)).to(device)
     lo, hi = np.searchsorted(target.site_index, [g_lo, g_hi])
     c_lo, c_hi = max(0, lo - CONTEXT_MARKERS), min(len(target.site_index), hi + CONTEXT_MARKERS)
@@ -197,9 +196,12 @@ def _impute_group(network, contig, target, group: list[int], typed_sites, device
     marker_cm = torch.from_numpy(contig.cm[marker_sites].astype(np.float32)).to(device)
     target_alleles = torch.from_numpy(target.alleles[c_lo:c_hi].T.astype(np.int64)).to(device)  # (H, M)
     n_target_haps = target_alleles.shape[0]
-    groups = hmm.group_sites(ref, hmm.interval_bounds(marker_cm, site_cm)) if len(marker_sites) else None
-    batch = _query_batch_size(len(marker_sites), min(ref.shape[0], network.copying_states),
-                              compiled=hmm.runs_compiled(marker_ref), n_ref=ref.shape[0], n_sites=ref.shape[1])
+    # Grouped straight from the model file's packed rows: the group's sites are never unpacked.
+    groups = hmm.group_packed_sites(
+        contig.packed_haplotypes[g_lo:g_hi], n_ref, hmm.interval_bounds(marker_cm, site_cm)
+    ) if len(marker_sites) else None
+    batch = _query_batch_size(len(marker_sites), min(n_ref, network.copying_states),
+                              compiled=hmm.runs_compiled(marker_ref), n_ref=n_ref, n_sites=g_hi - g_lo)
     per_window = []
     for w_index, w, (lo_w, hi_w) in zip(group, windows, spans):
         features = site_features(contig.alt_freq[w.start : w.stop], contig.cm[w.start : w.stop])
@@ -217,10 +219,10 @@ def _impute_group(network, contig, target, group: list[int], typed_sites, device
         if len(marker_sites):
             hmm_prob = network.copy_probabilities(
                 ref_typed=marker_ref, query_typed=query.clamp(min=0).float(), observed=query >= 0,
-                marker_cm=marker_cm, ref_sites=ref, site_cm=site_cm, groups=groups,
+                marker_cm=marker_cm, ref_sites=None, site_cm=site_cm, groups=groups,
             )
         else:
-            hmm_prob = ref.float().mean(dim=0).expand(q1 - q0, -1)
+            hmm_prob = torch.from_numpy(contig.alt_freq[g_lo:g_hi]).float().to(device).expand(q1 - q0, -1)
         for w, (lo_w, hi_w), part in zip(windows, spans, per_window):
             core = slice(w.core_start - lo_w, w.core_stop - lo_w)
             for p0 in range(0, q1 - q0, PREDICTOR_BATCH):

@@ -45,9 +45,14 @@ def _run(kernel, n: int, threads: int, *args) -> None:
 
 
 @_compiled
-def _label_intervals(by_site, bounds, group_of, n_groups, first_member, k_lo, k_hi):  # pragma: no cover - compiled
+def _allele(packed_row, r):  # pragma: no cover - compiled
+    """Haplotype r's allele in a row of np.packbits (big bit order)."""
+    return (packed_row[r >> 3] >> (7 - (r & 7))) & 1
+
+
+@_compiled
+def _label_intervals(packed, n_ref, bounds, group_of, n_groups, first_member, k_lo, k_hi):  # pragma: no cover
     """Exact grouping: a haplotype's label is refined site by site by its allele there."""
-    n_ref = by_site.shape[1]
     labels = np.empty(n_ref, np.int32)
     table = np.empty(2 * n_ref + 2, np.int32)
     for k in range(k_lo, k_hi):
@@ -55,10 +60,10 @@ def _label_intervals(by_site, bounds, group_of, n_groups, first_member, k_lo, k_
         n = 1
         for j in range(bounds[k], bounds[k + 1]):
             table[: 2 * n] = -1
-            row = by_site[j]
+            row = packed[j]
             m = 0
             for r in range(n_ref):
-                key = 2 * labels[r] + row[r]
+                key = 2 * labels[r] + _allele(row, r)
                 t = table[key]
                 if t < 0:
                     t = m
@@ -77,31 +82,33 @@ def _label_intervals(by_site, bounds, group_of, n_groups, first_member, k_lo, k_
 
 
 @_compiled
-def _count_alt_groups(by_site, bounds, n_groups, first_member, counts, k_lo, k_hi):  # pragma: no cover - compiled
+def _count_alt_groups(packed, bounds, n_groups, first_member, counts, k_lo, k_hi):  # pragma: no cover - compiled
     for k in range(k_lo, k_hi):
         for j in range(bounds[k], bounds[k + 1]):
             c = 0
             for u in range(n_groups[k]):
-                c += by_site[j, first_member[k, u]]
+                c += _allele(packed[j], first_member[k, u])
             counts[j] = c
 
 
 @_compiled
-def _fill_alt_groups(by_site, bounds, n_groups, first_member, alt_ptr, alt_group, k_lo, k_hi):  # pragma: no cover
+def _fill_alt_groups(packed, bounds, n_groups, first_member, alt_ptr, alt_group, k_lo, k_hi):  # pragma: no cover
     for k in range(k_lo, k_hi):
         for j in range(bounds[k], bounds[k + 1]):
             t = alt_ptr[j]
             for u in range(n_groups[k]):
-                if by_site[j, first_member[k, u]]:
+                if _allele(packed[j], first_member[k, u]):
                     alt_group[t] = u
                     t += 1
 
 
-def group_intervals(by_site: np.ndarray, bounds: np.ndarray, threads: int = 1):
+def group_intervals(packed: np.ndarray, n_ref: int, bounds: np.ndarray, threads: int = 1):
     """Group the reference haplotypes by their alleles within each interval.
 
     Args:
-        by_site: (J, R) uint8 0/1 alleles, site-major.
+        packed: (J, ceil(R / 8)) uint8, each site's 0/1 alleles of the R haplotypes as
+            np.packbits packs them (the model file's layout, read without unpacking).
+        n_ref: R.
         bounds: (n_intervals + 1,) int64 site bounds of the intervals.
 
     Returns:
@@ -110,20 +117,21 @@ def group_intervals(by_site: np.ndarray, bounds: np.ndarray, threads: int = 1):
         each site j, the groups of its interval whose sequence carries ALT there:
         alt_group[alt_ptr[j]:alt_ptr[j + 1]] (int32, increasing).
     """
-    by_site = np.ascontiguousarray(by_site, dtype=np.uint8)
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    if packed.shape[1] != -(-n_ref // 8):
+        raise ValueError(f"{packed.shape[1]} bytes per site cannot hold {n_ref} haplotypes")
     bounds = np.ascontiguousarray(bounds, dtype=np.int64)
     n_intervals = len(bounds) - 1
-    n_ref = by_site.shape[1]
     group_of = np.zeros((n_intervals, n_ref), dtype=np.int32)
     n_groups = np.zeros(n_intervals, dtype=np.int32)
     first_member = np.zeros((n_intervals, n_ref), dtype=np.int32)
-    _run(_label_intervals, n_intervals, threads, by_site, bounds, group_of, n_groups, first_member)
-    counts = np.zeros(by_site.shape[0], dtype=np.int64)
-    _run(_count_alt_groups, n_intervals, threads, by_site, bounds, n_groups, first_member, counts)
-    alt_ptr = np.zeros(by_site.shape[0] + 1, dtype=np.int64)
+    _run(_label_intervals, n_intervals, threads, packed, n_ref, bounds, group_of, n_groups, first_member)
+    counts = np.zeros(packed.shape[0], dtype=np.int64)
+    _run(_count_alt_groups, n_intervals, threads, packed, bounds, n_groups, first_member, counts)
+    alt_ptr = np.zeros(packed.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=alt_ptr[1:])
     alt_group = np.empty(int(alt_ptr[-1]), dtype=np.int32)
-    _run(_fill_alt_groups, n_intervals, threads, by_site, bounds, n_groups, first_member, alt_ptr, alt_group)
+    _run(_fill_alt_groups, n_intervals, threads, packed, bounds, n_groups, first_member, alt_ptr, alt_group)
     return group_of, n_groups, alt_ptr, alt_group
 
 
@@ -425,7 +433,7 @@ def warm_up() -> None:
     rng = np.random.default_rng(0)
     by_site = (rng.random((6, 8)) < 0.5).astype(np.uint8)
     bounds = np.array([0, 2, 4, 6])
-    groups = group_intervals(by_site, bounds)
+    groups = group_intervals(np.packbits(by_site, axis=1), 8, bounds)
     query = np.array([[0, 1]], dtype=np.int8)
     copy_posteriors(by_site[[1, 3]], query, np.arange(8, dtype=np.int32)[None], np.array([0.01]), 0.001, bounds, groups,
                     np.full((4, 6), 0.25))

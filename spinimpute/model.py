@@ -284,13 +284,14 @@ class SpinImputer(nn.Module):
         query_typed: torch.Tensor,
         observed: torch.Tensor,
         marker_cm: torch.Tensor,
-        ref_sites: torch.Tensor,
+        ref_sites: torch.Tensor | None,
         site_cm: torch.Tensor,
         groups: hmm.SiteGroups | None = None,
     ) -> torch.Tensor:
         """The semi-parametric path: Li-Stephens posterior ALT probabilities (Q, J).
 
-        Shapes as in `spinimpute.hmm.impute_sites`; `groups` may be shared by batches.
+        Shapes as in `spinimpute.hmm.impute_sites`; `groups` may be shared by batches, and
+        with them and at least one typed marker, `ref_sites` is not read (may be None).
         The switch rate follows the whole panel's size, the states are at most
         `copying_states` candidates per query.
         """

@@ -11,8 +11,9 @@ def test_groups_split_over_threads_equal_one_thread():
     rng = np.random.default_rng(1)
     by_site = (rng.random((300, 64)) < 0.1).astype(np.uint8)
     bounds = np.array([0, 0, 17, 100, 101, 250, 300])
-    one = kernels.group_intervals(by_site, bounds, threads=1)
-    three = kernels.group_intervals(by_site, bounds, threads=3)
+    packed = np.packbits(by_site, axis=1)
+    one = kernels.group_intervals(packed, 64, bounds, threads=1)
+    three = kernels.group_intervals(packed, 64, bounds, threads=3)
     for a, b in zip(one, three):
         np.testing.assert_array_equal(a, b)
     group_of, n_groups, alt_ptr, alt_group = one
