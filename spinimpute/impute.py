@@ -32,7 +32,7 @@ QUERY_BATCH_BUDGET = 512 * 2**20
 CONTEXT_MARKERS = 192
 # Sites of consecutive windows' cores imputed in one run of the copying model, so that
 # the context markers are paid once per group rather than once per window.
-HMM_BLOCK_SITES = 32000
+HMM_BLOCK_SITES = 64000
 # Query haplotypes per call of the SPIN predictor: its activations then stay in cache
 # (2,000-site windows on 2 cores: 0.049 s per 400 queries in batches of 100, 0.066 s in one).
 PREDICTOR_BATCH = 128

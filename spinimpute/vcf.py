@@ -668,8 +668,8 @@ class ImputedVcfWriter:
         lines.append("\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples]))
         self._out.write("\n".join(lines) + "\n")
 
-    def write_block(
-        self,
+    @staticmethod
+    def block_text(
         sites: Sites,
         start: int,
         hap_prob: np.ndarray,
@@ -677,8 +677,9 @@ class ImputedVcfWriter:
         af: np.ndarray,
         dr2: np.ndarray,
         haploid: np.ndarray | None = None,
-    ) -> None:
-        """Write sites [start, start + len(hap_prob)) of `sites`."""
+    ) -> bytes:
+        """The records of sites [start, start + len(hap_prob)) of `sites`; needs no writer,
+        so that blocks can be formatted on several threads and written in order."""
         genotypes = format_genotype_rows(hap_prob, haploid)
         parts = []
         for k, columns in enumerate(genotypes):
@@ -690,7 +691,15 @@ class ImputedVcfWriter:
             )
             parts.append(columns)
             parts.append(b"\n")
-        self._out.write(b"".join(parts))
+        return b"".join(parts)
+
+    def write_text(self, text: bytes) -> None:
+        """Append records made by `block_text`, in file order."""
+        self._out.write(text)
+
+    def write_block(self, sites: Sites, start: int, hap_prob, typed, af, dr2, haploid=None) -> None:
+        """Write sites [start, start + len(hap_prob)) of `sites` (see `block_text`)."""
+        self.write_text(self.block_text(sites, start, hap_prob, typed, af, dr2, haploid))
 
     def close(self) -> None:
         self._out.close()

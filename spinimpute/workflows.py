@@ -162,28 +162,28 @@ def impute_job(
     with atomic_output(out_path) as tmp:
         writer = ImputedVcfWriter(tmp, samples=target.samples, contigs=names, extra_header=header, threads=threads)
 
-        def write(sites, block) -> None:
-            af, dr2 = site_statistics(block.hap_prob, block.haploid, threads=threads)
-            writer.write_block(sites, block.start, block.hap_prob, block.typed, af, dr2, block.haploid)
+        def block_text(sites, block) -> bytes:
+            af, dr2 = site_statistics(block.hap_prob, block.haploid)
+            return writer.block_text(sites, block.start, block.hap_prob, block.typed, af, dr2, block.haploid)
 
         try:
             bar = tqdm(total=total_windows, desc="imputing", unit="window", disable=not progress, leave=False)
-            # Blocks are written (statistics, text, compression) in order on a second thread
-            # while the next ones are imputed, up to WRITE_QUEUE_BYTES of probabilities queued.
-            with ThreadPoolExecutor(max_workers=1) as writing:
+            # Blocks are formatted on `threads` threads behind imputation and written in order
+            # (compressed on `threads` more), with up to WRITE_QUEUE_BYTES of probabilities queued.
+            with ThreadPoolExecutor(max_workers=threads) as formatting:
                 pending: deque = deque()
                 for name in names:
                     contig = bundle.contigs[name]
                     for block in impute_contig(
                         network, contig, phased[name], device=device, name=name, sites=site_ranges[name]
                     ):
-                        pending.append((writing.submit(write, contig.sites, block), block.hap_prob.nbytes))
-                        while sum(size for _, size in pending) > WRITE_QUEUE_BYTES or pending[0][0].done():
-                            pending.popleft()[0].result()
+                        pending.append((formatting.submit(block_text, contig.sites, block), block.hap_prob.nbytes))
+                        while pending and (pending[0][0].done() or sum(n for _, n in pending) > WRITE_QUEUE_BYTES):
+                            writer.write_text(pending.popleft()[0].result())
                         n_written += block.hap_prob.shape[0]
                         bar.update()
                 while pending:
-                    pending.popleft()[0].result()
+                    writer.write_text(pending.popleft()[0].result())
             bar.close()
         finally:
             writer.close()
