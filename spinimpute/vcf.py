@@ -23,6 +23,7 @@ import numpy as np
 
 from spinimpute import kernels
 from spinimpute.errors import InputFileError, OutputFileError
+from spinimpute.tabix import TabixIndexBuilder
 
 MISSING = -1  # allele code for a missing target allele
 
@@ -451,6 +452,9 @@ def read_site_keys(path, *, threads: int = 1) -> set[tuple[str, int, str, str]]:
 def atomic_output(path, *, index: bool = True):
     """Yield a temporary path to write; publish it (and its .tbi) under `path` on success.
 
+    With `index`, the .tbi is the one the writer left at the temporary path + '.tbi', or
+    else made with tabix.
+
     On any failure or interrupt the temporary files are removed and nothing appears
     under the final name. SIGTERM is turned into an exception so that `kill` cleans up
     too.
@@ -477,9 +481,10 @@ def atomic_output(path, *, index: bool = True):
     try:
         yield tmp
         if index:
-            import pysam
+            if not tmp_index.exists():  # not indexed by its writer
+                import pysam
 
-            pysam.tabix_index(str(tmp), preset="vcf", force=True, keep_original=True)
+                pysam.tabix_index(str(tmp), preset="vcf", force=True, keep_original=True)
             os.replace(tmp_index, str(path) + ".tbi")
         os.replace(tmp, path)
     except OSError as exc:
@@ -521,6 +526,7 @@ class BgzfTextWriter:
         self._pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
         self._pending: deque = deque()
         self._max_pending = 4 * threads
+        self._block_offsets: list[int] = []
 
     def write(self, text: str | bytes) -> None:
         self._buffer += text.encode() if isinstance(text, str) else text
@@ -533,11 +539,21 @@ class BgzfTextWriter:
 
     def _submit(self, chunk: bytes) -> None:
         if self._pool is None:
-            self._file.write(_bgzf_block(chunk, self._level))
+            self._write_block(_bgzf_block(chunk, self._level))
             return
         self._pending.append(self._pool.submit(_bgzf_block, chunk, self._level))
         while len(self._pending) > self._max_pending or (self._pending and self._pending[0].done()):
-            self._file.write(self._pending.popleft().result())
+            self._write_block(self._pending.popleft().result())
+
+    def _write_block(self, block: bytes) -> None:
+        self._block_offsets.append(self._file.tell())
+        self._file.write(block)
+
+    @property
+    def block_offsets(self) -> list[int]:
+        """After close: the compressed offset of each block (block k holds text
+        [k * 0xFF00, (k + 1) * 0xFF00)), then that of the end-of-file marker."""
+        return self._block_offsets
 
     def close(self) -> None:
         if self._file.closed:
@@ -547,7 +563,8 @@ class BgzfTextWriter:
                 self._submit(bytes(self._buffer))
                 self._buffer.clear()
             while self._pending:
-                self._file.write(self._pending.popleft().result())
+                self._write_block(self._pending.popleft().result())
+            self._block_offsets.append(self._file.tell())
             self._file.write(_BGZF_EOF)
         finally:
             if self._pool is not None:
@@ -657,16 +674,36 @@ INFO_HEADER = [
 ]
 
 
-class ImputedVcfWriter:
-    """Writes imputed sites as a Beagle-style VCF (GT, DS, GP; INFO AF, DR2, IMP) in BGZF."""
+@dataclass
+class RecordBlock:
+    """VCF records as text, with what their index needs: each record's span (0-based,
+    end exclusive) on `contig` and its length in bytes."""
 
-    def __init__(self, path, *, samples: list[str], contigs: list[str], extra_header: list[str], threads: int = 1):
+    contig: str
+    text: bytes
+    beg: np.ndarray
+    end: np.ndarray
+    lengths: np.ndarray
+
+
+class ImputedVcfWriter:
+    """Writes imputed sites as a Beagle-style VCF (GT, DS, GP; INFO AF, DR2, IMP) in BGZF.
+
+    With `index_path`, also writes the file's tabix index there on close.
+    """
+
+    def __init__(self, path, *, samples: list[str], contigs: list[str], extra_header: list[str], threads: int = 1,
+                 index_path=None):
         self._out = BgzfTextWriter(path, threads=threads)
+        self._index = TabixIndexBuilder() if index_path is not None else None
+        self._index_path = index_path
         lines = ["##fileformat=VCFv4.2", *extra_header]
         lines += [f"##contig=<ID={c}>" for c in contigs]
         lines += INFO_HEADER
         lines.append("\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples]))
-        self._out.write("\n".join(lines) + "\n")
+        header = ("\n".join(lines) + "\n").encode()
+        self._out.write(header)
+        self._text_offset = len(header)
 
     @staticmethod
     def block_text(
@@ -677,29 +714,46 @@ class ImputedVcfWriter:
         af: np.ndarray,
         dr2: np.ndarray,
         haploid: np.ndarray | None = None,
-    ) -> bytes:
+    ) -> RecordBlock:
         """The records of sites [start, start + len(hap_prob)) of `sites`; needs no writer,
         so that blocks can be formatted on several threads and written in order."""
         genotypes = format_genotype_rows(hap_prob, haploid)
         parts = []
+        lengths = np.empty(len(genotypes), dtype=np.int64)
+        ref_lengths = np.empty(len(genotypes), dtype=np.int64)
         for k, columns in enumerate(genotypes):
             i = start + k
             info = f"AF={af[k]:.4g};DR2={dr2[k]:.2f}" + ("" if typed[k] else ";IMP")
-            parts.append(
+            fixed = (
                 f"{sites.contig}\t{sites.positions[i]}\t{sites.ids[i]}\t{sites.refs[i]}\t{sites.alts[i]}"
                 f"\t.\tPASS\t{info}\tGT:DS:GP".encode()
             )
-            parts.append(columns)
-            parts.append(b"\n")
-        return b"".join(parts)
+            parts += (fixed, columns, b"\n")
+            lengths[k] = len(fixed) + len(columns) + 1
+            ref_lengths[k] = len(sites.refs[i])
+        beg = np.asarray(sites.positions[start : start + len(genotypes)], dtype=np.int64) - 1
+        return RecordBlock(sites.contig, b"".join(parts), beg, beg + ref_lengths, lengths)
 
-    def write_text(self, text: bytes) -> None:
+    def write_records(self, block: RecordBlock) -> None:
         """Append records made by `block_text`, in file order."""
-        self._out.write(text)
+        self._out.write(block.text)
+        if self._index is not None:
+            ends = self._text_offset + np.cumsum(block.lengths)
+            self._index.add(block.contig, block.beg, block.end, ends - block.lengths, ends)
+        self._text_offset += len(block.text)
 
     def write_block(self, sites: Sites, start: int, hap_prob, typed, af, dr2, haploid=None) -> None:
         """Write sites [start, start + len(hap_prob)) of `sites` (see `block_text`)."""
-        self.write_text(self.block_text(sites, start, hap_prob, typed, af, dr2, haploid))
+        self.write_records(self.block_text(sites, start, hap_prob, typed, af, dr2, haploid))
 
     def close(self) -> None:
         self._out.close()
+        if self._index is not None:
+            self._index.write(self._index_path, self._out.block_offsets, _BGZF_BLOCK_INPUT, write_bgzf)
+            self._index = None
+
+
+def write_bgzf(path, data: bytes) -> None:
+    """Write `data` as a BGZF file."""
+    with BgzfTextWriter(path) as out:
+        out.write(data)

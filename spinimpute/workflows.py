@@ -24,7 +24,7 @@ from spinimpute.impute import contigs_to_impute, impute_contig, phase_contig, si
 from spinimpute.model import SpinImputer
 from spinimpute.modelfile import ModelBundle, load_model, save_model
 from spinimpute.training import TrainingOptions, build_reference, encode_panel, train
-from spinimpute.vcf import ImputedVcfWriter, atomic_output, match_contig, read_panel, read_target
+from spinimpute.vcf import ImputedVcfWriter, RecordBlock, atomic_output, match_contig, read_panel, read_target
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,10 @@ def impute_job(
     total_windows = sum(len(windows_for(bundle.contigs[n], site_ranges[n])) for n in names)
     n_written = 0
     with atomic_output(out_path) as tmp:
-        writer = ImputedVcfWriter(tmp, samples=target.samples, contigs=names, extra_header=header, threads=threads)
+        writer = ImputedVcfWriter(tmp, samples=target.samples, contigs=names, extra_header=header, threads=threads,
+                                  index_path=f"{tmp}.tbi")
 
-        def block_text(sites, block) -> bytes:
+        def block_text(sites, block) -> RecordBlock:
             af, dr2 = site_statistics(block.hap_prob, block.haploid)
             return writer.block_text(sites, block.start, block.hap_prob, block.typed, af, dr2, block.haploid)
 
@@ -179,11 +180,11 @@ def impute_job(
                     ):
                         pending.append((formatting.submit(block_text, contig.sites, block), block.hap_prob.nbytes))
                         while pending and (pending[0][0].done() or sum(n for _, n in pending) > WRITE_QUEUE_BYTES):
-                            writer.write_text(pending.popleft()[0].result())
+                            writer.write_records(pending.popleft()[0].result())
                         n_written += block.hap_prob.shape[0]
                         bar.update()
                 while pending:
-                    writer.write_text(pending.popleft()[0].result())
+                    writer.write_records(pending.popleft()[0].result())
             bar.close()
         finally:
             writer.close()

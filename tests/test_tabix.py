@@ -1,0 +1,56 @@
+import shutil
+
+import numpy as np
+import pysam
+import pytest
+
+from spinimpute.tabix import TabixIndexBuilder, region_bin
+from spinimpute.vcf import _BGZF_BLOCK_INPUT, BgzfTextWriter, write_bgzf
+
+
+def test_region_bin_follows_the_specification():
+    assert region_bin(0, 1) == 4681  # first 16 kb bin
+    assert region_bin(16383, 16385) == 585  # crosses a 16 kb boundary: the 128 kb bin
+    assert region_bin(0, 1 << 29) == 0
+
+
+def _write_indexed(path, records, *, threads=1):
+    """records: (contig, pos, ref) in file order; returns the text offsets."""
+    index = TabixIndexBuilder()
+    header = b"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    with BgzfTextWriter(path, threads=threads) as out:
+        out.write(header)
+        offset = len(header)
+        for contig in dict.fromkeys(c for c, _, _ in records):
+            rows = [(pos, ref) for c, pos, ref in records if c == contig]
+            lines = [f"{contig}\t{pos}\t.\t{ref}\tA\t.\tPASS\t{'X' * (pos % 97)}\n".encode() for pos, ref in rows]
+            lengths = np.array([len(line) for line in lines])
+            beg = np.array([pos - 1 for pos, _ in rows])
+            ends = offset + np.cumsum(lengths)
+            index.add(contig, beg, beg + np.array([len(r) for _, r in rows]), ends - lengths, ends)
+            out.write(b"".join(lines))
+            offset = int(ends[-1])
+    index.write(f"{path}.tbi", out.block_offsets, _BGZF_BLOCK_INPUT, write_bgzf)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_index_answers_queries_as_tabix_does(tmp_path, threads):
+    rng = np.random.default_rng(0)
+    records = []
+    for contig, n in (("chr20", 30000), ("chrX", 5000), ("7", 1)):
+        positions = np.sort(rng.choice(3_000_000, n, replace=False)) + 1
+        for pos in positions.tolist():  # some long REF alleles, spanning 16 kb windows and bins
+            ref = "C" * (1 if rng.random() < 0.99 else int(rng.integers(2, 40000)))
+            records.append((contig, pos, ref))
+    ours = tmp_path / "ours.vcf.gz"
+    _write_indexed(ours, records, threads=threads)
+    theirs = tmp_path / "theirs.vcf.gz"
+    shutil.copy(ours, theirs)
+    pysam.tabix_index(str(theirs), preset="vcf", force=True, keep_original=True)
+    a, b = pysam.TabixFile(str(ours), index=f"{ours}.tbi"), pysam.TabixFile(str(theirs))
+    assert list(a.contigs) == list(b.contigs) == ["chr20", "chrX", "7"]
+    for contig in ("chr20", "chrX", "7"):
+        starts = rng.integers(0, 3_100_000, 200)
+        for start, width in zip(starts.tolist(), rng.integers(1, 200_000, 200).tolist()):
+            assert list(a.fetch(contig, start, start + width)) == list(b.fetch(contig, start, start + width))
+        assert list(a.fetch(contig)) == list(b.fetch(contig))
