@@ -225,24 +225,28 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
 
 
 @_compiled
-def _interval_posteriors(k, a, g, cand, group_of, n_groups, bounds, weights, alt_ptr, alt_group, sums,
-                         out_row):  # pragma: no cover - compiled
+def _interval_posteriors(k, a, a_scale, g, g_scale, cand, group_of, n_groups, bounds, weights, alt_ptr, alt_group,
+                         sums, out_row):  # pragma: no cover - compiled
+    """Posteriors of interval k's sites from the forward message a * a_scale before it and the
+    backward message g * g_scale after it (both normalised to sum to one once scaled)."""
     lo, hi = bounds[k], bounds[k + 1]
     if lo == hi:
         return
     n_states = cand.shape[0]
     n = n_groups[k]
-    sums[:, :n] = 0.0
-    ag_total = 0.0
+    sums[:n] = 0.0
     labels = group_of[k]
     for s in range(n_states):
         u = labels[cand[s]]
-        ag = a[s] * g[s]
-        ag_total += ag
-        sums[0, u] += ag
-        sums[1, u] += a[s]
-        sums[2, u] += g[s]
-        sums[3, u] += 1.0
+        a_s = a[s] * a_scale
+        g_s = g[s] * g_scale
+        sums[u, 0] += a_s * g_s
+        sums[u, 1] += a_s
+        sums[u, 2] += g_s
+        sums[u, 3] += 1.0
+    ag_total = 0.0  # summed over the groups, not the states: no chain of additions in the loop above
+    for u in range(n):
+        ag_total += sums[u, 0]
     for j in range(lo, hi):
         s_ag = 0.0
         s_a = 0.0
@@ -250,10 +254,10 @@ def _interval_posteriors(k, a, g, cand, group_of, n_groups, bounds, weights, alt
         s_1 = 0.0
         for t in range(alt_ptr[j], alt_ptr[j + 1]):
             u = alt_group[t]
-            s_ag += sums[0, u]
-            s_a += sums[1, u]
-            s_g += sums[2, u]
-            s_1 += sums[3, u]
+            s_ag += sums[u, 0]
+            s_a += sums[u, 1]
+            s_g += sums[u, 2]
+            s_1 += sums[u, 3]
         num = weights[0, j] * s_ag + weights[1, j] * s_a + weights[2, j] * s_g + weights[3, j] * s_1
         den = weights[0, j] * ag_total + weights[1, j] + weights[2, j] + weights[3, j] * n_states
         p = num / den
@@ -261,24 +265,19 @@ def _interval_posteriors(k, a, g, cand, group_of, n_groups, bounds, weights, alt
 
 
 @_compiled
-def _emit(step, prev, row, cand, allele, match, mismatch, out):  # pragma: no cover - compiled
-    """out = emission * (prev + step), normalised to sum to one; step < 0 means the emission alone (no prev)."""
-    n_states = cand.shape[0]
+def _emit(step, prev, prev_scale, states, allele, match, mismatch, out):  # pragma: no cover - compiled
+    """out = emission * (prev * prev_scale + step), unnormalised; returns 1 / its sum.
+
+    step < 0: the emission alone. states: the states' alleles at this marker. Leaving each
+    message unnormalised and carrying its scale saves a pass over the states per marker.
+    """
     total = 0.0
-    if allele < 0:
-        for s in range(n_states):
-            v = match * (prev[s] + step) if step >= 0 else match
-            out[s] = v
-            total += v
-    else:
-        for s in range(n_states):
-            e = mismatch if row[cand[s]] != allele else match
-            v = e * (prev[s] + step) if step >= 0 else e
-            out[s] = v
-            total += v
-    scale = 1.0 / total
-    for s in range(n_states):
-        out[s] *= scale
+    for s in range(states.shape[0]):
+        e = match if allele < 0 or states[s] == allele else mismatch
+        v = e * (prev[s] * prev_scale + step) if step >= 0 else e
+        out[s] = v
+        total += v
+    return 1.0 / total
 
 
 @_compiled
@@ -287,27 +286,37 @@ def _copy_posteriors(markers, query, candidates, jump, error, bounds, group_of, 
     n_markers = markers.shape[0]
     n_states = candidates.shape[1]
     alpha = np.empty((n_markers, n_states), np.float64)
+    alpha_scale = np.empty(n_markers, np.float64)
     g = np.empty(n_states, np.float64)
-    sums = np.empty((4, max(1, n_groups.max())), np.float64)
+    states = np.empty((n_markers, n_states), np.uint8)
+    sums = np.empty((max(1, n_groups.max()), 4), np.float64)  # a group's four sums share a cache line
     match, mismatch = 1.0 - error, error
     last = n_markers - 1
     for q in range(q_lo, q_hi):
         cand = candidates[q]
         x = query[q]
         out_row = out[q]
-        _emit(-1.0, g, markers[0], cand, x[0], match, mismatch, alpha[0])
+        for m in range(n_markers):  # the states' alleles, gathered once for both passes
+            row = markers[m]
+            for s in range(n_states):
+                states[m, s] = row[cand[s]]
+        alpha_scale[0] = _emit(-1.0, g, 1.0, states[0], x[0], match, mismatch, alpha[0])
         for m in range(1, n_markers):
-            _emit(jump[m - 1], alpha[m - 1], markers[m], cand, x[m], match, mismatch, alpha[m])
+            alpha_scale[m] = _emit(jump[m - 1], alpha[m - 1], alpha_scale[m - 1], states[m], x[m], match, mismatch,
+                                   alpha[m])
         # Backward; each interval is imputed as soon as the backward message of its right marker is known.
-        _interval_posteriors(n_markers, alpha[last], alpha[last], cand, group_of, n_groups, bounds, weights,
-                             alt_ptr, alt_group, sums, out_row)
-        _emit(-1.0, g, markers[last], cand, x[last], match, mismatch, g)
+        _interval_posteriors(n_markers, alpha[last], alpha_scale[last], alpha[last], alpha_scale[last], cand, group_of,
+                             n_groups, bounds, weights, alt_ptr, alt_group, sums, out_row)
+        g_scale = _emit(-1.0, g, 1.0, states[last], x[last], match, mismatch, g)
         for m in range(last, -1, -1):
             if m < last:
-                _emit(jump[m], g, markers[m], cand, x[m], match, mismatch, g)
-            a = alpha[m - 1] if m > 0 else g
-            _interval_posteriors(m, a, g, cand, group_of, n_groups, bounds, weights, alt_ptr, alt_group, sums,
-                                 out_row)
+                g_scale = _emit(jump[m], g, g_scale, states[m], x[m], match, mismatch, g)
+            if m > 0:
+                _interval_posteriors(m, alpha[m - 1], alpha_scale[m - 1], g, g_scale, cand, group_of, n_groups, bounds,
+                                     weights, alt_ptr, alt_group, sums, out_row)
+            else:
+                _interval_posteriors(0, g, g_scale, g, g_scale, cand, group_of, n_groups, bounds, weights, alt_ptr,
+                                     alt_group, sums, out_row)
 
 
 def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, weights, *, threads: int = 1,
