@@ -112,12 +112,14 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_imputed_writer_output_is_indexed_and_readable(tmp_path):
+@pytest.mark.parametrize("own_index", [False, True])
+def test_imputed_writer_output_is_indexed_and_readable(tmp_path, own_index):
     panel = read_panel(_write(tmp_path, "20\t100\trs1\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\n20\t300\t.\tC\tT\t.\t.\t.\tGT\t0|0\t0|1\n"))
     sites = panel.contigs["20"].sites
     out = tmp_path / "imp.vcf.gz"
     with atomic_output(out) as tmp:
-        w = ImputedVcfWriter(tmp, samples=["S1", "S2"], contigs=["20"], extra_header=["##spinimpute_command=x"])
+        w = ImputedVcfWriter(tmp, samples=["S1", "S2"], contigs=["20"], extra_header=["##spinimpute_command=x"],
+                             index_path=f"{tmp}.tbi" if own_index else None)
         w.write_block(sites, 0, np.array([[0.1, 0.9, 1.0, 0.0], [0.0, 0.0, 0.5, 0.5]]), np.array([False, True]),
                       np.array([0.5, 0.25]), np.array([0.8, 1.0]))
         w.close()
