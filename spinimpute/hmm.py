@@ -143,10 +143,10 @@ def select_candidates(
     n_segments = max(1, -(-n_markers // segment_markers))
     cuts = torch.linspace(0, n_markers, n_segments + 1).round().long().tolist()
     if runs_compiled(ref_typed) and segment_markers <= 16:
-        query = torch.where(observed, query_typed.round(), -1.0).to(torch.int8)
-        priority = torch.from_numpy(kernels.candidate_priority(
-            ref_typed.T.to(torch.uint8).numpy(), query.numpy(), np.asarray(cuts), threads=torch.get_num_threads()
-        ))
+        markers, query = _kernel_alleles(ref_typed, query_typed, observed)
+        priority = torch.from_numpy(
+            kernels.candidate_priority(markers, query, np.asarray(cuts), threads=torch.get_num_threads())
+        )
         return torch.topk(priority, n_candidates, dim=1, sorted=False).indices.sort(dim=1).values
     x = (2.0 * query_typed - 1.0) * observed  # +1 ALT, -1 REF, 0 missing
     y = 2.0 * ref_typed - 1.0
@@ -322,6 +322,12 @@ def impute_sites(
     return out.clamp(0.0, 1.0)
 
 
+def _kernel_alleles(ref_typed, query_typed, observed) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' inputs: (M, R) uint8 reference alleles, marker-major, and (Q, M) int8 query alleles, -1 missing."""
+    query = torch.where(observed, query_typed.round(), -1.0).to(torch.int8)
+    return ref_typed.T.to(torch.uint8).numpy(), query.numpy()
+
+
 def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, rate_per_cm, error, candidates, groups,
                            weights) -> torch.Tensor:
     n_ref, n_markers = ref_typed.shape
@@ -329,9 +335,9 @@ def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, rate_per
         candidates = torch.arange(n_ref).expand(query_typed.shape[0], -1)
     n_states = candidates.shape[1]
     jump = switch_jump(marker_cm.double(), rate_per_cm.double(), n_states)
-    query = torch.where(observed, query_typed.round(), -1.0).to(torch.int8)
+    markers, query = _kernel_alleles(ref_typed, query_typed, observed)
     out = kernels.copy_posteriors(
-        ref_typed.T.to(torch.uint8).numpy(), query.numpy(), candidates.to(torch.int32).numpy(), jump.numpy(),
+        markers, query, candidates.to(torch.int32).numpy(), jump.numpy(),
         float(error), np.asarray(groups.bounds), (groups.group_of, groups.n_groups, groups.alt_ptr, groups.alt_group),
         weights.double().numpy(), threads=torch.get_num_threads(),
         dtype=torch.empty(0, dtype=ref_typed.dtype).numpy().dtype,

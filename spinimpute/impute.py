@@ -370,9 +370,7 @@ def select_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
-def site_statistics(
-    hap_prob: np.ndarray, haploid: np.ndarray | None = None, *, threads: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
+def site_statistics(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """INFO AF and DR2 of each site.
 
     Args:
@@ -387,7 +385,8 @@ def site_statistics(
         dose d = p1 + p2 and E[x^2] = p1 + p2 + 2 p1 p2 for a diploid call, d = E[x^2] = p
         for a haploid one.
     """
-    total, dose_sq, expected_sq, alleles = kernels.site_sums(hap_prob, haploid, threads)
+    # One thread: the writer runs this for several blocks at once.
+    total, dose_sq, expected_sq, alleles = kernels.site_sums(hap_prob, haploid)
     n = hap_prob.shape[1] // 2
     mean_term = total * total / n
     num = dose_sq - mean_term

@@ -448,6 +448,6 @@ def warm_up() -> None:
                     np.full((4, 6), 0.25))
     gt_ds, gp = np.zeros((4 * 201, 8), np.uint8), np.zeros((101 * 101, 16), np.uint8)  # as vcf's tables
     diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp, np.ones(len(gp), np.int64))
-    site_sums(np.zeros((1, 2), np.float32), None)
     candidate_priority(by_site[[1, 3]], query, np.array([0, 2]))
+    site_sums(np.zeros((1, 2), np.float32), None)
     site_sums(np.zeros((1, 2), np.float32), np.ones((1, 1), bool))

@@ -1,4 +1,4 @@
-"""A tabix (.tbi) index of a BGZF VCF, built while the VCF is written.
+"""A tabix (.tbi) index of a BGZF VCF, built while the VCF is written (the writer compresses it).
 
 Indexing afterwards (htslib's tabix) reads and decompresses the whole file again; the
 writer already knows where each record starts, so it records that instead. The index is
@@ -75,13 +75,12 @@ class TabixIndexBuilder:
                 if index.linear[w] < 0:
                     index.linear[w] = s
 
-    def write(self, path, block_offsets: np.ndarray, block_size: int, write_bgzf) -> None:
-        """Write the index to `path`.
+    def index_bytes(self, block_offsets: np.ndarray, block_size: int) -> bytes:
+        """The .tbi content before BGZF compression.
 
         Args:
             block_offsets: compressed offset of each BGZF block of the VCF, then the
                 offset just past the last one; block k holds text [k * block_size, (k + 1) * block_size).
-            write_bgzf: write_bgzf(path, data) writes `data` as a BGZF file.
         """
         block_offsets = np.asarray(block_offsets, dtype=np.uint64)
 
@@ -108,4 +107,4 @@ class TabixIndexBuilder:
                 linear.append(previous)
             out.append(struct.pack(f"<i{len(linear)}Q", len(linear), *linear))
         out.append(struct.pack("<Q", 0))  # records without coordinates
-        write_bgzf(path, b"".join(out))
+        return b"".join(out)

@@ -749,7 +749,7 @@ class ImputedVcfWriter:
     def close(self) -> None:
         self._out.close()
         if self._index is not None:
-            self._index.write(self._index_path, self._out.block_offsets, _BGZF_BLOCK_INPUT, write_bgzf)
+            write_bgzf(self._index_path, self._index.index_bytes(self._out.block_offsets, _BGZF_BLOCK_INPUT))
             self._index = None
 
 

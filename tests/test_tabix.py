@@ -30,7 +30,7 @@ def _write_indexed(path, records, *, threads=1):
             index.add(contig, beg, beg + np.array([len(r) for _, r in rows]), ends - lengths, ends)
             out.write(b"".join(lines))
             offset = int(ends[-1])
-    index.write(f"{path}.tbi", out.block_offsets, _BGZF_BLOCK_INPUT, write_bgzf)
+    write_bgzf(f"{path}.tbi", index.index_bytes(out.block_offsets, _BGZF_BLOCK_INPUT))
 
 
 @pytest.mark.parametrize("threads", [1, 3])
