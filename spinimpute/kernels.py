@@ -52,33 +52,67 @@ def _allele(packed_row, r):  # pragma: no cover - compiled
 
 @_compiled
 def _label_intervals(packed, n_ref, bounds, group_of, n_groups, first_member, k_lo, k_hi):  # pragma: no cover
-    """Exact grouping: a haplotype's label is refined site by site by its allele there."""
+    """Exact grouping: at each site the ALT carriers of a group split off into a new group.
+
+    Only a site's carriers are visited (found a byte at a time), so the many rare sites
+    of a large panel cost little more than reading their bytes.
+    """
     labels = np.empty(n_ref, np.int32)
-    table = np.empty(2 * n_ref + 2, np.int32)
+    size = np.zeros(n_ref, np.int32)  # members of each label
+    moving = np.zeros(n_ref, np.int32)  # the current site's carriers in each label
+    split = np.empty(n_ref, np.int32)  # the label those carriers move to, -1 if they are the whole label
+    touched = np.empty(n_ref, np.int32)
+    carriers = np.empty(n_ref, np.int32)
+    number = np.empty(n_ref, np.int32)
+    n_bytes = packed.shape[1]
     for k in range(k_lo, k_hi):
         labels[:] = 0
+        size[0] = n_ref
         n = 1
         for j in range(bounds[k], bounds[k + 1]):
-            table[: 2 * n] = -1
             row = packed[j]
-            m = 0
-            for r in range(n_ref):
-                key = 2 * labels[r] + _allele(row, r)
-                t = table[key]
-                if t < 0:
-                    t = m
-                    table[key] = m
-                    m += 1
-                labels[r] = t
-            n = m
-        n_groups[k] = n
-        group_of[k] = labels
-        # Labels are numbered in order of first appearance, so each group's first member is found in one pass.
-        seen = 0
+            c = 0
+            for b in range(n_bytes):
+                byte = row[b]
+                if byte:
+                    for bit in range(8):
+                        r = 8 * b + bit
+                        if (byte >> (7 - bit)) & 1 and r < n_ref:
+                            carriers[c] = r
+                            c += 1
+            n_touched = 0
+            for i in range(c):
+                g = labels[carriers[i]]
+                if moving[g] == 0:
+                    touched[n_touched] = g
+                    n_touched += 1
+                moving[g] += 1
+            for t in range(n_touched):
+                g = touched[t]
+                if moving[g] < size[g]:
+                    split[g] = n
+                    size[n] = moving[g]
+                    size[g] -= moving[g]
+                    n += 1
+                else:
+                    split[g] = -1
+            for i in range(c):
+                r = carriers[i]
+                if split[labels[r]] >= 0:
+                    labels[r] = split[labels[r]]
+            for t in range(n_touched):
+                moving[touched[t]] = 0
+        # Number the groups in order of first appearance; each group's first member comes with it.
+        number[:n] = -1
+        m = 0
         for r in range(n_ref):
-            if labels[r] == seen:
-                first_member[k, seen] = r
-                seen += 1
+            g = labels[r]
+            if number[g] < 0:
+                number[g] = m
+                first_member[k, m] = r
+                m += 1
+            group_of[k, r] = number[g]
+        n_groups[k] = m
 
 
 @_compiled

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from spinimpute import kernels
 
@@ -20,6 +21,22 @@ def test_groups_split_over_threads_equal_one_thread():
     for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
         for j in range(lo, hi):  # a site's ALT groups are exactly the groups of its ALT carriers
             np.testing.assert_array_equal(alt_group[alt_ptr[j] : alt_ptr[j + 1]], np.unique(group_of[k][by_site[j] == 1]))
+
+
+@pytest.mark.parametrize("alt_rate,n_ref", [(0.002, 203), (0.05, 203), (0.5, 61), (1.0, 16)])
+def test_groups_are_the_distinct_sequences_numbered_by_first_appearance(alt_rate, n_ref):
+    rng = np.random.default_rng(3)
+    by_site = (rng.random((400, n_ref)) < alt_rate).astype(np.uint8)
+    by_site[:, n_ref // 2 :] = by_site[:, : n_ref - n_ref // 2]  # repeated sequences
+    bounds = np.array([0, 0, 1, 40, 41, 200, 400])
+    group_of, n_groups, _, _ = kernels.group_intervals(np.packbits(by_site, axis=1), n_ref, bounds, threads=2)
+    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        sequences, first, inverse = np.unique(by_site[lo:hi].T, axis=0, return_index=True, return_inverse=True)
+        order = np.argsort(first)  # groups in order of their first member
+        want = np.empty(len(order), dtype=np.int64)
+        want[order] = np.arange(len(order))
+        assert n_groups[k] == len(sequences)
+        np.testing.assert_array_equal(group_of[k], want[inverse.ravel()])
 
 
 def test_site_sums_follow_ploidy():
