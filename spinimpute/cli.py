@@ -161,11 +161,14 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
 @click.option("--states", type=click.IntRange(min=1),
               help="Reference haplotypes the copying model keeps per target haplotype and window (the "
                    "best-matching ones). Default: the model's (400). More is slower, rarely more accurate.")
+@click.option("--format", "format_fields", type=click.Choice(["GT,DS,GP", "GT,DS"]), default="GT,DS,GP",
+              show_default=True, help="FORMAT fields written for each sample; GT,DS is Beagle's default output and "
+                                      "about half the text.")
 @seed_option
 @threads_option
 @device_option
 @click.pass_context
-def impute(ctx, target_path, model_path, out_path, summary_path, region, states, seed, threads, device):
+def impute(ctx, target_path, model_path, out_path, summary_path, region, states, format_fields, seed, threads, device):
     """Impute all panel sites for every target sample."""
     from spinimpute.workflows import impute_job, summary_path_for
 
@@ -181,6 +184,7 @@ def impute(ctx, target_path, model_path, out_path, summary_path, region, states,
         summary_path=summary_path or summary_path_for(out_path),
         region=region,
         copying_states=states,
+        gp=format_fields == "GT,DS,GP",
     )
 
 
@@ -227,7 +231,7 @@ def ligate(out_path, chunks):
 
 # Beagle 5.4 keys that tune its own algorithm; accepted so that pipelines switch executables unchanged.
 BEAGLE_TUNING_KEYS = frozenset(
-    "ap gp impute burnin iterations phase-states imp-states cluster ne err em window overlap seed step-scale "
+    "ap impute burnin iterations phase-states imp-states cluster ne err em window overlap seed step-scale "
     "rare imp-segment imp-step imp-nsteps buffer ped truth excludesamples excludemarkers".split()
 )
 
@@ -236,11 +240,12 @@ BEAGLE_TUNING_KEYS = frozenset(
 @click.argument("arguments", nargs=-1)
 @click.pass_context
 def beagle(ctx, arguments):
-    """Beagle 5.4's command line: gt=STUDY.vcf.gz ref=MODEL out=PREFIX [map=] [nthreads=] [chrom=].
+    """Beagle 5.4's command line: gt=STUDY.vcf.gz ref=MODEL out=PREFIX [map=] [nthreads=] [chrom=] [gp=].
 
-    Writes PREFIX.vcf.gz (+ .tbi) and PREFIX.log as Beagle does. ref= must be a spinimpute model (train one
-    with 'spinimpute train --ref PANEL.vcf.gz'). map= is accepted but the model's own map is used. Beagle's
-    tuning keys are ignored with a warning; unknown keys are an error. Also installed as 'spinimpute-beagle'.
+    Writes PREFIX.vcf.gz (+ .tbi) and PREFIX.log as Beagle does: GT:DS, and GT:DS:GP with gp=true. ref= must
+    be a spinimpute model (train one with 'spinimpute train --ref PANEL.vcf.gz'). map= is accepted but the
+    model's own map is used. Beagle's tuning keys are ignored with a warning; unknown keys are an error. Also
+    installed as 'spinimpute-beagle'.
     """
     from spinimpute.workflows import impute_job
 
@@ -249,7 +254,7 @@ def beagle(ctx, arguments):
         key, sep, value = argument.partition("=")
         if not sep or not key:
             raise click.UsageError(f"Beagle arguments are key=value pairs, got '{argument}'")
-        if key not in {"gt", "ref", "out", "map", "nthreads", "chrom"} | BEAGLE_TUNING_KEYS:
+        if key not in {"gt", "ref", "out", "map", "nthreads", "chrom", "gp"} | BEAGLE_TUNING_KEYS:
             raise click.UsageError(f"unknown Beagle argument '{key}'")
         values[key] = value
     missing = [k for k in ("gt", "ref", "out") if not values.get(k)]
@@ -260,6 +265,9 @@ def beagle(ctx, arguments):
         threads = int(values.get("nthreads", 2))
     except ValueError:
         raise click.UsageError(f"nthreads={values['nthreads']} is not a number") from None
+    gp = values.get("gp", "false").lower()
+    if gp not in ("true", "false"):
+        raise click.UsageError(f"gp={values['gp']} is not true or false")
     region = values.get("chrom")
     if region is not None:
         _check_region(region)
@@ -283,6 +291,7 @@ def beagle(ctx, arguments):
             command_line=_command_line(),
             progress=ctx.obj["progress"],
             region=region,
+            gp=gp == "true",
         )
     finally:
         logging.getLogger().removeHandler(handler)

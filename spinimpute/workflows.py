@@ -107,11 +107,13 @@ def impute_job(
     summary_path=None,
     region: str | None = None,
     copying_states: int | None = None,
+    gp: bool = True,
 ) -> dict:
     """Impute every panel site of the target's contigs and write an indexed VCF.
 
-    `summary_path`, when given, receives a JSON summary: how the target's records were
-    matched to the panel (each case counted), sites written, time.
+    The FORMAT fields are GT:DS:GP, or GT:DS without `gp`. `summary_path`, when given,
+    receives a JSON summary: how the target's records were matched to the panel (each
+    case counted), sites written, time.
     """
     start = time.time()
     bundle = load_model(model_path)
@@ -161,7 +163,7 @@ def impute_job(
     n_written = 0
     with atomic_output(out_path) as tmp:
         writer = ImputedVcfWriter(tmp, samples=target.samples, contigs=names, extra_header=header, threads=threads,
-                                  index_path=f"{tmp}.tbi")
+                                  index_path=f"{tmp}.tbi", gp=gp)
 
         def block_text(sites, block) -> RecordBlock:
             af, dr2 = site_statistics(block.hap_prob, block.haploid)

@@ -185,6 +185,26 @@ def test_beagle_command_line(trained_model, small_benchmark, tmp_path):
     log_text = (tmp_path / "bgl.log").read_text()
     assert "ignored Beagle tuning argument(s): ne=" in log_text and "map=plink.map ignored" in log_text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bgl.log", "bgl.vcf.gz", "bgl.vcf.gz.tbi"]
+    # As Beagle: GT:DS unless gp=true.
+    vcf = cyvcf2.VCF(str(tmp_path / "bgl.vcf.gz"))
+    assert "##FORMAT=<ID=GP" not in vcf.raw_header
+    assert next(iter(vcf)).FORMAT == ["GT", "DS"]
+
+
+def test_format_gt_ds_writes_the_same_calls_without_gp(imputed, trained_model, small_benchmark, tmp_path):
+    out = tmp_path / "ds.vcf.gz"
+    result = CliRunner().invoke(main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"),
+                                       "--model", str(trained_model), "--out", str(out), "--format", "GT,DS",
+                                       "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    with_gp, without = cyvcf2.VCF(str(imputed)), cyvcf2.VCF(str(out))
+    assert "##FORMAT=<ID=GP" in with_gp.raw_header and "##FORMAT=<ID=GP" not in without.raw_header
+    n = 0
+    for a, b in zip(with_gp, without):
+        assert b.FORMAT == ["GT", "DS"] and (a.POS, a.INFO.get("DR2")) == (b.POS, b.INFO.get("DR2"))
+        assert np.array_equal(a.format("DS"), b.format("DS")) and np.array_equal(a.genotype.array(), b.genotype.array())
+        n += 1
+    assert n == len(list(cyvcf2.VCF(str(imputed))))
 
 
 @pytest.mark.parametrize("args,problem", [(["gt=a", "ref=b", "out=c", "bogus=1"], "unknown Beagle argument"),

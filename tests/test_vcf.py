@@ -11,6 +11,7 @@ from spinimpute.vcf import (
     ImputedVcfWriter,
     atomic_output,
     format_genotype_block,
+    format_genotype_rows,
     read_panel,
     read_target,
 )
@@ -101,6 +102,14 @@ def test_genotype_block_formatting():
     assert fields[0, 0] == "0|1:1:0,1,0"
     assert fields[0, 1] == "0|1:0.75:0.38,0.5,0.12" or fields[0, 1].startswith("0|1:0.75:")
     assert fields[1, 0] == "1|1:2:0,0,1"
+    no_gp = format_genotype_block(probs, gp=False)
+    assert no_gp[0, 0] == "0|1:1" and no_gp[0, 1] == "0|1:0.75" and no_gp[1, 0] == "1|1:2"
+    haploid = np.array([[True, False], [False, False]])
+    assert format_genotype_block(probs, haploid, gp=False)[0, 0] == "1:0.5"
+    assert format_genotype_block(probs, haploid)[0, 0] == "1:0.5:0.5,0.5"
+    for gp in (True, False):  # the compiled rows hold the same text
+        rows = format_genotype_rows(probs.astype(np.float32), gp=gp)
+        assert rows == [("\t" + "\t".join(r)).encode() for r in format_genotype_block(probs, gp=gp)]
 
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):
