@@ -35,20 +35,16 @@ def _keep_freed_memory() -> None:
     libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: do not hand the heap top back after each free
 
 
-def _setup(threads: int, seed: int | None = None):
-    import numpy as np
-    import torch
-
+def _setup(threads: int, seed: int | None = None, *, torch: bool = True):
+    """Process-wide settings; `torch=False` leaves torch unimported (CPU imputation runs without it)."""
     _keep_freed_memory()
-    torch.set_num_threads(max(1, threads))
-    # Probabilities far below float32's normal range only slow the HMM down; they round to zero anyway.
-    torch.set_flush_denormal(True)
-    if seed is not None:
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
+    if torch:
+        from spinimpute.workflows import configure_torch
+
+        configure_torch(threads, seed)
 
 
-def _device(name: str):
+def _device(name: str) -> str:
     from spinimpute.impute import select_device
 
     return select_device(name)
@@ -172,12 +168,13 @@ def impute(ctx, target_path, model_path, out_path, summary_path, region, states,
     """Impute all panel sites for every target sample."""
     from spinimpute.workflows import impute_job, summary_path_for
 
-    _setup(threads, seed)
+    device = _device(device)
+    _setup(threads, seed, torch=device != "cpu")
     impute_job(
         target_path=target_path,
         model_path=model_path,
         out_path=out_path,
-        device=_device(device),
+        device=device,
         threads=threads,
         command_line=_command_line(),
         progress=ctx.obj["progress"],
@@ -281,12 +278,13 @@ def beagle(ctx, arguments):
             log.warning("ignored Beagle tuning argument(s): %s", ", ".join(f"{k}=" for k in ignored))
         if "map" in values:
             log.warning("map=%s ignored: the model carries the genetic map it was trained with", values["map"])
-        _setup(max(1, threads))
+        device = _device("auto")
+        _setup(max(1, threads), torch=device != "cpu")
         impute_job(
             target_path=values["gt"],
             model_path=values["ref"],
             out_path=prefix + ".vcf.gz",
-            device=_device("auto"),
+            device=device,
             threads=max(1, threads),
             command_line=_command_line(),
             progress=ctx.obj["progress"],

@@ -7,19 +7,19 @@ pass runs over the typed markers only; posteriors at every other site are obtain
 closed form from the flanking markers, so the cost is O(Q * R * (M + J)) and the
 per-site work is a few matrix products. This torch code is what training
 differentiates and what runs on a GPU; on a CPU without gradients `impute_sites` hands
-the same arithmetic to the compiled loops of `spinimpute.kernels`.
+the same arithmetic to `spinimpute.copying` (numpy around compiled loops), which CPU
+imputation also calls directly, without torch.
 
 Shapes: Q query haplotypes, R reference haplotypes, M typed markers, J sites to impute.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from spinimpute import kernels
+from spinimpute import copying
+from spinimpute.copying import SiteGroups
 
 
 def switch_probability(distance_cm: torch.Tensor, rate_per_cm: torch.Tensor) -> torch.Tensor:
@@ -139,15 +139,13 @@ def select_candidates(
     Returns:
         (Q, K) long indices into the reference rows, increasing along each row.
     """
-    n_markers = ref_typed.shape[1]
-    n_segments = max(1, -(-n_markers // segment_markers))
-    cuts = torch.linspace(0, n_markers, n_segments + 1).round().long().tolist()
-    if runs_compiled(ref_typed) and segment_markers <= 16:
+    n_markers, n_ref = ref_typed.shape[1], ref_typed.shape[0]
+    if runs_compiled(ref_typed) and segment_markers == copying.SEGMENT_MARKERS:
         markers, query = _kernel_alleles(ref_typed, query_typed, observed)
-        priority = torch.from_numpy(
-            kernels.candidate_priority(markers, query, np.asarray(cuts), threads=torch.get_num_threads())
-        )
-        return torch.topk(priority, n_candidates, dim=1, sorted=False).indices.sort(dim=1).values
+        chosen = copying.select_candidates(markers, query, n_candidates, threads=torch.get_num_threads())
+        return torch.from_numpy(chosen).long()
+    cuts = copying.segment_cuts(n_markers, segment_markers)
+    n_segments = len(cuts) - 1
     x = (2.0 * query_typed - 1.0) * observed  # +1 ALT, -1 REF, 0 missing
     y = 2.0 * ref_typed - 1.0
 
@@ -168,60 +166,31 @@ def select_candidates(
             total += after
         before, here, after = here, after, matches(i + 2)
     priority = shortfall * (4.0 * n_markers + 4.0) + total
-    return torch.topk(priority, n_candidates, dim=1, sorted=False).indices.sort(dim=1).values
+    # Ties go to the lower index, as in `copying.top_candidates` (the priorities are exact integers).
+    key = priority.double() * n_ref - torch.arange(n_ref, device=priority.device)
+    return torch.topk(key, n_candidates, dim=1, sorted=False).indices.sort(dim=1).values
 
 
-@dataclass
-class SiteGroups:
-    """Reference haplotypes grouped, between each pair of neighbouring markers, by their alleles there.
-
-    Haplotypes with the same alleles over an interval's sites add up to one term of the
-    posterior there, so imputing an interval costs O(U) per query for U distinct
-    sequences (far fewer than the panel's haplotypes), as in Minimac's state reduction.
-
-    Attributes:
-        bounds: interval k holds sites [bounds[k], bounds[k + 1]); interval 0 lies
-            before the first marker and interval M after the last.
-        group_of: (M + 1, R) int32, each haplotype's sequence in each interval.
-        n_groups: (M + 1,) int32, distinct sequences per interval.
-        alt_ptr, alt_group: the sequences of site j's interval that carry its ALT allele
-            are alt_group[alt_ptr[j]:alt_ptr[j + 1]].
-    """
-
-    bounds: list[int]
-    group_of: np.ndarray
-    n_groups: np.ndarray
-    alt_ptr: np.ndarray
-    alt_group: np.ndarray
-
-    def sequences(self, k: int, device=None) -> torch.Tensor:
-        """(U_k, S_k) float 0/1 alleles of interval k's distinct sequences."""
-        lo, hi = self.bounds[k], self.bounds[k + 1]
-        dense = torch.zeros(int(self.n_groups[k]), hi - lo)
-        counts = np.diff(self.alt_ptr[lo : hi + 1])
-        rows = self.alt_group[self.alt_ptr[lo] : self.alt_ptr[hi]]
-        dense[torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(np.repeat(np.arange(hi - lo), counts))] = 1.0
-        return dense.to(device)
+def group_sequences(groups: SiteGroups, k: int, device=None) -> torch.Tensor:
+    """(U_k, S_k) float 0/1 alleles of interval k's distinct sequences."""
+    lo, hi = groups.bounds[k], groups.bounds[k + 1]
+    dense = torch.zeros(int(groups.n_groups[k]), hi - lo)
+    counts = np.diff(groups.alt_ptr[lo : hi + 1])
+    rows = groups.alt_group[groups.alt_ptr[lo] : groups.alt_ptr[hi]]
+    dense[torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(np.repeat(np.arange(hi - lo), counts))] = 1.0
+    return dense.to(device)
 
 
 def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]:
     """Site index bounds of the M + 1 intervals cut by the markers (see `SiteGroups`)."""
-    interval = torch.searchsorted(marker_cm.contiguous(), site_cm.contiguous(), right=True)
-    n_markers = marker_cm.shape[0]
-    return torch.searchsorted(interval, torch.arange(n_markers + 2, dtype=interval.dtype,
-                                                     device=interval.device)).tolist()
+    return copying.interval_bounds(marker_cm.detach().cpu().numpy(), site_cm.detach().cpu().numpy())
 
 
 def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
     """Group the reference haplotypes (R, J) within each interval of `bounds`."""
     by_site = ref_sites.detach().to("cpu", torch.uint8).T.numpy()
-    return group_packed_sites(np.packbits(by_site, axis=1), ref_sites.shape[0], bounds)
-
-
-def group_packed_sites(packed: np.ndarray, n_ref: int, bounds: list[int]) -> SiteGroups:
-    """`group_sites` of the sites' np.packbits rows (J, ceil(R / 8)), as the model file stores them."""
-    found = kernels.group_intervals(packed, n_ref, np.asarray(bounds), torch.get_num_threads())
-    return SiteGroups(bounds, *found)
+    return copying.group_packed_sites(np.packbits(by_site, axis=1), ref_sites.shape[0], bounds,
+                                      threads=torch.get_num_threads())
 
 
 def site_weights(
@@ -286,11 +255,11 @@ def impute_sites(
     """
     if groups is None:
         groups = group_sites(ref_sites, interval_bounds(marker_cm, site_cm))
+    if runs_compiled(ref_typed, rate_per_cm, error):
+        return _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, site_cm, rate_per_cm, error,
+                                      candidates, groups)
     n_states = ref_typed.shape[0] if candidates is None else candidates.shape[1]
     weights = site_weights(marker_cm, site_cm, groups.bounds, rate_per_cm, n_states)
-    if runs_compiled(ref_typed, rate_per_cm, error):
-        return _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, rate_per_cm, error, candidates,
-                                      groups, weights)
     if candidates is None:
         states = ref_typed
         group_of = torch.from_numpy(groups.group_of).to(ref_typed.device, torch.int64)
@@ -314,7 +283,7 @@ def impute_sites(
         rows = torch.cat([ag, a, g, ones])
         summed = torch.zeros(4 * n_query, int(groups.n_groups[k]), dtype=alpha.dtype, device=alpha.device)
         summed = summed.scatter_add(1, group_of[k].repeat(4, 1), rows)
-        products = (summed @ groups.sequences(k, alpha.device).to(alpha.dtype)).view(4, n_query, -1)
+        products = (summed @ group_sequences(groups, k, alpha.device).to(alpha.dtype)).view(4, n_query, -1)
         w = weights[:, lo:hi]
         num = (w.unsqueeze(1) * products).sum(dim=0)
         den = w[0] * ag.sum(dim=1, keepdim=True) + w[1] + w[2] + w[3] * n_states
@@ -328,21 +297,14 @@ def _kernel_alleles(ref_typed, query_typed, observed) -> tuple[np.ndarray, np.nd
     return ref_typed.T.to(torch.uint8).numpy(), query.numpy()
 
 
-def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, rate_per_cm, error, candidates, groups,
-                           weights) -> torch.Tensor:
-    n_ref, n_markers = ref_typed.shape
-    if candidates is None:
-        candidates = torch.arange(n_ref).expand(query_typed.shape[0], -1)
-    n_states = candidates.shape[1]
-    jump = switch_jump(marker_cm.double(), rate_per_cm.double(), n_states)
+def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, site_cm, rate_per_cm, error, candidates,
+                           groups) -> torch.Tensor:
     markers, query = _kernel_alleles(ref_typed, query_typed, observed)
-    out = kernels.copy_posteriors(
-        markers, query, candidates.to(torch.int32).numpy(), jump.numpy(),
-        float(error), np.asarray(groups.bounds), (groups.group_of, groups.n_groups, groups.alt_ptr, groups.alt_group),
-        weights.double().numpy(), threads=torch.get_num_threads(),
-        dtype=torch.empty(0, dtype=ref_typed.dtype).numpy().dtype,
+    out = copying.posteriors(
+        markers, query, None if candidates is None else candidates.to(torch.int32).numpy(), marker_cm.numpy(),
+        site_cm.numpy(), groups, rate_per_cm.detach().numpy(), float(error), threads=torch.get_num_threads(),
     )
-    return torch.from_numpy(out)
+    return torch.from_numpy(out).to(ref_typed.dtype)
 
 
 def leave_one_out(

@@ -11,6 +11,7 @@ markers, J sites to impute; interval k holds the sites between markers k - 1 and
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -471,6 +472,22 @@ def site_sums(hap_prob: np.ndarray, haploid: np.ndarray | None, threads: int = 1
     return sums
 
 
+@_compiled
+def _gelu(x, out):  # pragma: no cover - compiled
+    flat_in, flat_out = x.ravel(), out.ravel()
+    for i in range(flat_in.size):
+        v = flat_in[i]
+        flat_out[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """GELU with the exact error function (torch.nn.GELU's default), float32; numpy has no erf."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    _gelu(x, out)
+    return out
+
+
 def warm_up() -> None:
     """Compile (or load from the cache) every kernel with the argument types that imputation uses."""
     rng = np.random.default_rng(0)
@@ -484,4 +501,5 @@ def warm_up() -> None:
     diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp, np.ones(len(gp), np.int64))
     candidate_priority(by_site[[1, 3]], query, np.array([0, 2]))
     site_sums(np.zeros((1, 2), np.float32), None)
+    gelu(np.zeros((1, 2), np.float32))
     site_sums(np.zeros((1, 2), np.float32), np.ones((1, 1), bool))

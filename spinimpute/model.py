@@ -24,17 +24,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
 from spinimpute import hmm
-
-SITE_FEATURES = 3  # minor allele frequency, log10 MAF, relative genetic position in the window
-MASKED = 2  # allele code of a masked (untyped) SNP inside a token
-# The predictor refines only tokens where the copying model is unsure of some site (ALT
-# probability in (CERTAIN, 1 - CERTAIN)); the others keep its logits. On the 5 Mb, 4,000-haplotype
-# simulation 1.6% of query tokens are unsure at 1e-3, and r² moved by < 1e-6 in every MAF bin.
-CERTAIN = 1e-3
+from spinimpute.inference import CERTAIN
+from spinimpute.windows import MASKED, SITE_FEATURES
 
 
 class MultiheadAttentionBlock(nn.Module):
@@ -314,3 +310,41 @@ class SpinImputer(nn.Module):
             candidates=candidates,
             groups=groups,
         )
+
+
+class TorchImputer:
+    """A `SpinImputer` on a torch device behind the array interface of `spinimpute.inference.CpuImputer`,
+    which the imputation engine calls: numpy arrays in and out, the work on the device."""
+
+    compiled = False  # the engine sizes query batches for the torch copying model
+
+    def __init__(self, network: SpinImputer, device):
+        self.device = torch.device(device)
+        self.network = network.to(self.device).eval()
+        self.kmer = network.kmer
+        self.copying_states = network.copying_states
+        self.threads = torch.get_num_threads()
+
+    def _tensor(self, array: np.ndarray, dtype=None) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, dtype)
+
+    @torch.inference_mode()
+    def copy_probabilities(self, *, markers, query, marker_cm, site_cm, groups) -> np.ndarray:
+        """(Q, J) float32; arguments as `CpuImputer.copy_probabilities`."""
+        query_t = self._tensor(query, torch.int64)
+        hmm_prob = self.network.copy_probabilities(
+            ref_typed=self._tensor(markers.T, torch.float32), query_typed=query_t.clamp(min=0).float(),
+            observed=query_t >= 0, marker_cm=self._tensor(marker_cm), ref_sites=None, site_cm=self._tensor(site_cm),
+            groups=groups,
+        )
+        return hmm_prob.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def predict(self, *, inducing, query_alleles, hmm_prob, site_features) -> np.ndarray:
+        """(Q, W) float32 logits; arguments as `CpuImputer.predict`."""
+        logits = self.network.predict(
+            inducing=self._tensor(inducing), query_alleles=self._tensor(query_alleles, torch.int64),
+            hmm_prob=self._tensor(hmm_prob), site_features=self._tensor(site_features),
+        )
+        return logits.float().cpu().numpy()
+

@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from spinimpute import __version__
 from spinimpute.errors import ModelFileError, OutputFileError
-from spinimpute.model import SpinImputer
 from spinimpute.vcf import Sites
 from spinimpute.windows import Window
 
@@ -107,21 +105,39 @@ class ReferenceContig:
 
 @dataclass
 class ModelBundle:
-    network: SpinImputer
+    """A model file's contents.
+
+    Attributes:
+        weights: the network's state dict as float32 arrays (`SpinImputer.state_dict()`).
+        hyperparameters: the network's keyword arguments.
+        contigs: the panel, per contig.
+        metadata: provenance and training summary.
+    """
+
+    weights: dict[str, np.ndarray]
     hyperparameters: dict
     contigs: dict[str, ReferenceContig]
     metadata: dict
 
+    def network(self):
+        """The trained `SpinImputer` (imports torch, which CPU imputation does without)."""
+        import torch
 
-def _strings_to_tensor(values: list[str]) -> torch.Tensor:
-    data = "\n".join(values).encode()
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+        from spinimpute.model import SpinImputer
+
+        network = SpinImputer(**self.hyperparameters)
+        network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in self.weights.items()})
+        return network.eval()
 
 
-def _tensor_to_strings(t: torch.Tensor, n: int) -> list[str]:
+def _strings_to_array(values: list[str]) -> np.ndarray:
+    return np.frombuffer("\n".join(values).encode(), dtype=np.uint8).copy()
+
+
+def _array_to_strings(t: np.ndarray, n: int) -> list[str]:
     if n == 0:
         return []
-    values = bytes(t.numpy().tobytes()).decode().split("\n")
+    values = t.tobytes().decode().split("\n")
     if len(values) != n:
         raise ValueError("string table length mismatch")
     return values
@@ -129,23 +145,24 @@ def _tensor_to_strings(t: torch.Tensor, n: int) -> list[str]:
 
 def save_model(path, bundle: ModelBundle) -> None:
     """Write the model atomically (temporary name, then rename)."""
-    from safetensors.torch import save_file
+    from safetensors.numpy import save_file
 
-    tensors = {f"network.{k}": v.detach().cpu().contiguous() for k, v in bundle.network.state_dict().items()}
+    tensors = {f"network.{k}": np.array(v, order="C") for k, v in bundle.weights.items()}  # keeps 0-d shapes
     contig_meta = []
     for i, (name, c) in enumerate(bundle.contigs.items()):
         p = f"contig{i}."
-        tensors[p + "positions"] = torch.from_numpy(c.sites.positions.astype(np.int64))
-        tensors[p + "cm"] = torch.from_numpy(c.cm.astype(np.float64))
-        tensors[p + "haplotypes"] = torch.from_numpy(np.asarray(c.packed_haplotypes))
-        tensors[p + "alt_freq"] = torch.from_numpy(c.alt_freq.astype(np.float32))
-        tensors[p + "windows"] = torch.tensor([[w.start, w.stop, w.core_start, w.core_stop] for w in c.windows])
-        tensors[p + "ids"] = _strings_to_tensor(c.sites.ids)
-        tensors[p + "refs"] = _strings_to_tensor(c.sites.refs)
-        tensors[p + "alts"] = _strings_to_tensor(c.sites.alts)
+        tensors[p + "positions"] = c.sites.positions.astype(np.int64)
+        tensors[p + "cm"] = c.cm.astype(np.float64)
+        tensors[p + "haplotypes"] = np.ascontiguousarray(c.packed_haplotypes, dtype=np.uint8)
+        tensors[p + "alt_freq"] = c.alt_freq.astype(np.float32)
+        tensors[p + "windows"] = np.array([[w.start, w.stop, w.core_start, w.core_stop] for w in c.windows],
+                                          dtype=np.int64).reshape(-1, 4)
+        tensors[p + "ids"] = _strings_to_array(c.sites.ids)
+        tensors[p + "refs"] = _strings_to_array(c.sites.refs)
+        tensors[p + "alts"] = _strings_to_array(c.sites.alts)
         if c.inducing is None:
             raise ValueError(f"contig {name} has no encoded inducing points")
-        tensors[p + "inducing"] = torch.from_numpy(np.ascontiguousarray(c.inducing, dtype=np.float32))
+        tensors[p + "inducing"] = np.ascontiguousarray(c.inducing, dtype=np.float32)
         contig_meta.append({"name": name, "n_sites": len(c.sites), "n_haplotypes": c.n_haplotypes})
     metadata = dict(bundle.metadata)
     metadata.update(
@@ -194,7 +211,7 @@ def load_model(path) -> ModelBundle:
             path, f"is a VCF/BCF, not a spinimpute model; make one with 'spinimpute train --ref {path} --out MODEL'"
         )
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:
             raw = (handle.metadata() or {}).get(METADATA_KEY)
             if raw is None:
                 raise ModelFileError(path, "not a spinimpute model (no spinimpute metadata)")
@@ -219,33 +236,50 @@ def load_model(path) -> ModelBundle:
         raise ModelFileError(path, f"corrupt or truncated model file ({exc})") from None
     try:
         hyper = metadata["hyperparameters"]
-        network = SpinImputer(**hyper)
-        state = {k[len("network.") :]: v for k, v in tensors.items() if k.startswith("network.")}
-        network.load_state_dict(state)
-        network.eval()
+        weights = {k[len("network.") :]: v for k, v in tensors.items() if k.startswith("network.")}
+        _check_weights(weights, hyper)
         contigs = {}
         for i, meta in enumerate(metadata["contigs"]):
             p = f"contig{i}."
             n = meta["n_sites"]
             sites = Sites(
                 meta["name"],
-                tensors[p + "positions"].numpy(),
-                _tensor_to_strings(tensors[p + "ids"], n),
-                _tensor_to_strings(tensors[p + "refs"], n),
-                _tensor_to_strings(tensors[p + "alts"], n),
+                tensors[p + "positions"],
+                _array_to_strings(tensors[p + "ids"], n),
+                _array_to_strings(tensors[p + "refs"], n),
+                _array_to_strings(tensors[p + "alts"], n),
             )
             windows = [Window(*map(int, row)) for row in tensors[p + "windows"].tolist()]
             contigs[meta["name"]] = ReferenceContig(
                 sites=sites,
-                cm=tensors[p + "cm"].numpy(),
+                cm=tensors[p + "cm"],
                 packed_haplotypes=_packed_rows(path, data_start, header[p + "haplotypes"]),
                 n_haplotypes=int(meta["n_haplotypes"]),
-                alt_freq=tensors[p + "alt_freq"].numpy(),
+                alt_freq=tensors[p + "alt_freq"],
                 windows=windows,
-                inducing=tensors[p + "inducing"].numpy(),
+                inducing=tensors[p + "inducing"],
             )
             if len(sites.positions) != n or contigs[meta["name"]].packed_haplotypes.shape[0] != n:
                 raise ValueError("site arrays disagree")
     except (KeyError, TypeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
         raise ModelFileError(path, f"inconsistent model file ({exc})") from None
-    return ModelBundle(network, hyper, contigs, metadata)
+    return ModelBundle(weights, hyper, contigs, metadata)
+
+
+# Weights that imputation reads, with the width of their last dimension as a function of the hyperparameters.
+_INFERENCE_WEIGHTS = {
+    "log_ne": None, "logit_mismatch": None, "word_embedding.weight": "embed_dim", "head.weight": "embed_dim",
+    "hmm_projection.weight": "2*kmer", "site_projection.weight": "3*kmer", "predictor.to_q.weight": "embed_dim",
+}
+
+
+def _check_weights(weights: dict[str, np.ndarray], hyper: dict) -> None:
+    """The weights imputation needs are there and fit the hyperparameters (what loading into
+    the torch module would check); ValueError if not."""
+    sizes = {"embed_dim": hyper.get("embed_dim", 16), "2*kmer": 2 * hyper.get("kmer", 4),
+             "3*kmer": 3 * hyper.get("kmer", 4)}
+    for name, width in _INFERENCE_WEIGHTS.items():
+        if name not in weights:
+            raise ValueError(f"missing weight {name}")
+        if width is not None and weights[name].shape[-1] != sizes[width]:
+            raise ValueError(f"weight {name} has shape {weights[name].shape}")

@@ -19,11 +19,10 @@ import torch
 from tqdm import tqdm
 
 from spinimpute.genmap import GeneticMap, constant_rate_cm
-from spinimpute.impute import window_logits
 from spinimpute.model import SpinImputer
 from spinimpute.modelfile import ReferenceContig
 from spinimpute.vcf import Panel
-from spinimpute.windows import layout_windows, site_features
+from spinimpute.windows import MASKED, layout_windows, site_features
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +108,39 @@ def _window_batch(
         "typed": torch.from_numpy(typed).to(device),
         "truth": torch.from_numpy(truth.astype(np.float32)).to(device),
     }
+
+
+def window_logits(
+    network: SpinImputer,
+    *,
+    ref_alleles: torch.Tensor,
+    site_cm: torch.Tensor,
+    features: torch.Tensor,
+    typed_columns: torch.Tensor,
+    query_typed: torch.Tensor,
+    inducing: torch.Tensor,
+) -> torch.Tensor:
+    """ALT logits (Q, W) at the sites of one window for query haplotypes, differentiable.
+
+    Args:
+        ref_alleles: (R, W) float 0/1 reference haplotypes.
+        site_cm: (W,) genetic positions.
+        features: (W, SITE_FEATURES) site features.
+        typed_columns: (M,) long, window columns of the typed markers, increasing.
+        query_typed: (Q, M) long query alleles at those markers, negative where missing.
+        inducing: (I, F*E) inducing points of the window.
+    """
+    hmm_prob = network.copy_probabilities(
+        ref_typed=ref_alleles[:, typed_columns],
+        query_typed=query_typed.clamp(min=0).to(ref_alleles.dtype),
+        observed=query_typed >= 0,
+        marker_cm=site_cm[typed_columns],
+        ref_sites=ref_alleles,
+        site_cm=site_cm,
+    )
+    query_alleles = torch.full(hmm_prob.shape, MASKED, dtype=torch.long, device=hmm_prob.device)
+    query_alleles[:, typed_columns] = torch.where(query_typed >= 0, query_typed, MASKED)
+    return network.predict(inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob, site_features=features)
 
 
 def _loss(network: SpinImputer, batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinimpute.model import SITE_FEATURES
+SITE_FEATURES = 3  # ALT frequency, log10 MAF, genetic position relative to the window's centre
+MASKED = 2  # allele code of a masked (untyped) SNP inside a token
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from spinimpute import __version__
 from spinimpute.errors import InputFileError, OutputFileError
-from spinimpute.genmap import read_genetic_map
-from spinimpute.impute import contigs_to_impute, impute_contig, phase_contig, site_statistics, windows_for
-from spinimpute.model import SpinImputer
-from spinimpute.modelfile import ModelBundle, load_model, save_model
-from spinimpute.training import TrainingOptions, build_reference, encode_panel, train
-from spinimpute.vcf import ImputedVcfWriter, RecordBlock, atomic_output, match_contig, read_panel, read_target
+from spinimpute.impute import contigs_to_impute, impute_contig, site_statistics, windows_for
+from spinimpute.inference import CpuImputer
+from spinimpute.modelfile import load_model
+from spinimpute.vcf import ImputedVcfWriter, RecordBlock, atomic_output, match_contig, read_target
+
+# Training, GPUs and phasing run torch code; `impute` on a CPU does without it (see
+# `spinimpute.inference`), so torch and the modules that use it are imported where needed.
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,22 @@ def train_job(
     ref_path,
     out_path,
     map_path=None,
-    options: TrainingOptions,
+    options,
     window_sites: int = DEFAULT_WINDOW_SITES,
     flank_sites: int = DEFAULT_FLANK_SITES,
     hyperparameters: dict | None = None,
-    device: torch.device,
+    device: str = "cpu",
     threads: int = 1,
     command_line: str = "",
     progress: bool = True,
 ) -> dict:
     """Read a panel, train a model on it, encode the panel and write the model file."""
+    from spinimpute.genmap import read_genetic_map
+    from spinimpute.model import SpinImputer
+    from spinimpute.modelfile import ModelBundle, save_model
+    from spinimpute.training import build_reference, encode_panel, train
+    from spinimpute.vcf import read_panel
+
     start = time.time()
     out_path = Path(out_path)
     if out_path.is_dir():
@@ -90,7 +96,8 @@ def train_job(
         "kmer": network.kmer,
         "copying_states": network.copying_states,
     }
-    save_model(out_path, ModelBundle(network, hyper_full, contigs, metadata))
+    weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
+    save_model(out_path, ModelBundle(weights, hyper_full, contigs, metadata))
     log.info("wrote model %s in %.1f s", out_path, summary["seconds"])
     return summary
 
@@ -100,7 +107,7 @@ def impute_job(
     target_path,
     model_path,
     out_path,
-    device: torch.device,
+    device: str = "cpu",
     threads: int = 1,
     command_line: str = "",
     progress: bool = True,
@@ -113,7 +120,8 @@ def impute_job(
 
     The FORMAT fields are GT:DS:GP, or GT:DS without `gp`. `summary_path`, when given,
     receives a JSON summary: how the target's records were matched to the panel (each
-    case counted), sites written, time.
+    case counted), sites written, time. On device "cpu" the model runs without torch,
+    unless the target has unphased genotypes to phase.
     """
     start = time.time()
     bundle = load_model(model_path)
@@ -143,15 +151,28 @@ def impute_job(
     )
     if counts.get("renamed_contigs"):
         log.warning("target contig names reconciled with the model's: %s", ", ".join(counts["renamed_contigs"]))
-    network = bundle.network.to(device)
+    hyper = dict(bundle.hyperparameters)
     if copying_states is not None:
-        network.copying_states = copying_states
+        hyper["copying_states"] = copying_states
+    phased = {name: target.contigs[name] for name in names}
     if counts["unphased_het"]:
+        from spinimpute.phasing import phase_contig
+
         log.info("phasing %d unphased heterozygous target genotypes against the panel", counts["unphased_het"])
-    phased = {
-        name: phase_contig(network, bundle.contigs[name], target.contigs[name], device=device, sites=site_ranges[name])
-        for name in names
-    }
+        network = _torch_network(bundle, threads).to(device)
+        phased = {
+            name: phase_contig(network, bundle.contigs[name], target.contigs[name], device=device,
+                               sites=site_ranges[name])
+            for name in names
+        }
+    if device == "cpu":
+        model = CpuImputer.from_hyperparameters(bundle.weights, hyper, threads=threads)
+    else:
+        from spinimpute.model import TorchImputer
+
+        network = _torch_network(bundle, threads)
+        network.copying_states = hyper.get("copying_states", network.copying_states)
+        model = TorchImputer(network, device)
     header = [
         f"##filedate={datetime.date.today():%Y%m%d}",
         f'##source="spinimpute {__version__}"',
@@ -177,9 +198,7 @@ def impute_job(
                 pending: deque = deque()
                 for name in names:
                     contig = bundle.contigs[name]
-                    for block in impute_contig(
-                        network, contig, phased[name], device=device, name=name, sites=site_ranges[name]
-                    ):
+                    for block in impute_contig(model, contig, phased[name], name=name, sites=site_ranges[name]):
                         pending.append((formatting.submit(block_text, contig.sites, block), block.hap_prob.nbytes))
                         while pending and (pending[0][0].done() or sum(n for _, n in pending) > WRITE_QUEUE_BYTES):
                             writer.write_records(pending.popleft()[0].result())
@@ -208,6 +227,24 @@ def impute_job(
     if summary_path is not None:
         write_json(summary_path, summary)
     return summary
+
+
+def _torch_network(bundle, threads: int):
+    """The model file's torch module, with torch set up as `configure_torch` does."""
+    configure_torch(threads)
+    return bundle.network()
+
+
+def configure_torch(threads: int, seed: int | None = None) -> None:
+    """torch's intra-op threads, denormals flushed, and the seed of torch's and numpy's generators."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    # Probabilities far below float32's normal range only slow the torch HMM down; they round to zero anyway.
+    torch.set_flush_denormal(True)
+    if seed is not None:
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
 
 
 def parse_region(text: str) -> tuple[str, int, int]:

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 pytestmark = pytest.mark.gpu
 
@@ -16,6 +15,6 @@ def test_cuda_matches_cpu(trained_model, small_benchmark, tmp_path):
     for device in ("cpu", "cuda"):
         out = tmp_path / f"{device}.vcf.gz"
         impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=out,
-                   device=torch.device(device), progress=False)
+                   device=device, progress=False)
         outputs[device] = np.stack([r.format("DS")[:, 0] for r in cyvcf2.VCF(str(out))])
     assert np.abs(outputs["cpu"] - outputs["cuda"]).max() <= 0.011

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from spinimpute.impute import phase_contig, site_statistics
+from spinimpute.impute import site_statistics
 from spinimpute.modelfile import load_model
+from spinimpute.phasing import phase_contig
 from spinimpute.vcf import read_target
 
 
@@ -40,7 +41,7 @@ def test_phasing_keeps_genotypes_and_recovers_most_phase(trained_model, small_be
     unphased = read_target(path, sites)
     tc = unphased.contigs["20"]
     assert tc.unphased.sum() == unphased.counts["unphased_het"] > 0
-    result = phase_contig(bundle.network, bundle.contigs["20"], tc, device=torch.device("cpu"))
+    result = phase_contig(bundle.network(), bundle.contigs["20"], tc, device=torch.device("cpu"))
     truth = phased.contigs["20"].alleles
     assert not result.unphased.any()
     assert np.array_equal(result.alleles.reshape(len(truth), -1, 2).sum(-1), truth.reshape(len(truth), -1, 2).sum(-1))

@@ -27,7 +27,7 @@ def test_round_trip_preserves_weights_and_panel(trained_model, small_benchmark):
     assert rc.inducing.shape[0] == len(rc.windows)
     assert bundle.metadata["format_version"] == FORMAT_VERSION
     assert bundle.metadata["reference_samples"] == panel.samples
-    assert all(torch.isfinite(p).all() for p in bundle.network.parameters())
+    assert all(torch.isfinite(p).all() for p in bundle.network().parameters())
 
 
 def test_truncated_file_is_rejected(trained_model, tmp_path):

@@ -1,0 +1,146 @@
+"""The copying model at inference on the CPU: numpy around the compiled kernels, no torch.
+
+`spinimpute.hmm` holds the same Li-Stephens model as differentiable torch code, which
+training differentiates and a GPU runs; on a CPU without gradients it hands its inputs
+to the functions here, and CPU imputation calls them directly, so that it never has to
+import torch. Tests hold the two equal.
+
+Shapes: Q query haplotypes, K states per query, R reference haplotypes, M typed
+markers, J sites to impute; interval k holds the sites between markers k - 1 and k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spinimpute import kernels
+
+# Markers per segment of candidate preselection; the compiled kernel packs a segment into 16 bits.
+SEGMENT_MARKERS = 16
+
+
+def switch_probability(distance_cm: np.ndarray, rate_per_cm) -> np.ndarray:
+    """Probability of at least one template switch over a genetic distance (in the inputs' precision)."""
+    return -np.expm1(-rate_per_cm * np.maximum(distance_cm, 0))
+
+
+def switch_jump(marker_cm: np.ndarray, rate_per_cm, n_states: int) -> np.ndarray:
+    """(M-1,) float64 p / ((1 - p) K) for the switch probability p between neighbouring markers."""
+    distance = np.diff(np.asarray(marker_cm, dtype=np.float64))
+    switch = np.minimum(switch_probability(distance, np.float64(rate_per_cm)), 1.0 - 1e-6)
+    return switch / ((1.0 - switch) * n_states)
+
+
+def interval_bounds(marker_cm: np.ndarray, site_cm: np.ndarray) -> list[int]:
+    """Site index bounds of the M + 1 intervals cut by the markers (see `SiteGroups`)."""
+    interval = np.searchsorted(marker_cm, site_cm, side="right")
+    return np.searchsorted(interval, np.arange(len(marker_cm) + 2), side="left").tolist()
+
+
+@dataclass
+class SiteGroups:
+    """Reference haplotypes grouped, between each pair of neighbouring markers, by their alleles there.
+
+    Haplotypes with the same alleles over an interval's sites add up to one term of the
+    posterior there, so imputing an interval costs O(U) per query for U distinct
+    sequences (far fewer than the panel's haplotypes), as in Minimac's state reduction.
+
+    Attributes:
+        bounds: interval k holds sites [bounds[k], bounds[k + 1]); interval 0 lies
+            before the first marker and interval M after the last.
+        group_of: (M + 1, R) int32, each haplotype's sequence in each interval.
+        n_groups: (M + 1,) int32, distinct sequences per interval.
+        alt_ptr, alt_group: the sequences of site j's interval that carry its ALT allele
+            are alt_group[alt_ptr[j]:alt_ptr[j + 1]].
+    """
+
+    bounds: list[int]
+    group_of: np.ndarray
+    n_groups: np.ndarray
+    alt_ptr: np.ndarray
+    alt_group: np.ndarray
+
+
+def group_packed_sites(packed: np.ndarray, n_ref: int, bounds: list[int], *, threads: int = 1) -> SiteGroups:
+    """Group the R haplotypes within each interval of `bounds`, from the sites' np.packbits rows
+    (J, ceil(R / 8)), as the model file stores them."""
+    return SiteGroups(bounds, *kernels.group_intervals(packed, n_ref, np.asarray(bounds), threads))
+
+
+def site_weights(marker_cm: np.ndarray, site_cm: np.ndarray, bounds: list[int], rate_per_cm, n_states: int):
+    """(4, J) weights of the a*g, a, g and uniform terms of each site's posterior, in the
+    precision of the positions (float32 as the engine passes them).
+
+    Between markers m - 1 and m, with switch probabilities p1 from the left marker and
+    p2 to the right one, a state's posterior is proportional to
+    (1-p1)(1-p2) a g + (1-p1) p2 a / K + p1 (1-p2) g / K + p1 p2 / K^2, where a is
+    its forward probability at m - 1 and g its backward probability at m. Before the
+    first marker only g (at marker 0) and after the last only a (at marker M - 1) is
+    defined: (1-p) g + p / K and (1-p) a + p / K.
+    """
+    n_markers = len(marker_cm)
+    rate = np.asarray(rate_per_cm, dtype=site_cm.dtype)
+    interval = np.repeat(np.arange(n_markers + 1), np.diff(bounds))
+    p1 = switch_probability(site_cm - marker_cm[np.maximum(interval - 1, 0)], rate)
+    p2 = switch_probability(marker_cm[np.minimum(interval, n_markers - 1)] - site_cm, rate)
+    k = float(n_states)
+    inner = np.stack([(1 - p1) * (1 - p2), (1 - p1) * p2 / k, p1 * (1 - p2) / k, p1 * p2 / (k * k)])
+    zero = np.zeros_like(p1)
+    before = np.stack([zero, zero, 1 - p2, p2 / k])
+    after = np.stack([zero, 1 - p1, zero, p1 / k])
+    return np.where(interval == 0, before, np.where(interval == n_markers, after, inner))
+
+
+def segment_cuts(n_markers: int, segment_markers: int = SEGMENT_MARKERS) -> list[int]:
+    """Bounds of the marker segments of candidate preselection: as equal as can be, each at most `segment_markers`."""
+    n_segments = max(1, -(-n_markers // segment_markers))
+    return np.linspace(0, n_markers, n_segments + 1).round().astype(np.int64).tolist()
+
+
+def top_candidates(priority: np.ndarray, n_candidates: int) -> np.ndarray:
+    """(Q, K) int32 indices of each row's K highest priorities, ties to the lower index, increasing."""
+    n_ref = priority.shape[1]
+    key = priority.astype(np.int64) * n_ref - np.arange(n_ref)  # priorities are exact integers
+    chosen = np.argpartition(key, n_ref - n_candidates, axis=1)[:, n_ref - n_candidates :]
+    return np.sort(chosen, axis=1).astype(np.int32)
+
+
+def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int, *, threads: int = 1) -> np.ndarray:
+    """Reference haplotypes that each query copies from most plausibly (see `spinimpute.hmm.select_candidates`).
+
+    Args:
+        markers: (M, R) uint8 reference alleles at the markers, marker-major.
+        query: (Q, M) int8 query alleles, -1 where missing.
+        n_candidates: K < R states to keep per query.
+
+    Returns:
+        (Q, K) int32 indices into the reference rows, increasing along each row.
+    """
+    cuts = np.asarray(segment_cuts(markers.shape[0]))
+    return top_candidates(kernels.candidate_priority(markers, query, cuts, threads=threads), n_candidates)
+
+
+def posteriors(markers, query, candidates, marker_cm, site_cm, groups: SiteGroups, rate_per_cm, error, *,
+               threads: int = 1) -> np.ndarray:
+    """(Q, J) float32 posterior ALT probabilities of the sites for each query.
+
+    Args:
+        markers: (M, R) uint8 reference alleles at the typed markers (M >= 1), marker-major.
+        query: (Q, M) int8 query alleles, -1 where missing.
+        candidates: (Q, K) reference rows that are each query's states, or None for all R.
+        marker_cm, site_cm: (M,) and (J,) genetic positions, sorted.
+        groups: the reference haplotypes grouped within the intervals of these markers and sites.
+        rate_per_cm, error: switch rate per cM and mismatch probability.
+    """
+    n_ref = markers.shape[1]
+    if candidates is None:
+        candidates = np.broadcast_to(np.arange(n_ref, dtype=np.int32), (query.shape[0], n_ref))
+    n_states = candidates.shape[1]
+    weights = site_weights(marker_cm, site_cm, groups.bounds, rate_per_cm, n_states)
+    return kernels.copy_posteriors(
+        markers, query, candidates, switch_jump(marker_cm, rate_per_cm, n_states), float(error),
+        np.asarray(groups.bounds), (groups.group_of, groups.n_groups, groups.alt_ptr, groups.alt_group),
+        weights.astype(np.float64), threads=threads,
+    )

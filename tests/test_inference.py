@@ -1,0 +1,124 @@
+"""CPU inference without torch (`spinimpute.inference`) equals the torch module it is read from."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from spinimpute import copying, hmm
+from spinimpute.inference import CpuImputer
+from spinimpute.model import SpinImputer, TorchImputer
+from spinimpute.windows import MASKED, SITE_FEATURES
+
+
+def _network(kmer=4, seed=0):
+    torch.manual_seed(seed)
+    net = SpinImputer(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2, kmer=kmer, copying_states=12)
+    torch.nn.init.normal_(net.head.weight, std=0.5)  # a trained head, not the zero of a new model
+    torch.nn.init.normal_(net.head.bias, std=0.5)
+    with torch.no_grad():
+        net.log_ne += 0.3
+        net.logit_mismatch -= 0.5
+    return net.eval()
+
+
+def _cpu(net: SpinImputer) -> CpuImputer:
+    weights = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    return CpuImputer(weights, kmer=net.kmer, n_heads=net.predictor.n_heads, copying_states=net.copying_states)
+
+
+@pytest.mark.parametrize("kmer,certain", [(4, None), (3, -1.0), (1, None)])
+def test_predictor_equals_the_module(kmer, certain, monkeypatch):
+    net = _network(kmer)
+    g = torch.Generator().manual_seed(1)
+    n_query, n_sites = 5, 38
+    ref = (torch.rand(30, n_sites, generator=g) < 0.3).long()
+    features = torch.randn(n_sites, SITE_FEATURES, generator=g)
+    query = torch.full((n_query, n_sites), MASKED)
+    query[:, ::5] = ref[:n_query, ::5]
+    hmm_prob = torch.rand(n_query, n_sites, generator=g)
+    hmm_prob[:, :8] = 1e-5  # certain tokens keep the copying model's logits
+    if certain is not None:  # every token refined
+        monkeypatch.setattr("spinimpute.model.CERTAIN", certain)
+        monkeypatch.setattr("spinimpute.inference.CERTAIN", certain)
+    with torch.no_grad():
+        inducing = net.encode(ref, features)
+        want = net.predict(inducing=inducing, query_alleles=query, hmm_prob=hmm_prob, site_features=features)
+    got = _cpu(net).predict(inducing=inducing.numpy(), query_alleles=query.numpy(), hmm_prob=hmm_prob.numpy(),
+                            site_features=features.numpy())
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want.numpy(), atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_ref", [10, 40])  # all rows as states, and 12 candidates of 40
+def test_copying_model_equals_the_torch_hmm(n_ref):
+    net = _network()
+    g = torch.Generator().manual_seed(2)
+    n_sites, n_typed = 90, 20
+    ref = (torch.rand(n_ref, n_sites, generator=g) < 0.3).float()
+    ref[n_ref // 2 :] = ref[: n_ref - n_ref // 2]
+    site_cm = torch.sort(torch.rand(n_sites, generator=g) * 0.5).values
+    typed = torch.sort(torch.randperm(n_sites, generator=g)[:n_typed]).values
+    query = (torch.rand(6, n_typed, generator=g) < 0.3).float()
+    observed = torch.rand(6, n_typed, generator=g) < 0.9
+    marker_cm = site_cm[typed]
+    # The torch HMM itself (differentiable, as training runs it), not its CPU shortcut to `copying`.
+    args = {"ref_typed": ref[:, typed], "query_typed": query, "observed": observed, "marker_cm": marker_cm,
+            "ref_sites": ref, "site_cm": site_cm}
+    with torch.enable_grad():
+        net.log_ne.requires_grad_(True)
+        assert not hmm.runs_compiled(args["ref_typed"], net.switch_rate(n_ref))
+        want = net.copy_probabilities(**args).detach()
+    markers = ref[:, typed].T.to(torch.uint8).numpy()
+    kernel_query = torch.where(observed, query, -1.0).to(torch.int8).numpy()
+    groups = copying.group_packed_sites(np.packbits(ref.T.to(torch.uint8).numpy(), axis=1), n_ref,
+                                        copying.interval_bounds(marker_cm.numpy(), site_cm.numpy()))
+    got = _cpu(net).copy_probabilities(markers=markers, query=kernel_query, marker_cm=marker_cm.numpy(),
+                                       site_cm=site_cm.numpy(), groups=groups)
+    np.testing.assert_allclose(got, want.numpy(), atol=2e-5)
+
+
+def test_engine_gives_the_same_dosages_through_torch_and_without(trained_model, small_benchmark, tmp_path):
+    import cyvcf2
+
+    from spinimpute.workflows import impute_job
+
+    dosages = {}
+    for device in ("cpu", "torch"):
+        out = tmp_path / f"{device}.vcf.gz"
+        if device == "torch":  # the torch module on the CPU, as a GPU run uses it
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr("spinimpute.workflows.CpuImputer.from_hyperparameters",
+                              lambda weights, hyper, threads: _torch_imputer(weights, hyper))
+                impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=out,
+                           progress=False)
+        else:
+            impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=out,
+                       progress=False)
+        dosages[device] = np.stack([r.format("DS")[:, 0] for r in cyvcf2.VCF(str(out))])
+    assert np.abs(dosages["cpu"] - dosages["torch"]).max() <= 0.011  # DS has two decimals
+
+
+def _torch_imputer(weights, hyper):
+    net = SpinImputer(**hyper)
+    net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+    return TorchImputer(net, "cpu")
+
+
+def test_cpu_imputation_does_not_import_torch(trained_model, small_benchmark, tmp_path):
+    code = (
+        "import sys\n"
+        "from spinimpute.cli import main\n"
+        "try:\n"
+        f"    main(['-q', 'impute', '--target', {str(small_benchmark / 'target.vcf.gz')!r}, '--model', "
+        f"{str(trained_model)!r}, '--out', {str(tmp_path / 'o.vcf.gz')!r}, '--device', 'cpu'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    assert (tmp_path / "o.vcf.gz").exists()
