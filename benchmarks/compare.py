@@ -67,9 +67,10 @@ def spinimpute_train(*, ref: Path, genetic_map: Path, model: Path, threads: int,
             "--out", str(model), "--threads", str(threads), "--device", device, *steps_args]
 
 
-def spinimpute_impute(*, target: Path, model: Path, output: Path, threads: int, device: str = "auto") -> list[str]:
+def spinimpute_impute(*, target: Path, model: Path, output: Path, threads: int, device: str = "auto",
+                      formats: str = "GT,DS,GP") -> list[str]:
     return [sys.executable, "-m", "spinimpute", "-q", "impute", "--target", str(target), "--model", str(model),
-            "--out", str(output), "--threads", str(threads), "--device", device]
+            "--out", str(output), "--threads", str(threads), "--device", device, "--format", formats]
 
 
 def beagle_bref3(ref: Path) -> list[str]:

@@ -5,11 +5,13 @@ Sections (name one or more; `all` runs them in this order):
     compare  the three tools on a 5 Mb region, 4,000 reference haplotypes (2,000 samples),
              200 targets: one-off prepare step (spinimpute train, Beagle bref3, Minimac4
              --compress-reference) and impute, each with wall s, CPU s and peak RSS MB, plus
-             the aggregate dosage r² over untyped sites (spinimpute.evaluate)
+             the aggregate dosage r² over untyped sites (spinimpute.evaluate); imputed twice,
+             every tool writing GT:DS (Beagle's and Minimac4's usual output) and every tool
+             writing GT:DS:GP (spinimpute's default), so that each row writes what the others do
     panel    the three tools with 1,000 vs 4,000 reference haplotypes, same region and targets:
-             prepare and impute time ratios (one spinimpute model per panel size)
-    region   spinimpute impute wall s and peak RSS for a 5 Mb vs a 20 Mb region
-    targets  spinimpute impute time for 50, 100 and 200 target samples (one model)
+             prepare and impute time ratios (one spinimpute model per panel size), GT:DS:GP
+    region   spinimpute impute wall s and peak RSS for a 5 Mb vs a 20 Mb region (GT:DS:GP)
+    targets  spinimpute impute time for 50, 100 and 200 target samples (one model, GT:DS:GP)
 
     python benchmarks/speed.py SECTION... [--threads 2] [--out benchmarks/results/speed]
         [--train-steps N] [--scale 1.0] [--seed 1] [--mutation-rate 5.5e-8] [--device cpu]
@@ -193,47 +195,48 @@ class Bench:
             steps=steps, device=self.args.device))
         return timing, model
 
-    def spin_impute(self, mb: int, n_ref: int, n_target: int) -> tuple[dict, Path]:
+    def spin_impute(self, mb: int, n_ref: int, n_target: int, gp: bool = True) -> tuple[dict, Path]:
         data = self.region(mb)
         _, model = self.spin_model(mb, n_ref)
-        tag = model.with_suffix("").relative_to(self.out / "runs").as_posix() + f".target{n_target}"
+        tag = model.with_suffix("").relative_to(self.out / "runs").as_posix() + f".target{n_target}{_fields(gp)}"
         output = self.out / "runs" / f"{tag}.vcf.gz"
         timing = self._timed(f"{tag}.impute", compare.spinimpute_impute(
             target=data / f"target{n_target}.vcf.gz", model=model, output=output, threads=self.threads,
-            device=self.args.device))
+            device=self.args.device, formats="GT,DS,GP" if gp else "GT,DS"))
         return timing, output
 
-    def spinimpute(self, mb: int, n_ref: int, n_target: int) -> dict:
+    def spinimpute(self, mb: int, n_ref: int, n_target: int, gp: bool = True) -> dict:
         prepare, _ = self.spin_model(mb, n_ref)
-        impute, output = self.spin_impute(mb, n_ref, n_target)
+        impute, output = self.spin_impute(mb, n_ref, n_target, gp)
         return {"prepare": prepare, "impute": impute, "output": output}
 
-    def beagle(self, mb: int, n_ref: int, n_target: int) -> dict:
+    def beagle(self, mb: int, n_ref: int, n_target: int, gp: bool = True) -> dict:
         data = self.region(mb)
         tag = self._run_tag(mb, n_ref)
         bref = self.out / "runs" / tag / "ref.bref3"
         prepare = self._timed(f"{tag}/beagle.bref3", compare.beagle_bref3(data / f"ref{n_ref}.vcf.gz"), stdout=bref)
-        prefix = self.out / "runs" / tag / f"beagle.target{n_target}"
-        impute = self._timed(f"{tag}/beagle.target{n_target}.impute", compare.beagle_impute(
+        prefix = self.out / "runs" / tag / f"beagle.target{n_target}{_fields(gp)}"
+        impute = self._timed(f"{tag}/beagle.target{n_target}{_fields(gp)}.impute", compare.beagle_impute(
             target=data / f"target{n_target}.vcf.gz", bref=bref, prefix=prefix, genetic_map=data / "plink.map",
-            threads=self.threads, gp=False))
+            threads=self.threads, gp=gp))
         return {"prepare": prepare, "impute": impute, "output": prefix.with_name(prefix.name + ".vcf.gz")}
 
-    def minimac4(self, mb: int, n_ref: int, n_target: int) -> dict:
+    def minimac4(self, mb: int, n_ref: int, n_target: int, gp: bool = True) -> dict:
         data = self.region(mb)
         tag = self._run_tag(mb, n_ref)
         msav = self.out / "runs" / tag / "ref.msav"
         prepare = self._timed(f"{tag}/minimac4.msav",
                               compare.minimac4_compress(ref=data / f"ref{n_ref}.vcf.gz", msav=msav))
-        output = self.out / "runs" / tag / f"minimac4.target{n_target}.vcf.gz"
-        impute = self._timed(f"{tag}/minimac4.target{n_target}.impute", compare.minimac4_impute(
+        output = self.out / "runs" / tag / f"minimac4.target{n_target}{_fields(gp)}.vcf.gz"
+        impute = self._timed(f"{tag}/minimac4.target{n_target}{_fields(gp)}.impute", compare.minimac4_impute(
             target=data / f"target{n_target}.vcf.gz", msav=msav, output=output, genetic_map=data / "plink.map",
-            chrom=CONTIG, threads=self.threads, formats="GT,DS"))
+            chrom=CONTIG, threads=self.threads, formats="GT,DS,GP" if gp else "GT,DS"))
         return {"prepare": prepare, "impute": impute, "output": output}
 
-    def tools(self, mb: int, n_ref: int, n_target: int) -> dict:
-        return {"spinimpute": self.spinimpute(mb, n_ref, n_target), "beagle": self.beagle(mb, n_ref, n_target),
-                "minimac4": self.minimac4(mb, n_ref, n_target)}
+    def tools(self, mb: int, n_ref: int, n_target: int, gp: bool = True) -> dict:
+        """The three tools, each writing GT:DS:GP, or GT:DS without `gp`."""
+        return {"spinimpute": self.spinimpute(mb, n_ref, n_target, gp), "beagle": self.beagle(mb, n_ref, n_target, gp),
+                "minimac4": self.minimac4(mb, n_ref, n_target, gp)}
 
     def steps_label(self) -> str:
         from spinimpute.training import TrainingOptions
@@ -243,6 +246,11 @@ class Bench:
 
 
 # ---- sections ----------------------------------------------------------------
+
+def _fields(gp: bool) -> str:
+    """Run-name suffix of the FORMAT fields written: none for GT:DS:GP, '.gtds' for GT:DS."""
+    return "" if gp else ".gtds"
+
 
 def markdown(head: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -259,24 +267,27 @@ def section_compare(bench: Bench) -> tuple[dict, str]:
 
     mb, n_ref, n_target = REGIONS_MB[0], bench.panels[-1], bench.targets[-1]
     data = bench.region(mb)
-    results = bench.tools(mb, n_ref, n_target)
-    rows = []
-    for tool, r in results.items():
-        ev = evaluate(data / f"truth{n_target}.vcf.gz", r["output"], ref_path=data / f"ref{n_ref}.vcf.gz",
-                      target_path=data / f"target{n_target}.vcf.gz", threads=bench.threads)
-        r["r2_overall"] = ev.overall["aggregate_r2"]
-        r["mean_site_r2_overall"] = ev.overall["mean_site_r2"]
-        r["output"] = str(r["output"])
-        p, i = r["prepare"], r["impute"]
-        rows.append([tool, p["wall_s"], p["cpu_s"], p["peak_rss_mb"], i["wall_s"], i["cpu_s"], i["peak_rss_mb"],
-                     f"{r['r2_overall']:.4f}"])
+    results, rows = {}, []
+    for gp in (False, True):
+        fields = "GT:DS:GP" if gp else "GT:DS"
+        for tool, r in bench.tools(mb, n_ref, n_target, gp).items():
+            ev = evaluate(data / f"truth{n_target}.vcf.gz", r["output"], ref_path=data / f"ref{n_ref}.vcf.gz",
+                          target_path=data / f"target{n_target}.vcf.gz", threads=bench.threads)
+            r["r2_overall"] = ev.overall["aggregate_r2"]
+            r["mean_site_r2_overall"] = ev.overall["mean_site_r2"]
+            r["output"] = str(r["output"])
+            r["output_mb"] = round(Path(r["output"]).stat().st_size / 1e6, 1)
+            results[f"{tool} {fields}"] = r
+            p, i = r["prepare"], r["impute"]
+            rows.append([tool, fields, p["wall_s"], p["cpu_s"], p["peak_rss_mb"], i["wall_s"], i["cpu_s"],
+                         i["peak_rss_mb"], r["output_mb"], f"{r['r2_overall']:.4f}"])
     summary = bench.data_summaries[f"{mb}Mb"]
     title = (f"### compare: {bench.regions[mb] / 1e6:g} Mb, {2 * n_ref} reference haplotypes "
              f"({summary['panels'][str(n_ref)]['sites']} sites), {n_target} targets "
              f"({summary['typed_sites']} typed sites), {bench.threads} threads, spinimpute train steps "
              f"{bench.steps_label()}")
-    head = ["tool", "prepare wall s", "prepare CPU s", "prepare peak RSS MB", "impute wall s", "impute CPU s",
-            "impute peak RSS MB", "r² overall (untyped)"]
+    head = ["tool", "fields written", "prepare wall s", "prepare CPU s", "prepare peak RSS MB", "impute wall s",
+            "impute CPU s", "impute peak RSS MB", "output MB", "r² overall (untyped)"]
     return results, title + "\n\n" + markdown(head, rows)
 
 

@@ -76,8 +76,9 @@ class ImputedBlock:
     haploid: np.ndarray | None = None
 
 
-def query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n_ref: int = 0, n_sites: int = 0) -> int:
-    """Query haplotypes per batch within QUERY_BATCH_BUDGET."""
+def query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n_ref: int = 0, n_sites: int = 0,
+                     budget: int | None = None) -> int:
+    """Query haplotypes per batch within `budget` bytes (QUERY_BATCH_BUDGET by default)."""
     if compiled:
         # The compiled copying model keeps its state per thread: what grows with the batch is
         # candidate selection's (Q, R) scores and the float32 probabilities and logits of the sites.
@@ -85,7 +86,7 @@ def query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n
     else:
         # The torch copying model: float32 alpha, gamma, emissions and gathered states, int64 group indices.
         per_query = 24 * n_markers * n_states
-    return max(1, QUERY_BATCH_BUDGET // max(1, per_query))
+    return max(1, (budget or QUERY_BATCH_BUDGET) // max(1, per_query))
 
 
 def windows_for(contig: ReferenceContig, sites: range | None) -> list[int]:
@@ -164,7 +165,7 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
         contig.packed_haplotypes[g_lo:g_hi], n_ref, copying.interval_bounds(marker_cm, site_cm), threads=model.threads
     ) if len(marker_sites) else None
     batch = query_batch_size(len(marker_sites), min(n_ref, model.copying_states), compiled=model.compiled,
-                             n_ref=n_ref, n_sites=g_hi - g_lo)
+                             n_ref=n_ref, n_sites=g_hi - g_lo, budget=model.memory_budget)
     per_window = []
     for w_index, w, (lo_w, hi_w) in zip(group, windows, spans):
         features = site_features(contig.alt_freq[w.start : w.stop], contig.cm[w.start : w.stop])

@@ -324,6 +324,9 @@ class TorchImputer:
         self.kmer = network.kmer
         self.copying_states = network.copying_states
         self.threads = torch.get_num_threads()
+        # On a GPU, batches of target haplotypes fill half the memory free now (all targets at
+        # once where they fit); elsewhere the engine's default budget.
+        self.memory_budget = torch.cuda.mem_get_info(self.device)[0] // 2 if self.device.type == "cuda" else None
 
     def _tensor(self, array: np.ndarray, dtype=None) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, dtype)
