@@ -14,7 +14,7 @@ Sections (name one or more; `all` runs them in this order):
     targets  spinimpute impute time for 50, 100 and 200 target samples (one model, GT:DS:GP)
 
     python benchmarks/speed.py SECTION... [--threads 2] [--out benchmarks/results/speed]
-        [--train-steps N] [--scale 1.0] [--seed 1] [--mutation-rate 5.5e-8] [--device cpu]
+        [--train-steps N] [--scale 1.0] [--seed 1] [--mutation-rate 5.5e-8] [--device cpu] [--repeats 3]
 
     python benchmarks/speed.py compare panel              # spinimpute train with its defaults
     python benchmarks/speed.py region targets --train-steps 20   # impute figures; a cheap model will do
@@ -29,7 +29,8 @@ check. `--train-steps` sets spinimpute train --steps for every model of the invo
 (default: the CLI default, as the compare section asks); each table states the steps used.
 A run is made once per invocation and shared by the sections that need it (the 5 Mb,
 4,000-haplotype, 200-target run serves all four). Sections of earlier invocations are kept
-in results.json, each with its own settings. Every run is under /usr/bin/time -v, with the
+in results.json, each with its own settings. Every run is under /usr/bin/time -v (each
+impute run --repeats times in a row, the median wall time kept), with the
 same thread count for each tool (spinimpute --threads, Beagle nthreads, Minimac4 -t), on
 the CPU (spinimpute --device cpu unless --device says otherwise), and with a 1 cM/Mb
 PLINK map (the simulation's recombination rate). Prints markdown tables and writes
@@ -170,13 +171,19 @@ class Bench:
 
     # ---- tool runs -----------------------------------------------------------
 
-    def _timed(self, name: str, cmd: list[str], stdout: Path | None = None) -> dict:
-        """Run once per invocation: a later section asking for the same run gets the same figures."""
+    def _timed(self, name: str, cmd: list[str], stdout: Path | None = None, repeats: int = 1) -> dict:
+        """Run once per invocation: a later section asking for the same run gets the same figures.
+
+        With `repeats`, the command runs that many times in a row and the run with the median
+        wall time is kept (its CPU time and peak RSS with it; every wall time in wall_s_runs):
+        this machine's speed drifts by a few tenths of a second between runs.
+        """
         if name not in self._runs:
             log = self.out / "runs" / f"{name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
-            print(f"running {name}", file=sys.stderr)
-            self._runs[name] = timed(cmd, log, stdout=stdout)
+            print(f"running {name}" + (f" ({repeats} times)" if repeats > 1 else ""), file=sys.stderr)
+            runs = sorted((timed(cmd, log, stdout=stdout) for _ in range(repeats)), key=lambda r: r["wall_s"])
+            self._runs[name] = {**runs[len(runs) // 2], "wall_s_runs": [r["wall_s"] for r in runs]}
         return self._runs[name]
 
     def _run_tag(self, mb: int, n_ref: int) -> str:
@@ -202,7 +209,7 @@ class Bench:
         output = self.out / "runs" / f"{tag}.vcf.gz"
         timing = self._timed(f"{tag}.impute", compare.spinimpute_impute(
             target=data / f"target{n_target}.vcf.gz", model=model, output=output, threads=self.threads,
-            device=self.args.device, formats="GT,DS,GP" if gp else "GT,DS"))
+            device=self.args.device, formats="GT,DS,GP" if gp else "GT,DS"), repeats=self.args.repeats)
         return timing, output
 
     def spinimpute(self, mb: int, n_ref: int, n_target: int, gp: bool = True) -> dict:
@@ -218,7 +225,7 @@ class Bench:
         prefix = self.out / "runs" / tag / f"beagle.target{n_target}{_fields(gp)}"
         impute = self._timed(f"{tag}/beagle.target{n_target}{_fields(gp)}.impute", compare.beagle_impute(
             target=data / f"target{n_target}.vcf.gz", bref=bref, prefix=prefix, genetic_map=data / "plink.map",
-            threads=self.threads, gp=gp))
+            threads=self.threads, gp=gp), repeats=self.args.repeats)
         return {"prepare": prepare, "impute": impute, "output": prefix.with_name(prefix.name + ".vcf.gz")}
 
     def minimac4(self, mb: int, n_ref: int, n_target: int, gp: bool = True) -> dict:
@@ -230,7 +237,7 @@ class Bench:
         output = self.out / "runs" / tag / f"minimac4.target{n_target}{_fields(gp)}.vcf.gz"
         impute = self._timed(f"{tag}/minimac4.target{n_target}{_fields(gp)}.impute", compare.minimac4_impute(
             target=data / f"target{n_target}.vcf.gz", msav=msav, output=output, genetic_map=data / "plink.map",
-            chrom=CONTIG, threads=self.threads, formats="GT,DS,GP" if gp else "GT,DS"))
+            chrom=CONTIG, threads=self.threads, formats="GT,DS,GP" if gp else "GT,DS"), repeats=self.args.repeats)
         return {"prepare": prepare, "impute": impute, "output": output}
 
     def tools(self, mb: int, n_ref: int, n_target: int, gp: bool = True) -> dict:
@@ -377,6 +384,8 @@ def main(argv=None) -> None:
                         help="msprime mutation rate per bp per generation (default 5.5e-8: ~115,000 sites in 5 Mb)")
     parser.add_argument("--device", choices=["cpu", "auto", "cuda"], default="cpu",
                         help="spinimpute --device (default cpu, like the peers)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each impute command, the median wall time reported (default 3)")
     args = parser.parse_args(argv)
     for tool in ("java", "minimac4", "bcftools", "/usr/bin/time"):
         if shutil.which(tool) is None:
@@ -385,7 +394,7 @@ def main(argv=None) -> None:
     default_out = REPO / "benchmarks" / "results" / ("speed" if args.scale == 1 else f"speed-scale{args.scale:g}")
     args.out = (args.out or default_out).resolve()
     bench = Bench(args)
-    settings = {"threads": args.threads, "scale": args.scale, "seed": args.seed,
+    settings = {"threads": args.threads, "scale": args.scale, "seed": args.seed, "impute_repeats": args.repeats,
                 "mutation_rate": args.mutation_rate, "device": args.device,
                 "train_steps": bench.steps_label(),
                 "regions_bp": bench.regions, "panel_haplotypes": [2 * n for n in bench.panels],

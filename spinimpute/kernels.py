@@ -493,7 +493,10 @@ def warm_up() -> None:
     rng = np.random.default_rng(0)
     by_site = (rng.random((6, 8)) < 0.5).astype(np.uint8)
     bounds = np.array([0, 2, 4, 6])
-    groups = group_intervals(np.packbits(by_site, axis=1), 8, bounds)
+    packed = np.packbits(by_site, axis=1)
+    groups = group_intervals(packed, 8, bounds)
+    packed.setflags(write=False)  # as the model file's rows are read
+    group_intervals(packed, 8, bounds)
     query = np.array([[0, 1]], dtype=np.int8)
     copy_posteriors(by_site[[1, 3]], query, np.arange(8, dtype=np.int32)[None], np.array([0.01]), 0.001, bounds, groups,
                     np.full((4, 6), 0.25))
