@@ -160,16 +160,20 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
 @click.option("--format", "format_fields", type=click.Choice(["GT,DS,GP", "GT,DS"]), default="GT,DS,GP",
               show_default=True, help="FORMAT fields written for each sample; GT,DS is Beagle's default output and "
                                       "about half the text.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed"]), default="auto", show_default=True,
+              help="'mixed' runs the SPIN predictor in bfloat16 (through torch, also on the CPU, where it is slower); "
+                   "'auto' is mixed on a GPU, float32 on the CPU.")
 @seed_option
 @threads_option
 @device_option
 @click.pass_context
-def impute(ctx, target_path, model_path, out_path, summary_path, region, states, format_fields, seed, threads, device):
+def impute(ctx, target_path, model_path, out_path, summary_path, region, states, format_fields, precision, seed,
+           threads, device):
     """Impute all panel sites for every target sample."""
     from spinimpute.workflows import impute_job, summary_path_for
 
     device = _device(device)
-    _setup(threads, seed, torch=device != "cpu")
+    _setup(threads, seed, torch=device != "cpu" or precision == "mixed")
     impute_job(
         target_path=target_path,
         model_path=model_path,
@@ -182,6 +186,7 @@ def impute(ctx, target_path, model_path, out_path, summary_path, region, states,
         region=region,
         copying_states=states,
         gp=format_fields == "GT,DS,GP",
+        precision=precision,
     )
 
 

@@ -269,7 +269,8 @@ class SpinImputer(nn.Module):
         p_open, logit_open = p_tokens[rows, cols], logit_tokens[rows, cols]  # (N, kmer) each
         tokens = tokens + self.hmm_projection(torch.stack([p_open, logit_open / 10.0], dim=-1).flatten(1))
         attended = self.predictor(tokens.unsqueeze(0), inducing.unsqueeze(0)).squeeze(0)
-        scale, shift = self.head(attended).view(-1, self.kmer, 2).unbind(-1)
+        # float32 again after a bfloat16 autocast region, to be written into the HMM's logits
+        scale, shift = self.head(attended).float().view(-1, self.kmer, 2).unbind(-1)
         logits = logit_tokens.index_put((rows, cols), (1.0 + scale) * logit_open + shift)
         return logits.view(q, -1)[:, :w]
 
@@ -318,8 +319,11 @@ class TorchImputer:
 
     compiled = False  # the engine sizes query batches for the torch copying model
 
-    def __init__(self, network: SpinImputer, device):
+    def __init__(self, network: SpinImputer, device, *, mixed_precision: bool = False):
         self.device = torch.device(device)
+        # The SPIN predictor under bfloat16 autocast; the copying model stays float32, its
+        # probabilities spanning more orders of magnitude than bfloat16's 8 bits of mantissa keep apart.
+        self.mixed_precision = mixed_precision
         self.network = network.to(self.device).eval()
         self.kmer = network.kmer
         self.copying_states = network.copying_states
@@ -345,9 +349,10 @@ class TorchImputer:
     @torch.inference_mode()
     def predict(self, *, inducing, query_alleles, hmm_prob, site_features) -> np.ndarray:
         """(Q, W) float32 logits; arguments as `CpuImputer.predict`."""
-        logits = self.network.predict(
-            inducing=self._tensor(inducing), query_alleles=self._tensor(query_alleles, torch.int64),
-            hmm_prob=self._tensor(hmm_prob), site_features=self._tensor(site_features),
-        )
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
+            logits = self.network.predict(
+                inducing=self._tensor(inducing), query_alleles=self._tensor(query_alleles, torch.int64),
+                hmm_prob=self._tensor(hmm_prob), site_features=self._tensor(site_features),
+            )
         return logits.float().cpu().numpy()
 

@@ -115,13 +115,16 @@ def impute_job(
     region: str | None = None,
     copying_states: int | None = None,
     gp: bool = True,
+    precision: str = "auto",
 ) -> dict:
     """Impute every panel site of the target's contigs and write an indexed VCF.
 
     The FORMAT fields are GT:DS:GP, or GT:DS without `gp`. `summary_path`, when given,
     receives a JSON summary: how the target's records were matched to the panel (each
     case counted), sites written, time. On device "cpu" the model runs without torch,
-    unless the target has unphased genotypes to phase.
+    unless the target has unphased genotypes to phase. `precision` "mixed" runs the SPIN
+    predictor under bfloat16 autocast (through the torch module, on the CPU too), "float32"
+    does not, "auto" is mixed on a GPU only.
     """
     start = time.time()
     bundle = load_model(model_path)
@@ -165,14 +168,15 @@ def impute_job(
                                sites=site_ranges[name])
             for name in names
         }
-    if device == "cpu":
+    mixed = precision == "mixed" or (precision == "auto" and device != "cpu")
+    if device == "cpu" and not mixed:
         model = CpuImputer.from_hyperparameters(bundle.weights, hyper, threads=threads)
     else:
         from spinimpute.model import TorchImputer
 
         network = _torch_network(bundle, threads)
         network.copying_states = hyper.get("copying_states", network.copying_states)
-        model = TorchImputer(network, device)
+        model = TorchImputer(network, device, mixed_precision=mixed)
     header = [
         f"##filedate={datetime.date.today():%Y%m%d}",
         f'##source="spinimpute {__version__}"',

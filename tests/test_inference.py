@@ -122,3 +122,18 @@ def test_cpu_imputation_does_not_import_torch(trained_model, small_benchmark, tm
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
     assert (tmp_path / "o.vcf.gz").exists()
+
+
+def test_mixed_precision_predictor_gives_nearly_the_same_dosages(trained_model, small_benchmark, tmp_path):
+    import cyvcf2
+
+    from spinimpute.workflows import impute_job
+
+    dosages = {}
+    for precision in ("float32", "mixed"):  # mixed: bfloat16 autocast of the predictor, here on the CPU
+        out = tmp_path / f"{precision}.vcf.gz"
+        impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=out,
+                   progress=False, precision=precision)
+        dosages[precision] = np.stack([r.format("DS")[:, 0] for r in cyvcf2.VCF(str(out))])
+    difference = np.abs(dosages["float32"] - dosages["mixed"])
+    assert difference.max() <= 0.05 and difference.mean() <= 1e-3
