@@ -12,6 +12,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -25,6 +26,8 @@ from spinimpute.vcf import ImputedVcfWriter, RecordBlock, atomic_output, match_c
 
 # Training, GPUs and phasing run torch code; `impute` on a CPU does without it (see
 # `spinimpute.inference`), so torch and the modules that use it are imported where needed.
+if TYPE_CHECKING:
+    from spinimpute.training import TrainingOptions
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ def train_job(
     ref_path,
     out_path,
     map_path=None,
-    options,
+    options: TrainingOptions,
     window_sites: int = DEFAULT_WINDOW_SITES,
     flank_sites: int = DEFAULT_FLANK_SITES,
     hyperparameters: dict | None = None,
