@@ -18,7 +18,7 @@ import numpy as np
 from spinimpute import __version__
 from spinimpute.errors import ModelFileError, OutputFileError
 from spinimpute.vcf import Sites
-from spinimpute.windows import Window
+from spinimpute.windows import SITE_FEATURES, Window
 
 FORMAT_NAME = "spinimpute-model"
 FORMAT_VERSION = 1
@@ -269,7 +269,7 @@ def load_model(path) -> ModelBundle:
 # Weights that imputation reads, with the width of their last dimension as a function of the hyperparameters.
 _INFERENCE_WEIGHTS = {
     "log_ne": None, "logit_mismatch": None, "word_embedding.weight": "embed_dim", "head.weight": "embed_dim",
-    "hmm_projection.weight": "2*kmer", "site_projection.weight": "3*kmer", "predictor.to_q.weight": "embed_dim",
+    "hmm_projection.weight": "2*kmer", "site_projection.weight": "features*kmer", "predictor.to_q.weight": "embed_dim",
 }
 
 
@@ -277,7 +277,7 @@ def _check_weights(weights: dict[str, np.ndarray], hyper: dict) -> None:
     """The weights imputation needs are there and fit the hyperparameters (what loading into
     the torch module would check); ValueError if not."""
     sizes = {"embed_dim": hyper.get("embed_dim", 16), "2*kmer": 2 * hyper.get("kmer", 4),
-             "3*kmer": 3 * hyper.get("kmer", 4)}
+             "features*kmer": SITE_FEATURES * hyper.get("kmer", 4)}
     for name, width in _INFERENCE_WEIGHTS.items():
         if name not in weights:
             raise ValueError(f"missing weight {name}")

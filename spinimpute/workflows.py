@@ -161,6 +161,7 @@ def impute_job(
     if copying_states is not None:
         hyper["copying_states"] = copying_states
     phased = {name: target.contigs[name] for name in names}
+    network = None  # the torch module, built once if phasing or the device needs it
     if counts["unphased_het"]:
         from spinimpute.phasing import phase_contig
 
@@ -177,7 +178,7 @@ def impute_job(
     else:
         from spinimpute.model import TorchImputer
 
-        network = _torch_network(bundle, threads)
+        network = network or _torch_network(bundle, threads)
         network.copying_states = hyper.get("copying_states", network.copying_states)
         model = TorchImputer(network, device, mixed_precision=mixed)
     header = [
