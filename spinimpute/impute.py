@@ -156,7 +156,7 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
     lo, hi = np.searchsorted(target.site_index, [g_lo, g_hi])
     c_lo, c_hi = max(0, lo - CONTEXT_MARKERS), min(len(target.site_index), hi + CONTEXT_MARKERS)
     marker_sites = target.site_index[c_lo:c_hi]
-    markers = np.unpackbits(contig.packed_haplotypes[marker_sites], axis=1, count=n_ref)  # (M, R)
+    markers = contig.haplotypes_at(marker_sites)  # (M, R)
     marker_cm = contig.cm[marker_sites].astype(np.float32)
     target_alleles = np.ascontiguousarray(target.alleles[c_lo:c_hi].T, dtype=np.int8)  # (H, M), -1 missing
     n_target_haps = target_alleles.shape[0]

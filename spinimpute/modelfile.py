@@ -102,6 +102,10 @@ class ReferenceContig:
         """(stop - start, n_haplotypes) uint8 ALT indicators of sites [start, stop)."""
         return np.unpackbits(self.packed_haplotypes[start:stop], axis=1, count=self.n_haplotypes)
 
+    def haplotypes_at(self, site_index: np.ndarray) -> np.ndarray:
+        """(len(site_index), n_haplotypes) uint8 ALT indicators of the given sites."""
+        return np.unpackbits(self.packed_haplotypes[site_index], axis=1, count=self.n_haplotypes)
+
 
 @dataclass
 class ModelBundle:

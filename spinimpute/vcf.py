@@ -13,7 +13,7 @@ import signal
 import struct
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from isal import isal_zlib
 
-from spinimpute import kernels
+from spinimpute import kernels, strand
 from spinimpute.errors import InputFileError, OutputFileError
 from spinimpute.tabix import TabixIndexBuilder
 
@@ -280,8 +280,9 @@ def match_alleles(
 
     Returns:
         (panel index or None, whether to flip the target's 0/1 alleles, case), with case
-        one of "exact", "swapped", "strand", "strand_swapped", "ambiguous_resolved",
-        "ambiguous_dropped", "allele_mismatch".
+        one of "exact", "swapped", "strand", "strand_swapped", "ambiguous_resolved" (an
+        A/T or C/G SNP oriented by frequency), "ambiguous_unresolved" (one too near 50 %
+        for that: its index is returned unflipped) and "allele_mismatch".
     """
     snp = len(ref) == 1 and len(alt) == 1 and ref in _COMPLEMENT and alt in _COMPLEMENT
     palindromic = snp and _COMPLEMENT[ref] == alt
@@ -289,7 +290,7 @@ def match_alleles(
         if palindromic and {p_ref, p_alt} == {ref, alt}:
             # A/T or C/G: the strand is unknown, so orient by allele frequency.
             if min(p_freq, 1 - p_freq) > AMBIGUOUS_MAX_MAF:
-                return None, False, "ambiguous_dropped"
+                return index, False, "ambiguous_unresolved"
             flip = abs((1 - target_alt_freq) - p_freq) < abs(target_alt_freq - p_freq)
             return index, flip, "ambiguous_resolved"
         if (ref, alt) == (p_ref, p_alt):
@@ -306,19 +307,28 @@ def match_alleles(
     return None, False, "allele_mismatch"
 
 
-MATCH_CASES = ("exact", "swapped", "strand", "strand_swapped", "ambiguous_resolved", "ambiguous_dropped",
-               "allele_mismatch")
+# Counted outcomes of matching a record: match_alleles' cases, but that an A/T or C/G SNP
+# too near 50 % to orient by frequency ends "ambiguous_linkage" (oriented by its neighbours)
+# or "ambiguous_dropped".
+MATCH_CASES = ("exact", "swapped", "strand", "strand_swapped", "ambiguous_resolved", "ambiguous_linkage",
+               "ambiguous_dropped", "allele_mismatch")
 
 
 def read_target(
-    path, panel_sites: dict[str, Sites], panel_alt_freq: dict[str, np.ndarray] | None = None, *, threads: int = 1
+    path, panel_sites: dict[str, Sites], panel_alt_freq: dict[str, np.ndarray] | None = None, *,
+    panel_haplotypes: Callable[[str, np.ndarray], np.ndarray] | None = None, threads: int = 1
 ) -> Target:
     """Read target genotypes at the panel's sites, in panel orientation.
 
     Multiallelic records are split into biallelic ones. Each is matched to the panel by
     position and alleles (`match_alleles`): REF/ALT swaps are flipped, strand flips of
     non-palindromic SNPs are complemented, A/T and C/G SNPs are oriented by allele
-    frequency or dropped, and other records are dropped. `Target.counts` counts each case.
+    frequency, or else by linkage with the neighbouring markers (`spinimpute.strand`; needs
+    `panel_haplotypes`) or dropped, and other records are dropped. `Target.counts` counts
+    each case.
+
+    Args:
+        panel_haplotypes: (contig, (n,) site indices) -> (n, R) uint8 panel ALT indicators.
     """
     vcf = _open_vcf(path, threads)
     samples = list(vcf.samples)
@@ -336,6 +346,7 @@ def read_target(
               "other_contig": 0, "unphased_het": 0}
     per_contig: dict[str, dict[int, tuple]] = {}
     ambiguous: list[str] = []  # A/T and C/G records and what was done with each
+    pending: dict[str, dict[int, tuple]] = {}  # A/T and C/G SNPs left to orient by linkage
     name_map: dict[str, str | None] = {}
     current, last_pos = None, 0
     for rec in _records(path, vcf):
@@ -364,23 +375,28 @@ def read_target(
             present = alleles[alleles >= 0]
             target_freq = float(present.mean()) if len(present) else 0.5
             idx, flip, case = match_alleles(rec.REF, alt, candidates, target_freq)
+            label = f"{chrom}:{rec.POS}:{rec.REF}:{alt}"
+            if case == "ambiguous_unresolved" and panel_haplotypes is None:
+                idx, case = None, "ambiguous_dropped"
+            if case == "ambiguous_unresolved":
+                waiting = pending.setdefault(panel_chrom, {})
+                if idx in waiting:
+                    counts["duplicate"] += 1
+                else:
+                    waiting[idx] = (alleles, unphased_gt, haploid, len(ambiguous))
+                    ambiguous.append(label)  # its action is added once it is decided
+                continue
             counts[case] += 1
             if case.startswith("ambiguous"):
-                action = "dropped" if idx is None else ("flipped" if flip else "kept")
-                ambiguous.append(f"{chrom}:{rec.POS}:{rec.REF}:{alt} {action}")
+                ambiguous.append(f"{label} {'dropped' if idx is None else ('flipped' if flip else 'kept')}")
             if idx is None:
                 continue
-            if idx in per_contig.get(panel_chrom, {}):
-                counts["duplicate"] += 1
-                continue
             if flip:
-                alleles = np.where(alleles == MISSING, MISSING, 1 - alleles).astype(np.int8)
-            counts["matched"] += 1
-            pairs = alleles.reshape(-1, 2)
-            het = unphased_gt & (pairs[:, 0] != pairs[:, 1]) & (pairs >= 0).all(axis=1)
-            counts["unphased_het"] += int(het.sum())
-            per_contig.setdefault(panel_chrom, {})[idx] = (alleles, het, haploid)
+                alleles = _flipped(alleles)
+            _store(per_contig.setdefault(panel_chrom, {}), idx, alleles, unphased_gt, haploid, counts)
     vcf.close()
+    for chrom, sites in pending.items():
+        _orient_by_linkage(chrom, sites, per_contig.setdefault(chrom, {}), panel_haplotypes, counts, ambiguous)
     contigs = {}
     for chrom in known:
         found = per_contig.get(chrom)
@@ -398,6 +414,47 @@ def read_target(
             counts.setdefault("renamed_contigs", []).append(f"{chrom}->{mapped}")
     counts["ambiguous_sites"] = ambiguous
     return Target(samples, contigs, counts)
+
+
+def _flipped(alleles: np.ndarray) -> np.ndarray:
+    return np.where(alleles == MISSING, MISSING, 1 - alleles).astype(np.int8)
+
+
+def _store(found: dict, idx: int, alleles: np.ndarray, unphased_gt: np.ndarray, haploid: np.ndarray,
+           counts: dict) -> None:
+    """Keep a matched record's alleles at panel site `idx`, unless an earlier record took that site."""
+    if idx in found:
+        counts["duplicate"] += 1
+        return
+    counts["matched"] += 1
+    pairs = alleles.reshape(-1, 2)
+    het = unphased_gt & (pairs[:, 0] != pairs[:, 1]) & (pairs >= 0).all(axis=1)
+    counts["unphased_het"] += int(het.sum())
+    found[idx] = (alleles, het, haploid)
+
+
+def _orient_by_linkage(chrom: str, pending: dict, found: dict, panel_haplotypes, counts: dict,
+                       ambiguous: list[str]) -> None:
+    """Orient a contig's A/T and C/G SNPs that frequency could not by their correlations with the
+    nearest unambiguous markers (`spinimpute.strand`); store them or count them dropped."""
+    known = np.asarray(sorted(found), dtype=np.int64)
+    decisions = {}
+    for idx, (alleles, *_rest) in pending.items():
+        at = int(np.searchsorted(known, idx))
+        flanks = known[max(0, at - strand.FLANK_MARKERS) : at + strand.FLANK_MARKERS]
+        panel = panel_haplotypes(chrom, np.concatenate([[idx], flanks]).astype(np.int64))
+        target_flanks = np.stack([found[i][0] for i in flanks]) if len(flanks) else np.zeros((0, len(alleles)))
+        decisions[idx] = strand.linkage_orientation(panel[0], panel[1:], alleles, target_flanks)
+    # Stored only once all are decided, so that no SNP of uncertain strand serves as a neighbour.
+    for idx, (alleles, unphased_gt, haploid, label_at) in pending.items():
+        decision = decisions[idx]
+        if decision == strand.UNDECIDED:
+            counts["ambiguous_dropped"] += 1
+            ambiguous[label_at] += " dropped"
+            continue
+        counts["ambiguous_linkage"] += 1
+        ambiguous[label_at] += " flipped by linkage" if decision == strand.FLIP else " kept by linkage"
+        _store(found, idx, _flipped(alleles) if decision == strand.FLIP else alleles, unphased_gt, haploid, counts)
 
 
 def read_dosages(path, *, field: str = "DS", threads: int = 1):

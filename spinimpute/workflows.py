@@ -133,7 +133,8 @@ def impute_job(
     bundle = load_model(model_path)
     panel_sites = {name: c.sites for name, c in bundle.contigs.items()}
     alt_freq = {name: c.alt_freq for name, c in bundle.contigs.items()}
-    target = read_target(target_path, panel_sites, alt_freq, threads=threads)
+    target = read_target(target_path, panel_sites, alt_freq, threads=threads,
+                         panel_haplotypes=lambda name, index: bundle.contigs[name].haplotypes_at(index))
     names = contigs_to_impute(bundle, target, target_path)
     site_ranges: dict[str, range | None] = {name: None for name in names}
     if region is not None:
@@ -148,11 +149,13 @@ def impute_job(
     counts = target.counts
     log.info(
         "target %s: %d samples, %d records; %d matched panel sites (%d exact, %d REF/ALT swapped, "
-        "%d strand-flipped, %d strand-flipped and swapped, %d A/T or C/G oriented by frequency); dropped: "
-        "%d not in the panel, %d other alleles, %d A/T or C/G too near 50%% to orient, %d duplicates, "
+        "%d strand-flipped, %d strand-flipped and swapped, %d A/T or C/G oriented by frequency, %d by linkage "
+        "with neighbouring markers); dropped: "
+        "%d not in the panel, %d other alleles, %d A/T or C/G that neither could orient, %d duplicates, "
         "%d on contigs not in the model",
         target_path, len(target.samples), counts["records"], counts["matched"], counts["exact"], counts["swapped"],
-        counts["strand"], counts["strand_swapped"], counts["ambiguous_resolved"], counts["not_in_panel"],
+        counts["strand"], counts["strand_swapped"], counts["ambiguous_resolved"], counts["ambiguous_linkage"],
+        counts["not_in_panel"],
         counts["allele_mismatch"], counts["ambiguous_dropped"], counts["duplicate"], counts["other_contig"],
     )
     if counts.get("renamed_contigs"):

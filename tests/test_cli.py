@@ -58,7 +58,9 @@ def test_impute_writes_every_panel_site_with_beagle_fields(imputed, small_benchm
     summary = json.loads(imputed.with_name("out.summary.json").read_text())
     counts = summary["target_sites"]
     assert counts["matched"] + counts["ambiguous_dropped"] == counts["records"] == len(typed)
-    assert len(counts["ambiguous_sites"]) == counts["ambiguous_dropped"] + counts["ambiguous_resolved"]
+    assert len(counts["ambiguous_sites"]) == (counts["ambiguous_dropped"] + counts["ambiguous_resolved"]
+                                              + counts["ambiguous_linkage"])
+    assert sum(s.endswith(" by linkage") for s in counts["ambiguous_sites"]) == counts["ambiguous_linkage"]
     assert sum(s.endswith(" dropped") for s in counts["ambiguous_sites"]) == counts["ambiguous_dropped"]
     assert summary["sites_written"] == len(ref_keys)
 

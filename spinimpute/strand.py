@@ -1,0 +1,85 @@
+"""Orienting A/T and C/G SNPs by linkage disequilibrium with their neighbours.
+
+A palindromic SNP's alleles are the same on both strands, so a target record cannot say
+which strand it was called on. Allele frequency tells the two apart only away from 50 %;
+nearer, the sign of the SNP's correlation with nearby unambiguous markers does: the
+target's correlations have the panel's signs in the panel's orientation and the opposite
+signs in the other one (as conform-gt and Genotype Harmonizer check strand). Dropping
+these SNPs instead throws away markers that Beagle and Minimac4 use: on a simulated array
+with random alleles (a third of SNPs palindromic), dropping 3 of 139 markers cost 0.008 of
+r² at common sites.
+
+Pure numpy: `spinimpute.vcf.read_target` calls it with the panel's and the target's alleles.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Unambiguous typed markers on each side whose correlation with the SNP is checked.
+FLANK_MARKERS = 10
+# A neighbour is informative where the panel correlates it with the SNP at least this strongly.
+MIN_PANEL_CORRELATION = 0.3
+# Informative neighbours needed for a decision.
+MIN_INFORMATIVE = 3
+# Weighted sign agreement (from -1 to 1) needed for a decision either way.
+MIN_AGREEMENT = 0.6
+# Target samples (with both genotypes called) a correlation needs: with 5 samples 2 of 538
+# decisions on the real benchmark's common markers were wrong, with 10 none were.
+MIN_SAMPLES = 10
+
+KEEP, FLIP, UNDECIDED = 1, -1, 0
+
+
+def linkage_orientation(panel_site: np.ndarray, panel_flanks: np.ndarray, target_site: np.ndarray,
+                        target_flanks: np.ndarray) -> int:
+    """KEEP, FLIP or UNDECIDED for a target SNP whose strand is unknown.
+
+    Correlations are between ALT counts: of panel haplotypes, and of target samples (phase
+    is not needed, so unphased targets are oriented before they are phased). Over the
+    neighbours that the panel correlates with the SNP (|r| >= MIN_PANEL_CORRELATION) and
+    whose target correlation is defined (over at least MIN_SAMPLES samples), the agreement sum(r_panel r_target) /
+    sum(|r_panel r_target|) decides: KEEP at >= MIN_AGREEMENT, FLIP at <= -MIN_AGREEMENT.
+
+    Args:
+        panel_site: (R,) panel ALT indicators at the SNP.
+        panel_flanks: (F, R) panel ALT indicators at the neighbouring markers.
+        target_site: (H,) target ALT indicators at the SNP as written, sample i at 2i and
+            2i + 1 (a haploid call in both), negative where missing.
+        target_flanks: (F, H) the same at the neighbouring markers, in panel orientation.
+    """
+    r_panel = np.array([_correlation(panel_site, f) for f in np.asarray(panel_flanks, dtype=np.float64)])
+    site = _sample_dosage(target_site)
+    r_target = np.array([_correlation(site, _sample_dosage(f), MIN_SAMPLES) for f in target_flanks])
+    informative = (np.abs(r_panel) >= MIN_PANEL_CORRELATION) & np.isfinite(r_target)
+    if informative.sum() < MIN_INFORMATIVE:
+        return UNDECIDED
+    product = r_panel[informative] * r_target[informative]
+    scale = np.abs(product).sum()
+    if scale == 0:
+        return UNDECIDED
+    agreement = product.sum() / scale
+    if agreement >= MIN_AGREEMENT:
+        return KEEP
+    if agreement <= -MIN_AGREEMENT:
+        return FLIP
+    return UNDECIDED
+
+
+def _sample_dosage(haplotypes: np.ndarray) -> np.ndarray:
+    """(H,) alleles, negative where missing -> (H / 2,) ALT counts, NaN where either allele is missing."""
+    pairs = np.asarray(haplotypes, dtype=np.float64).reshape(-1, 2)
+    pairs[pairs < 0] = np.nan
+    return pairs.sum(axis=1)
+
+
+def _correlation(x: np.ndarray, y: np.ndarray, min_samples: int = 0) -> float:
+    """Pearson correlation over the entries where both are defined; NaN where either is constant or
+    fewer than `min_samples` are."""
+    x = np.asarray(x, dtype=np.float64)
+    both = ~np.isnan(x) & ~np.isnan(y)
+    if both.sum() < max(3, min_samples):
+        return np.nan
+    xc, yc = x[both] - x[both].mean(), y[both] - y[both].mean()
+    denom = np.sqrt((xc * xc).sum() * (yc * yc).sum())
+    return float((xc * yc).sum() / denom) if denom > 0 else np.nan
