@@ -48,9 +48,8 @@ def linkage_orientation(panel_site: np.ndarray, panel_flanks: np.ndarray, target
             2i + 1 (a haploid call in both), negative where missing.
         target_flanks: (F, H) the same at the neighbouring markers, in panel orientation.
     """
-    r_panel = np.array([_correlation(panel_site, f) for f in np.asarray(panel_flanks, dtype=np.float64)])
-    site = _sample_dosage(target_site)
-    r_target = np.array([_correlation(site, _sample_dosage(f), MIN_SAMPLES) for f in target_flanks])
+    r_panel = _correlations(panel_site, panel_flanks)
+    r_target = _correlations(_sample_dosage(target_site), _sample_dosage(target_flanks), MIN_SAMPLES)
     informative = (np.abs(r_panel) >= MIN_PANEL_CORRELATION) & np.isfinite(r_target)
     if informative.sum() < MIN_INFORMATIVE:
         return UNDECIDED
@@ -67,19 +66,24 @@ def linkage_orientation(panel_site: np.ndarray, panel_flanks: np.ndarray, target
 
 
 def _sample_dosage(haplotypes: np.ndarray) -> np.ndarray:
-    """(H,) alleles, negative where missing -> (H / 2,) ALT counts, NaN where either allele is missing."""
-    pairs = np.asarray(haplotypes, dtype=np.float64).reshape(-1, 2)
+    """(..., H) alleles, negative where missing -> (..., H / 2) ALT counts, NaN where either allele is missing."""
+    haplotypes = np.asarray(haplotypes)
+    pairs = haplotypes.reshape(*haplotypes.shape[:-1], haplotypes.shape[-1] // 2, 2).astype(np.float64)
     pairs[pairs < 0] = np.nan
-    return pairs.sum(axis=1)
+    return pairs.sum(axis=-1)
 
 
-def _correlation(x: np.ndarray, y: np.ndarray, min_samples: int = 0) -> float:
-    """Pearson correlation over the entries where both are defined; NaN where either is constant or
-    fewer than `min_samples` are."""
+def _correlations(x: np.ndarray, y: np.ndarray, min_samples: int = 3) -> np.ndarray:
+    """(F,) Pearson correlations of x (n,) with each row of y (F, n), each over the entries where
+    both are defined; NaN where fewer than `min_samples` are or either is constant there."""
     x = np.asarray(x, dtype=np.float64)
-    both = ~np.isnan(x) & ~np.isnan(y)
-    if both.sum() < max(3, min_samples):
-        return np.nan
-    xc, yc = x[both] - x[both].mean(), y[both] - y[both].mean()
-    denom = np.sqrt((xc * xc).sum() * (yc * yc).sum())
-    return float((xc * yc).sum() / denom) if denom > 0 else np.nan
+    y = np.asarray(y, dtype=np.float64).reshape(-1, len(x))
+    both = ~np.isnan(x)[None, :] & ~np.isnan(y)
+    count = both.sum(axis=1)
+    xb, yb = np.where(both, x[None, :], 0.0), np.where(both, y, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_mean, y_mean = xb.sum(axis=1) / count, yb.sum(axis=1) / count
+        xc, yc = np.where(both, xb - x_mean[:, None], 0.0), np.where(both, yb - y_mean[:, None], 0.0)
+        denom = np.sqrt((xc * xc).sum(axis=1) * (yc * yc).sum(axis=1))
+        r = (xc * yc).sum(axis=1) / denom
+    return np.where((count >= max(3, min_samples)) & (denom > 0), r, np.nan)
