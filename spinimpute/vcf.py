@@ -448,6 +448,10 @@ def _orient_by_linkage(chrom: str, pending: dict, found: dict, panel_haplotypes,
     # Stored only once all are decided, so that no SNP of uncertain strand serves as a neighbour.
     for idx, (alleles, unphased_gt, haploid, label_at) in pending.items():
         decision = decisions[idx]
+        if idx in found:  # a later record at the same panel site took it
+            counts["duplicate"] += 1
+            ambiguous[label_at] += " duplicate"
+            continue
         if decision == strand.UNDECIDED:
             counts["ambiguous_dropped"] += 1
             ambiguous[label_at] += " dropped"
