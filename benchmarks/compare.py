@@ -8,11 +8,13 @@ calibration error of GP, and the correlation of the tools' INFO r² estimate (DR
 with the true per-site r².
 
     python benchmarks/compare.py sim [--scenario clean|hard-omni|...|all] [--seeds 1 2 3] [--small]
-    python benchmarks/compare.py real
+    python benchmarks/compare.py real [--thin K]
 
 `sim` simulates each seed's data set for the named scenario (spinimpute.simulate.SCENARIOS;
 `all` runs them one after another) and reports each metric as mean ± sd over seeds;
 `--small` shrinks the data sets (100 + 20 samples, 200 kb) for a quick check of the flow.
+`real --thin K` keeps one typed site in K of the real target (a sparser array) and imputes it
+with the model that `real` trained, to show that a model serves any array density.
 Each run works in <out>/<scenario>/seed<N>/ (<out>/real/ for real data), with the data set,
 the tools' outputs and logs, and results.json; <out> defaults to benchmarks/results.
 
@@ -95,16 +97,27 @@ def minimac4_impute(*, target: Path, msav: Path, output: Path, genetic_map: Path
             "-o", str(output), str(msav), str(target)]
 
 
-def run(data: Path, out: Path, threads: int, steps: int | None) -> dict:
-    """Prepare, impute and score with each tool on the data set in `data`; work in `out`."""
+def run(data: Path, out: Path, threads: int, steps: int | None, *, target: Path | None = None,
+        model: Path | None = None) -> dict:
+    """Prepare, impute and score with each tool on the data set in `data`; work in `out`.
+
+    `target` replaces the data set's target.vcf.gz; with `model`, spinimpute imputes with that
+    model file instead of training one (its prepare time is then not reported).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    ref, target, truth = data / "ref.vcf.gz", data / "target.vcf.gz", data / "truth.vcf.gz"
+    ref, truth = data / "ref.vcf.gz", data / "truth.vcf.gz"
+    target = target or data / "target.vcf.gz"
     genetic_map = data / "map.txt"
     results = {}
+    if model is None:
+        model = out / "spin.model"
+        prepare = timed(spinimpute_train(ref=ref, genetic_map=genetic_map, model=model, threads=threads, steps=steps),
+                        out / "spin.train.log")
+    else:
+        prepare = {"wall_s": None, "cpu_s": None, "peak_rss_mb": None, "model": str(model)}
     results["spinimpute"] = {
-        "prepare": timed(spinimpute_train(ref=ref, genetic_map=genetic_map, model=out / "spin.model",
-                                          threads=threads, steps=steps), out / "spin.train.log"),
-        "impute": timed(spinimpute_impute(target=target, model=out / "spin.model", output=out / "spin.vcf.gz",
+        "prepare": prepare,
+        "impute": timed(spinimpute_impute(target=target, model=model, output=out / "spin.vcf.gz",
                                           threads=threads), out / "spin.impute.log"),
         "output": out / "spin.vcf.gz",
     }
@@ -132,6 +145,19 @@ def run(data: Path, out: Path, threads: int, steps: int | None) -> dict:
         r["output"] = str(r["output"])
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
+
+
+def thinned_target(target: Path, every: int, out: Path) -> Path:
+    """The target with one typed site in `every` kept (a sparser array), bgzipped and indexed in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = subprocess.run(["bcftools", "query", "-f", "%CHROM\t%POS\n", str(target)], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    sites = out / "thinned_sites.tsv"
+    sites.write_text("\n".join(rows[::every]) + "\n")
+    path = out / "target.vcf.gz"
+    subprocess.run(["bcftools", "view", "-T", str(sites), "-Oz", "-o", str(path), str(target)], check=True)
+    subprocess.run(["tabix", "-f", "-p", "vcf", str(path)], check=True)
+    return path
 
 
 def _spread(values: list, digits: int) -> str:
@@ -199,6 +225,9 @@ def main(argv=None) -> None:
                         help="folder for the runs (default benchmarks/results)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, help="spinimpute training steps (default: the CLI default)")
+    parser.add_argument("--thin", type=int, metavar="K",
+                        help="real only: keep one typed site in K (a sparser array) and impute with the model "
+                             "that `compare.py real` trained, without retraining; works in <out>/real-thinK")
     args = parser.parse_args(argv)
     for tool in ("java", "minimac4", "bcftools", "/usr/bin/time"):
         if shutil.which(tool) is None:
@@ -207,6 +236,15 @@ def main(argv=None) -> None:
         if not REAL.exists():
             sys.exit(f"real benchmark not found at {REAL}")
         out = args.out / "real"
+        if args.thin:
+            model = out / "spin.model"
+            if not model.exists():
+                sys.exit(f"no model at {model}: run `python benchmarks/compare.py real` first")
+            out = args.out / f"real-thin{args.thin}"
+            target = thinned_target(REAL / "target.vcf.gz", args.thin, out / "data")
+            report(f"real: {REAL.name}, one typed site in {args.thin}, spinimpute model trained once in real/",
+                   [run(REAL, out, args.threads, args.steps, target=target, model=model)], out)
+            return
         report(f"real: {REAL.name}", [run(REAL, out, args.threads, args.steps)], out)
         return
     for scenario in SCENARIOS if args.scenario == "all" else [args.scenario]:
