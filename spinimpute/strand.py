@@ -38,8 +38,9 @@ def linkage_orientation(panel_site: np.ndarray, panel_flanks: np.ndarray, target
     Correlations are between ALT counts: of panel haplotypes, and of target samples (phase
     is not needed, so unphased targets are oriented before they are phased). Over the
     neighbours that the panel correlates with the SNP (|r| >= MIN_PANEL_CORRELATION) and
-    whose target correlation is defined (over at least MIN_SAMPLES samples), the agreement sum(r_panel r_target) /
-    sum(|r_panel r_target|) decides: KEEP at >= MIN_AGREEMENT, FLIP at <= -MIN_AGREEMENT.
+    whose target correlation is defined (over at least MIN_SAMPLES samples), the agreement
+    sum(r_panel r_target) / sum(|r_panel r_target|) decides: KEEP at >= MIN_AGREEMENT, FLIP
+    at <= -MIN_AGREEMENT; fewer than MIN_INFORMATIVE such neighbours decide nothing.
 
     Args:
         panel_site: (R,) panel ALT indicators at the SNP.
