@@ -128,8 +128,10 @@ def select_candidates(
     The markers are cut into segments; a haplotype ranks by how close its match over
     some segment and its two neighbours comes to the best match there, so that every
     stretch of the window keeps its own close templates (what template switching
-    needs); ties go to the better match over the whole window. Cost: one
-    (Q, M) x (M, R) product and one top-k.
+    needs); ties go to the better match over the whole window. Over many markers
+    (`copying.chunk_cuts`) each chunk first picks its own `copying.chunk_quota` best rows
+    by that rank over its markers, and the rest are filled by the rank over all of them.
+    Cost: one (Q, M) x (M, R) product per pass and a top-k per chunk.
 
     Args:
         ref_typed: (R, M) reference alleles at the markers.
@@ -139,11 +141,35 @@ def select_candidates(
     Returns:
         (Q, K) long indices into the reference rows, increasing along each row.
     """
-    n_markers, n_ref = ref_typed.shape[1], ref_typed.shape[0]
+    n_markers = ref_typed.shape[1]
     if runs_compiled(ref_typed) and segment_markers == copying.SEGMENT_MARKERS:
         markers, query = _kernel_alleles(ref_typed, query_typed, observed)
         chosen = copying.select_candidates(markers, query, n_candidates, threads=torch.get_num_threads())
         return torch.from_numpy(chosen).long()
+    priority = _candidate_priority(ref_typed, query_typed, observed, segment_markers)
+    chunks = copying.chunk_cuts(n_markers)
+    if len(chunks) > 2:
+        quota = copying.chunk_quota(n_candidates, len(chunks) - 1)
+        local = torch.zeros(priority.shape, dtype=torch.bool, device=priority.device)
+        for lo, hi in zip(chunks[:-1], chunks[1:]):
+            own = _candidate_priority(ref_typed[:, lo:hi], query_typed[:, lo:hi], observed[:, lo:hi], segment_markers)
+            local.scatter_(1, _top_rows(own, quota), True)
+        span = priority.max() - priority.min() + 1
+        priority = priority.double() + local.double() * span.double()
+    return _top_rows(priority, n_candidates)
+
+
+def _top_rows(priority: torch.Tensor, k: int) -> torch.Tensor:
+    """(Q, k) indices of each row's k highest (exact integer) priorities, increasing; ties to the
+    lower index, as in `copying.top_candidates`."""
+    n_ref = priority.shape[1]
+    key = priority.double() * n_ref - torch.arange(n_ref, device=priority.device)
+    return torch.topk(key, k, dim=1, sorted=False).indices.sort(dim=1).values
+
+
+def _candidate_priority(ref_typed, query_typed, observed, segment_markers: int) -> torch.Tensor:
+    """(Q, R) priorities of `select_candidates` over these markers (`kernels.candidate_priority`)."""
+    n_markers = ref_typed.shape[1]
     cuts = copying.segment_cuts(n_markers, segment_markers)
     n_segments = len(cuts) - 1
     x = (2.0 * query_typed - 1.0) * observed  # +1 ALT, -1 REF, 0 missing
@@ -165,10 +191,7 @@ def select_candidates(
         if after is not None:
             total += after
         before, here, after = here, after, matches(i + 2)
-    priority = shortfall * (4.0 * n_markers + 4.0) + total
-    # Ties go to the lower index, as in `copying.top_candidates` (the priorities are exact integers).
-    key = priority.double() * n_ref - torch.arange(n_ref, device=priority.device)
-    return torch.topk(key, n_candidates, dim=1, sorted=False).indices.sort(dim=1).values
+    return shortfall * (4.0 * n_markers + 4.0) + total
 
 
 def group_sequences(groups: SiteGroups, k: int, device=None) -> torch.Tensor:

@@ -161,7 +161,7 @@ def test_compiled_kernel_equals_torch_code(with_candidates):
     torch.testing.assert_close(compiled, differentiable.detach(), atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(50, 7, 3), (300, 40, 9), (700, 101, 6)])
+@pytest.mark.parametrize("shape", [(50, 7, 3), (300, 40, 9), (700, 101, 6), (400, 330, 5)])  # the last: 3 chunks
 def test_compiled_candidates_equal_torch_code(shape, monkeypatch):
     n_ref, n_markers, n_query = shape
     g = torch.Generator().manual_seed(n_ref)
