@@ -114,8 +114,8 @@ def top_candidates(priority: np.ndarray, n_candidates: int) -> np.ndarray:
 
 
 def chunk_cuts(n_markers: int) -> list[int]:
-    """Bounds of the marker chunks of candidate preselection: as equal as can be, each at least
-    CHUNK_MARKERS (one chunk below twice that)."""
+    """Bounds of the marker chunks of candidate preselection: as equal as can be, each of at least
+    CHUNK_MARKERS markers (a single chunk for fewer than twice that)."""
     n_chunks = max(1, n_markers // CHUNK_MARKERS)
     return np.linspace(0, n_markers, n_chunks + 1).round().astype(np.int64).tolist()
 
