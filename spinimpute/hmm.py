@@ -219,15 +219,9 @@ def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
 def site_weights(
     marker_cm: torch.Tensor, site_cm: torch.Tensor, bounds: list[int], rate_per_cm: torch.Tensor, n_states: int
 ) -> torch.Tensor:
-    """(4, J) weights of the a*g, a, g and uniform terms of each site's posterior.
-
-    Between markers m - 1 and m, with switch probabilities p1 from the left marker and
-    p2 to the right one, a state's posterior is proportional to
-    (1-p1)(1-p2) a g + (1-p1) p2 a / K + p1 (1-p2) g / K + p1 p2 / K^2, where a is
-    its forward probability at m - 1 and g its backward probability at m. Before the
-    first marker only g (at marker 0) and after the last only a (at marker M - 1) is
-    defined: (1-p) g + p / K and (1-p) a + p / K.
-    """
+    """(4, J) weights of the a*g, a, g and uniform terms of each site's posterior, as
+    `copying.site_weights` (which states the formula) computes them, but differentiable in
+    the switch rate, which training learns through them."""
     n_markers = marker_cm.shape[0]
     interval = torch.repeat_interleave(
         torch.arange(n_markers + 1, device=site_cm.device), torch.tensor(np.diff(bounds), device=site_cm.device)
