@@ -43,7 +43,7 @@ class CpuImputer:
 
     Args:
         weights: state dict of the module, float32 arrays by name.
-        kmer, n_heads, copying_states: the module's hyperparameters of those names.
+        kmer, n_heads, copying_states, refinement_weight: the module's hyperparameters of those names.
         threads: threads of the compiled kernels.
     """
 
@@ -51,18 +51,20 @@ class CpuImputer:
     memory_budget = None  # the engine's default working memory per batch
 
     def __init__(self, weights: dict[str, np.ndarray], *, kmer: int, n_heads: int, copying_states: int,
-                 threads: int = 1):
+                 refinement_weight: float = 1.0, threads: int = 1):
         self.weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
         self.kmer = kmer
         self.n_heads = n_heads
         self.copying_states = copying_states
+        self.refinement_weight = refinement_weight
         self.threads = threads
 
     @classmethod
     def from_hyperparameters(cls, weights: dict[str, np.ndarray], hyperparameters: dict, *, threads: int = 1):
         """From a model file's weights and hyperparameters (defaults as `SpinImputer`'s)."""
         return cls(weights, kmer=hyperparameters.get("kmer", 4), n_heads=hyperparameters.get("n_heads", 4),
-                   copying_states=hyperparameters.get("copying_states", 400), threads=threads)
+                   copying_states=hyperparameters.get("copying_states", 400),
+                   refinement_weight=hyperparameters.get("refinement_weight", 1.0), threads=threads)
 
     # ---------------------------------------------------------------- copying model
     def switch_rate(self, n_reference: int) -> np.float32:
@@ -118,6 +120,7 @@ class CpuImputer:
             hmm_in = np.stack([p_open, logit_open / np.float32(10.0)], axis=-1).reshape(len(rows), 2 * k)
             tokens = tokens + _linear(hmm_in, self.weights, "hmm_projection")
             head = _linear(self._attend(tokens, inducing), self.weights, "head").reshape(-1, k, 2)
+            head *= np.float32(self.refinement_weight)
             logit_tokens[rows, cols] = (1 + head[..., 0]) * logit_open + head[..., 1]
         return logit_tokens.reshape(q, -1)[:, :w]
 

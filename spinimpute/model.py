@@ -141,6 +141,9 @@ class SpinImputer(nn.Module):
             haplotype and window; larger panels are cut to the best-matching ones
             (`spinimpute.hmm.select_candidates`), so imputing costs about the same
             whatever the panel size.
+        refinement_weight: scale of the predictor's corrections to the copying model's
+            logits: 1 while training; after it, fitted on held-out panel haplotypes
+            (`spinimpute.calibration`), 0 leaving the copying model's logits as they are.
     """
 
     def __init__(
@@ -156,10 +159,12 @@ class SpinImputer(nn.Module):
         ne: float = 1e5,
         mismatch: float = 1e-3,
         copying_states: int = 400,
+        refinement_weight: float = 1.0,
     ):
         super().__init__()
         self.kmer = kmer
         self.copying_states = copying_states
+        self.refinement_weight = refinement_weight
         self.embed_dim = embed_dim
         self.n_latents = n_latents
         n_words = 3**kmer  # each SNP of a word is 0, 1 or masked
@@ -256,7 +261,8 @@ class SpinImputer(nn.Module):
 
         Returns:
             (Q, W) logits: the HMM's own logits in tokens where every site's probability
-            is within CERTAIN of 0 or 1, refined by the predictor in the others.
+            is within CERTAIN of 0 or 1, refined by the predictor in the others, its
+            corrections scaled by `refinement_weight`.
         """
         q, w = query_alleles.shape
         p = hmm_prob.clamp(1e-6, 1 - 1e-6)
@@ -270,7 +276,7 @@ class SpinImputer(nn.Module):
         tokens = tokens + self.hmm_projection(torch.stack([p_open, logit_open / 10.0], dim=-1).flatten(1))
         attended = self.predictor(tokens.unsqueeze(0), inducing.unsqueeze(0)).squeeze(0)
         # float32 again after a bfloat16 autocast region, to be written into the HMM's logits
-        scale, shift = self.head(attended).float().view(-1, self.kmer, 2).unbind(-1)
+        scale, shift = (self.refinement_weight * self.head(attended).float()).view(-1, self.kmer, 2).unbind(-1)
         logits = logit_tokens.index_put((rows, cols), (1.0 + scale) * logit_open + shift)
         return logits.view(q, -1)[:, :w]
 

@@ -287,3 +287,6 @@ def _check_weights(weights: dict[str, np.ndarray], hyper: dict) -> None:
             raise ValueError(f"missing weight {name}")
         if width is not None and weights[name].shape[-1] != sizes[width]:
             raise ValueError(f"weight {name} has shape {weights[name].shape}")
+    weight = hyper.get("refinement_weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise ValueError(f"refinement_weight {weight!r} is not a number in [0, 1]")

@@ -5,7 +5,8 @@ haplotypes are removed from the reference rows, typed at a random array-like sub
 sites (1-10 % of sites, favouring common variants, as genotyping arrays do), and the
 model learns to predict the rest from the remaining panel. A fixed set of held-out
 individuals measures, before and after training, what training gained; the better of
-the two states is kept.
+the two states is kept. Imputing those individuals through the engine then sets the
+weight of the predictor's corrections (`fit_refinement`, `spinimpute.calibration`).
 """
 
 from __future__ import annotations
@@ -220,7 +221,8 @@ def train(
             val_batches.append(
                 _window_batch(contigs[name], i, _haplotypes_of(val_samples), options.validation_typed, val_rng, device, options.encoder_rows)
             )
-    summary = {"options": asdict(options), "validation_samples": int(n_val)}
+    summary = {"options": asdict(options), "validation_samples": int(n_val),
+               "validation_individuals": sorted(int(i) for i in val_samples)}
     if val_batches:
         summary["validation_before"] = _validate(network, val_batches)
     initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
@@ -297,3 +299,57 @@ def encode_panel(
             bar.update()
         contig.inducing = np.stack(cached).astype(np.float32)
     bar.close()
+
+
+def fit_refinement(
+    network: SpinImputer,
+    contigs: dict[str, ReferenceContig],
+    held_out_samples: list[int],
+    options: TrainingOptions,
+    *,
+    device: torch.device,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Set `network.refinement_weight` from panel individuals held out of training (see
+    `spinimpute.calibration`) and return what the fit measured.
+
+    They are imputed through the CPU engine from the panel without them, its inducing
+    points encoded anew, typed at a MAF-weighted `options.validation_typed` of the sites.
+    """
+    from spinimpute.calibration import (
+        cross_entropy,
+        fit_refinement_weight,
+        held_out_logits,
+        haplotype_columns,
+        without_haplotypes,
+    )
+    from spinimpute.inference import CpuImputer
+
+    held = _haplotypes_of(np.asarray(held_out_samples, dtype=np.int64))
+    reduced = {name: without_haplotypes(c, held) for name, c in contigs.items()}
+    encode_panel(network, reduced, device=device, rows=options.encoder_rows, seed=options.seed, progress=progress)
+    weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
+
+    def model_at(weight: float) -> CpuImputer:
+        return CpuImputer(weights, kmer=network.kmer, n_heads=network.predictor.n_heads,
+                          copying_states=network.copying_states, refinement_weight=weight, threads=threads)
+
+    rng = np.random.default_rng(options.seed + 2)
+    logits = []
+    for name, c in reduced.items():
+        typed = choose_typed(c.alt_freq, options.validation_typed, rng)
+        if len(typed):  # a contig the rest of the panel does not vary at has nothing to impute
+            logits.append(held_out_logits(model_at, c, haplotype_columns(contigs[name], held), typed, name=name))
+    weight = fit_refinement_weight(logits)
+    network.refinement_weight = weight
+    return {
+        "weight": weight,
+        "held_out_haplotypes": len(held),
+        "held_out_sites": int(sum(h.truth.shape[0] for h in logits)),
+        "cross_entropy": {
+            "copying_model": cross_entropy(logits, 0.0),
+            "weight_1": cross_entropy(logits, 1.0),
+            "fitted": cross_entropy(logits, weight),
+        },
+    }

@@ -55,7 +55,7 @@ def train_job(
     from spinimpute.genmap import read_genetic_map
     from spinimpute.model import SpinImputer
     from spinimpute.modelfile import ModelBundle, save_model
-    from spinimpute.training import build_reference, encode_panel, train
+    from spinimpute.training import build_reference, encode_panel, fit_refinement, train
     from spinimpute.vcf import read_panel
 
     start = time.time()
@@ -77,6 +77,14 @@ def train_job(
     for key in ("validation_before", "validation_after"):
         if key in summary:
             log.info("%s: r2 %.4f, loss %.5f", key.replace("_", " "), summary[key]["r2"], summary[key]["loss"])
+    if summary.get("validation_individuals"):
+        refinement = fit_refinement(network, contigs, summary["validation_individuals"], options, device=device,
+                                    threads=threads, progress=progress)
+        summary["refinement"] = refinement
+        loss = refinement["cross_entropy"]
+        log.info("predictor corrections weighted %.2f, fitted on %d held-out haplotypes (cross-entropy %.5f; "
+                 "%.5f at weight 1, %.5f for the copying model alone)", refinement["weight"],
+                 refinement["held_out_haplotypes"], loss["fitted"], loss["weight_1"], loss["copying_model"])
     encode_panel(network, contigs, device=device, rows=options.encoder_rows, seed=options.seed, progress=progress)
     network.cpu()
     summary["seconds"] = round(time.time() - start, 1)
@@ -98,6 +106,7 @@ def train_job(
         "n_heads": network.predictor.n_heads,
         "kmer": network.kmer,
         "copying_states": network.copying_states,
+        "refinement_weight": network.refinement_weight,
     }
     weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
     save_model(out_path, ModelBundle(weights, hyper_full, contigs, metadata))

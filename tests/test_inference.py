@@ -26,12 +26,14 @@ def _network(kmer=4, seed=0):
 
 def _cpu(net: SpinImputer) -> CpuImputer:
     weights = {k: v.detach().numpy() for k, v in net.state_dict().items()}
-    return CpuImputer(weights, kmer=net.kmer, n_heads=net.predictor.n_heads, copying_states=net.copying_states)
+    return CpuImputer(weights, kmer=net.kmer, n_heads=net.predictor.n_heads, copying_states=net.copying_states,
+                      refinement_weight=net.refinement_weight)
 
 
-@pytest.mark.parametrize("kmer,certain", [(4, None), (3, -1.0), (1, None)])
-def test_predictor_equals_the_module(kmer, certain, monkeypatch):
+@pytest.mark.parametrize("kmer,certain,weight", [(4, None, 1.0), (3, -1.0, 1.0), (1, None, 1.0), (4, -1.0, 0.3)])
+def test_predictor_equals_the_module(kmer, certain, weight, monkeypatch):
     net = _network(kmer)
+    net.refinement_weight = weight
     g = torch.Generator().manual_seed(1)
     n_query, n_sites = 5, 38
     ref = (torch.rand(30, n_sites, generator=g) < 0.3).long()

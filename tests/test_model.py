@@ -79,3 +79,21 @@ def test_predictor_refines_only_tokens_the_copying_model_is_unsure_of(monkeypatc
     torch.testing.assert_close(gated[certain], hmm_logit[certain])
     torch.testing.assert_close(gated[~certain], full[~certain])
     assert not torch.allclose(full[certain], hmm_logit[certain])
+
+
+def test_refinement_weight_scales_the_corrections():
+    torch.manual_seed(0)
+    net = SpinImputer(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2)
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    torch.nn.init.normal_(net.head.bias, std=0.5)
+    ref, feats, query, hmm_prob = _inputs()
+    inducing = net.encode(ref, feats)
+
+    def logits(weight):
+        net.refinement_weight = weight
+        return net.predict(inducing=inducing, query_alleles=query, hmm_prob=hmm_prob, site_features=feats)
+
+    copying, full, part = logits(0.0), logits(1.0), logits(0.25)
+    torch.testing.assert_close(copying, torch.logit(hmm_prob.clamp(1e-6, 1 - 1e-6)))
+    assert not torch.allclose(full, copying)
+    torch.testing.assert_close(part, copying + 0.25 * (full - copying), atol=1e-5, rtol=1e-5)

@@ -63,3 +63,18 @@ def test_incompatible_version_is_rejected(trained_model, tmp_path):
     save_file(tensors, str(newer), metadata={METADATA_KEY: json.dumps(meta)})
     with pytest.raises(ModelFileError, match="format version"):
         load_model(newer)
+
+
+@pytest.mark.parametrize("weight", [2.0, "1", None])
+def test_refinement_weight_outside_zero_one_is_rejected(trained_model, tmp_path, weight):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(trained_model), framework="pt") as f:
+        meta = json.loads(f.metadata()[METADATA_KEY])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta["hyperparameters"]["refinement_weight"] = weight
+    bad = tmp_path / "weight.spin"
+    save_file(tensors, str(bad), metadata={METADATA_KEY: json.dumps(meta)})
+    with pytest.raises(ModelFileError, match="refinement_weight"):
+        load_model(bad)

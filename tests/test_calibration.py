@@ -1,0 +1,55 @@
+"""The weight of the predictor's corrections, fitted on held-out panel haplotypes (`spinimpute.calibration`)."""
+
+import numpy as np
+import pytest
+
+from spinimpute.calibration import HeldOutLogits, cross_entropy, fit_refinement_weight, without_haplotypes
+from spinimpute.modelfile import load_model
+
+
+def _held_out(true_weight: float, n=200_000, seed=0) -> HeldOutLogits:
+    rng = np.random.default_rng(seed)
+    copying = rng.normal(0, 2, n)
+    correction = rng.normal(0, 2, n)
+    truth = rng.random(n) < 1 / (1 + np.exp(-(copying + true_weight * correction)))
+    return HeldOutLogits(copying.astype(np.float32).reshape(-1, 2), (copying + correction).astype(np.float32).reshape(-1, 2),
+                         truth.astype(np.uint8).reshape(-1, 2))
+
+
+@pytest.mark.parametrize("true_weight,want", [(0.4, 0.4), (0.8, 0.8), (1.5, 1.0), (-0.5, 0.0)])
+def test_fit_finds_the_weight_the_alleles_were_drawn_with(true_weight, want):
+    held = [_held_out(true_weight, seed=1), _held_out(true_weight, seed=2)]
+    weight = fit_refinement_weight(held)
+    assert weight == pytest.approx(want, abs=0.05)
+    assert cross_entropy(held, weight) <= min(cross_entropy(held, 0.0), cross_entropy(held, 1.0))
+
+
+def test_fit_keeps_the_trained_weight_without_evidence():
+    empty = HeldOutLogits(np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32), np.zeros((0, 2), np.uint8))
+    assert fit_refinement_weight([empty]) == 1.0
+    same = _held_out(0.4)
+    same.corrected = same.copying.copy()  # the predictor changed nothing: every weight ties
+    assert fit_refinement_weight([same]) == 1.0
+
+
+def test_panel_without_haplotypes(trained_model):
+    contig = load_model(trained_model).contigs["20"]
+    held = np.array([0, 1, 10, 11])
+    reduced = without_haplotypes(contig, held)
+    full = contig.haplotypes(0, len(contig.sites))
+    keep = np.setdiff1d(np.arange(contig.n_haplotypes), held)
+    assert reduced.n_haplotypes == len(keep) and reduced.inducing is None
+    assert np.array_equal(reduced.haplotypes(0, len(contig.sites)), full[:, keep])
+    np.testing.assert_allclose(reduced.alt_freq, full[:, keep].mean(axis=1), atol=1e-6)
+
+
+def test_training_stores_the_fitted_weight(trained_model):
+    bundle = load_model(trained_model)
+    fit = bundle.metadata["training"]["refinement"]
+    assert 0.0 <= fit["weight"] <= 1.0
+    assert bundle.hyperparameters["refinement_weight"] == fit["weight"]
+    assert fit["held_out_haplotypes"] == 2 * bundle.metadata["training"]["validation_samples"] > 0
+    assert fit["held_out_sites"] > 0
+    loss = fit["cross_entropy"]
+    assert loss["fitted"] <= min(loss["weight_1"], loss["copying_model"]) + 1e-12
+    assert bundle.network().refinement_weight == fit["weight"]
