@@ -320,8 +320,8 @@ def fit_refinement(
     from spinimpute.calibration import (
         cross_entropy,
         fit_refinement_weight,
-        held_out_logits,
         haplotype_columns,
+        held_out_logits,
         without_haplotypes,
     )
     from spinimpute.inference import CpuImputer
@@ -341,15 +341,17 @@ def fit_refinement(
         typed = choose_typed(c.alt_freq, options.validation_typed, rng)
         if len(typed):  # a contig the rest of the panel does not vary at has nothing to impute
             logits.append(held_out_logits(model_at, c, haplotype_columns(contigs[name], held), typed, name=name))
-    weight = fit_refinement_weight(logits)
-    network.refinement_weight = weight
+    fit = fit_refinement_weight(logits)
+    network.refinement_weight = fit.weight
     return {
-        "weight": weight,
+        "weight": fit.weight,
+        "best_weight": fit.best,
+        "t": fit.t,
         "held_out_haplotypes": len(held),
         "held_out_sites": int(sum(h.truth.shape[0] for h in logits)),
         "cross_entropy": {
             "copying_model": cross_entropy(logits, 0.0),
             "weight_1": cross_entropy(logits, 1.0),
-            "fitted": cross_entropy(logits, weight),
+            "fitted": cross_entropy(logits, fit.weight),
         },
     }

@@ -82,9 +82,9 @@ def train_job(
                                     threads=threads, progress=progress)
         summary["refinement"] = refinement
         loss = refinement["cross_entropy"]
-        log.info("predictor corrections weighted %.2f, fitted on %d held-out haplotypes (cross-entropy %.5f; "
-                 "%.5f at weight 1, %.5f for the copying model alone)", refinement["weight"],
-                 refinement["held_out_haplotypes"], loss["fitted"], loss["weight_1"], loss["copying_model"])
+        log.info("predictor corrections weighted %.2f (held-out best %.2f, t %.1f over %d haplotypes; cross-entropy "
+                 "%.5f at weight 1, %.5f for the copying model alone)", refinement["weight"], refinement["best_weight"],
+                 refinement["t"], refinement["held_out_haplotypes"], loss["weight_1"], loss["copying_model"])
     encode_panel(network, contigs, device=device, rows=options.encoder_rows, seed=options.seed, progress=progress)
     network.cpu()
     summary["seconds"] = round(time.time() - start, 1)

@@ -3,33 +3,51 @@
 import numpy as np
 import pytest
 
-from spinimpute.calibration import HeldOutLogits, cross_entropy, fit_refinement_weight, without_haplotypes
+from spinimpute.calibration import (
+    MIN_T,
+    HeldOutLogits,
+    cross_entropy,
+    fit_refinement_weight,
+    improvement_t,
+    without_haplotypes,
+)
 from spinimpute.modelfile import load_model
 
 
-def _held_out(true_weight: float, n=200_000, seed=0) -> HeldOutLogits:
+def _held_out(true_weight: float, n_sites=10_000, n_haplotypes=20, seed=0) -> HeldOutLogits:
+    """Held-out alleles drawn from the copying model's logits plus `true_weight` times the corrections."""
     rng = np.random.default_rng(seed)
-    copying = rng.normal(0, 2, n)
-    correction = rng.normal(0, 2, n)
-    truth = rng.random(n) < 1 / (1 + np.exp(-(copying + true_weight * correction)))
-    return HeldOutLogits(copying.astype(np.float32).reshape(-1, 2), (copying + correction).astype(np.float32).reshape(-1, 2),
-                         truth.astype(np.uint8).reshape(-1, 2))
+    copying = rng.normal(0, 2, (n_sites, n_haplotypes))
+    correction = rng.normal(0, 2, (n_sites, n_haplotypes))
+    truth = rng.random(copying.shape) < 1 / (1 + np.exp(-(copying + true_weight * correction)))
+    return HeldOutLogits(copying.astype(np.float32), (copying + correction).astype(np.float32), truth.astype(np.uint8))
 
 
 @pytest.mark.parametrize("true_weight,want", [(0.4, 0.4), (0.8, 0.8), (1.5, 1.0), (-0.5, 0.0)])
 def test_fit_finds_the_weight_the_alleles_were_drawn_with(true_weight, want):
-    held = [_held_out(true_weight, seed=1), _held_out(true_weight, seed=2)]
-    weight = fit_refinement_weight(held)
-    assert weight == pytest.approx(want, abs=0.05)
-    assert cross_entropy(held, weight) <= min(cross_entropy(held, 0.0), cross_entropy(held, 1.0))
+    held = [_held_out(true_weight, seed=1), _held_out(true_weight, seed=2)]  # two contigs, the same haplotypes
+    fit = fit_refinement_weight(held)
+    assert fit.weight == fit.best == pytest.approx(want, abs=0.05)
+    assert cross_entropy(held, fit.weight) <= min(cross_entropy(held, 0.0), cross_entropy(held, 1.0))
+    assert want == 1.0 or fit.t <= -MIN_T
 
 
 def test_fit_keeps_the_trained_weight_without_evidence():
-    empty = HeldOutLogits(np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32), np.zeros((0, 2), np.uint8))
-    assert fit_refinement_weight([empty]) == 1.0
+    empty = HeldOutLogits(np.zeros((0, 20), np.float32), np.zeros((0, 20), np.float32), np.zeros((0, 20), np.uint8))
+    assert fit_refinement_weight([empty]).weight == 1.0
     same = _held_out(0.4)
     same.corrected = same.copying.copy()  # the predictor changed nothing: every weight ties
-    assert fit_refinement_weight([same]) == 1.0
+    assert fit_refinement_weight([same]).weight == 1.0
+    # Few sites: the best weight is below 1 but not by enough standard errors to replace it.
+    few = _held_out(0.7, n_sites=20, seed=3)
+    fit = fit_refinement_weight([few])
+    assert fit.best < 1.0 and fit.t > -MIN_T and fit.weight == 1.0
+
+
+def test_improvement_t_sign():
+    held = [_held_out(0.3, seed=4)]
+    assert improvement_t(held, 0.3) < -MIN_T  # the true weight beats 1
+    assert improvement_t(held, 1.0) == 0.0
 
 
 def test_panel_without_haplotypes(trained_model):
@@ -46,10 +64,11 @@ def test_panel_without_haplotypes(trained_model):
 def test_training_stores_the_fitted_weight(trained_model):
     bundle = load_model(trained_model)
     fit = bundle.metadata["training"]["refinement"]
-    assert 0.0 <= fit["weight"] <= 1.0
+    assert 0.0 <= fit["best_weight"] <= 1.0
+    assert fit["weight"] == (fit["best_weight"] if fit["t"] <= -MIN_T else 1.0)
     assert bundle.hyperparameters["refinement_weight"] == fit["weight"]
     assert fit["held_out_haplotypes"] == 2 * bundle.metadata["training"]["validation_samples"] > 0
     assert fit["held_out_sites"] > 0
     loss = fit["cross_entropy"]
-    assert loss["fitted"] <= min(loss["weight_1"], loss["copying_model"]) + 1e-12
+    assert loss["fitted"] <= loss["weight_1"] + 1e-12
     assert bundle.network().refinement_weight == fit["weight"]

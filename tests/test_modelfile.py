@@ -51,30 +51,29 @@ def test_foreign_file_is_rejected(tmp_path):
         load_model(junk)
 
 
-def test_incompatible_version_is_rejected(trained_model, tmp_path):
+def _with_metadata(model, path, edit):
+    """A copy of `model` at `path` with its JSON metadata changed by `edit`."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    with safe_open(str(trained_model), framework="pt") as f:
+    with safe_open(str(model), framework="pt") as f:
         meta = json.loads(f.metadata()[METADATA_KEY])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    meta["format_version"] = FORMAT_VERSION + 1
-    newer = tmp_path / "newer.spin"
-    save_file(tensors, str(newer), metadata={METADATA_KEY: json.dumps(meta)})
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    edit(meta)
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta)})
+    return path
+
+
+def test_incompatible_version_is_rejected(trained_model, tmp_path):
+    newer = _with_metadata(trained_model, tmp_path / "newer.spin",
+                           lambda meta: meta.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(ModelFileError, match="format version"):
         load_model(newer)
 
 
 @pytest.mark.parametrize("weight", [2.0, "1", None])
 def test_refinement_weight_outside_zero_one_is_rejected(trained_model, tmp_path, weight):
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(trained_model), framework="pt") as f:
-        meta = json.loads(f.metadata()[METADATA_KEY])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    meta["hyperparameters"]["refinement_weight"] = weight
-    bad = tmp_path / "weight.spin"
-    save_file(tensors, str(bad), metadata={METADATA_KEY: json.dumps(meta)})
+    bad = _with_metadata(trained_model, tmp_path / "weight.spin",
+                         lambda meta: meta["hyperparameters"].update(refinement_weight=weight))
     with pytest.raises(ModelFileError, match="refinement_weight"):
         load_model(bad)
