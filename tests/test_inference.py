@@ -26,8 +26,9 @@ def _network(kmer=4, seed=0):
 
 def _cpu(net: SpinImputer) -> CpuImputer:
     weights = {k: v.detach().numpy() for k, v in net.state_dict().items()}
-    return CpuImputer(weights, kmer=net.kmer, n_heads=net.predictor.n_heads, copying_states=net.copying_states,
-                      refinement_weight=net.refinement_weight)
+    hyperparameters = {"kmer": net.kmer, "n_heads": net.predictor.n_heads, "copying_states": net.copying_states,
+                       "refinement_weight": net.refinement_weight}  # as a model file stores them
+    return CpuImputer.from_hyperparameters(weights, hyperparameters)
 
 
 @pytest.mark.parametrize("kmer,certain,weight", [(4, None, 1.0), (3, -1.0, 1.0), (1, None, 1.0), (4, -1.0, 0.3)])
