@@ -52,23 +52,21 @@ class HeldOutLogits:
     truth: np.ndarray
 
 
-def without_haplotypes(contig: ReferenceContig, held_out: np.ndarray) -> ReferenceContig:
-    """The contig's panel without the haplotypes `held_out`, with no inducing points."""
+def split_haplotypes(contig: ReferenceContig, held_out: np.ndarray) -> tuple[ReferenceContig, np.ndarray]:
+    """The contig's panel without the haplotypes `held_out` (with no inducing points), and
+    their (n_sites, len(held_out)) uint8 alleles, from one pass over the packed panel."""
     keep = np.ones(contig.n_haplotypes, dtype=bool)
     keep[held_out] = False
-    packed, alt_freq = [], []
+    packed, alt_freq, held = [], [], []
     for start in range(0, len(contig.sites), SITE_CHUNK):
-        haps = contig.haplotypes(start, min(len(contig.sites), start + SITE_CHUNK))[:, keep]
-        packed.append(np.packbits(haps, axis=1))
-        alt_freq.append(haps.mean(axis=1, dtype=np.float64).astype(np.float32))
-    return dataclasses.replace(contig, packed_haplotypes=np.concatenate(packed), n_haplotypes=int(keep.sum()),
-                               alt_freq=np.concatenate(alt_freq), inducing=None)
-
-
-def haplotype_columns(contig: ReferenceContig, columns: np.ndarray) -> np.ndarray:
-    """(n_sites, len(columns)) uint8 alleles of some of the contig's haplotypes, unpacked a chunk at a time."""
-    n = len(contig.sites)
-    return np.concatenate([contig.haplotypes(s, min(n, s + SITE_CHUNK))[:, columns] for s in range(0, n, SITE_CHUNK)])
+        haps = contig.haplotypes(start, min(len(contig.sites), start + SITE_CHUNK))
+        rest = haps[:, keep]
+        packed.append(np.packbits(rest, axis=1))
+        alt_freq.append(rest.mean(axis=1, dtype=np.float64).astype(np.float32))
+        held.append(haps[:, held_out])
+    reduced = dataclasses.replace(contig, packed_haplotypes=np.concatenate(packed), n_haplotypes=int(keep.sum()),
+                                  alt_freq=np.concatenate(alt_freq), inducing=None)
+    return reduced, np.concatenate(held)
 
 
 def held_out_logits(model_at: Callable[[float], object], reduced: ReferenceContig, truth: np.ndarray,

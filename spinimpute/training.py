@@ -320,14 +320,14 @@ def fit_refinement(
     from spinimpute.calibration import (
         cross_entropy,
         fit_refinement_weight,
-        haplotype_columns,
         held_out_logits,
-        without_haplotypes,
+        split_haplotypes,
     )
     from spinimpute.inference import CpuImputer
 
     held = _haplotypes_of(np.asarray(held_out_samples, dtype=np.int64))
-    reduced = {name: without_haplotypes(c, held) for name, c in contigs.items()}
+    split = {name: split_haplotypes(c, held) for name, c in contigs.items()}
+    reduced = {name: rest for name, (rest, _) in split.items()}
     encode_panel(network, reduced, device=device, rows=options.encoder_rows, seed=options.seed, progress=progress)
     weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
 
@@ -340,7 +340,7 @@ def fit_refinement(
     for name, c in reduced.items():
         typed = choose_typed(c.alt_freq, options.validation_typed, rng)
         if len(typed):  # a contig the rest of the panel does not vary at has nothing to impute
-            logits.append(held_out_logits(model_at, c, haplotype_columns(contigs[name], held), typed, name=name))
+            logits.append(held_out_logits(model_at, c, split[name][1], typed, name=name))
     fit = fit_refinement_weight(logits)
     network.refinement_weight = fit.weight
     return {

@@ -9,7 +9,7 @@ from spinimpute.calibration import (
     cross_entropy,
     fit_refinement_weight,
     improvement_t,
-    without_haplotypes,
+    split_haplotypes,
 )
 from spinimpute.modelfile import load_model
 
@@ -50,11 +50,12 @@ def test_improvement_t_sign():
     assert improvement_t(held, 1.0) == 0.0
 
 
-def test_panel_without_haplotypes(trained_model):
+def test_panel_split_into_held_out_and_rest(trained_model):
     contig = load_model(trained_model).contigs["20"]
     held = np.array([0, 1, 10, 11])
-    reduced = without_haplotypes(contig, held)
+    reduced, held_alleles = split_haplotypes(contig, held)
     full = contig.haplotypes(0, len(contig.sites))
+    assert np.array_equal(held_alleles, full[:, held])
     keep = np.setdiff1d(np.arange(contig.n_haplotypes), held)
     assert reduced.n_haplotypes == len(keep) and reduced.inducing is None
     assert np.array_equal(reduced.haplotypes(0, len(contig.sites)), full[:, keep])
