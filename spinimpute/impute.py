@@ -245,18 +245,18 @@ def site_statistics(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> 
 
     Returns:
         AF: estimated ALT frequency, the sum of doses over the sum of ploidies; and
-        DR2: the expected squared correlation, over the n samples, between the doses d and
-        the true doses x drawn from the posterior (alleles independent), to second order:
+        DR2: the squared correlation, over the n samples, between the doses d and the true
+        doses x drawn from the posterior (alleles independent), as the ratio of expectations
         E[(sum c x)^2] / (S * E[sum (x - mean x)^2]) with c = d - mean d and S = sum c^2, i.e.
         (S + sum c^2 v / S) / (S + (1 - 1/n) sum v) for the variances v of the true doses
         (`kernels.site_sums`); 0 where the doses are all equal; clipped to [0, 1].
 
-    Beagle's DR2, S / (S + sum v), is the same without the sum c^2 v / S and 1/n terms: the
-    variance of the true doses where the doses are informative, which leaves it too low
-    where a rare allele is called in a few samples with moderate confidence and nowhere
-    else (simulations: -0.26 against the true r² at MAF <= 0.5 %, where this is -0.07).
-    Its correlation with the true per-site r² was below Beagle's on every benchmark; this
-    one's is above on the simulations (see BENCHMARKS.md).
+    Beagle's DR2, S / (S + sum v), lacks the sum c^2 v / S term (the true doses' spread where
+    the doses are high), which leaves it too low where a rare allele is called in a few
+    samples and nowhere else (simulations, MAF <= 0.5 %: -0.26 against the true r², this
+    one -0.07). On our posteriors this one correlates better with the true per-site r² on
+    all five simulated scenarios and the real benchmark, slightly worse at half its array
+    density (BENCHMARKS.md, "DR2").
     """
     # One thread: the writer runs this for several blocks at once.
     total, dose_sq, variance, alleles, dose_variance, dose_sq_variance = kernels.site_sums(hap_prob, haploid)
