@@ -50,9 +50,9 @@ def test_dosage_r2_is_the_expected_r2_of_the_doses():
         num += prob * (c @ y) ** 2
         den += prob * (c @ c) * (y @ y)
     assert dosage_r2(p, haploid)[0] == pytest.approx(num / den)
-    # Close to the mean r2 over draws where doses are spread; Beagle's formula, the
-    # variance of the doses over that of the true doses, is too low where a rare allele is
-    # called in one sample with moderate confidence and nowhere else.
+    # At common sites it is close to the mean r2 over draws of the truth. Where a rare allele
+    # is called in one sample with moderate confidence and nowhere else, Beagle's formula (the
+    # variance of the doses over that of the true doses) is far below that mean, this one near it.
     rng = np.random.default_rng(4)
     common = rng.beta(0.6, 0.6, size=(4, 80))
     np.testing.assert_allclose(dosage_r2(common), _sampled_r2(common, rng), atol=0.01)
