@@ -322,32 +322,3 @@ def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, site_cm,
         site_cm.numpy(), groups, rate_per_cm.detach().numpy(), float(error), threads=torch.get_num_threads(),
     )
     return torch.from_numpy(out).to(ref_typed.dtype)
-
-
-def leave_one_out(
-    ref_typed: torch.Tensor,
-    query_typed: torch.Tensor,
-    observed: torch.Tensor,
-    marker_cm: torch.Tensor,
-    rate_per_cm: torch.Tensor,
-    error: torch.Tensor,
-) -> torch.Tensor:
-    """ALT probability at each marker given all the other markers' observations.
-
-    The forward message before a marker's emission and the backward message after it
-    give the posterior with that marker's own allele left out.
-
-    Args: as `forward_backward`.
-
-    Returns:
-        (Q, M) probabilities.
-    """
-    n_ref, n_markers = ref_typed.shape
-    alpha, gamma = forward_backward(ref_typed, query_typed, observed, marker_cm, rate_per_cm, error)
-    switch = switch_probability(marker_cm[1:] - marker_cm[:-1], rate_per_cm)  # (M-1,)
-    before = torch.full_like(alpha, 1.0 / n_ref)
-    before[:, 1:] = (1.0 - switch[None, :, None]) * alpha[:, :-1] + switch[None, :, None] / n_ref
-    after = torch.ones_like(gamma)
-    after[:, :-1] = (1.0 - switch[None, :, None]) * gamma[:, 1:] + switch[None, :, None] / n_ref
-    weight = before.mul_(after)
-    return torch.einsum("qmr,rm->qm", weight, ref_typed) / weight.sum(-1)

@@ -484,6 +484,96 @@ def site_sums(hap_prob: np.ndarray, haploid: np.ndarray | None, threads: int = 1
 
 
 @_compiled
+def _pair_viterbi(genotypes, first, second, anchored, templates, jump, error, path, lo, hi):  # pragma: no cover
+    n_markers, k = templates.shape[1], templates.shape[2]
+    v = np.empty((k, k))
+    new = np.empty((k, k))
+    back = np.empty((n_markers, k * k), np.int32)
+    row_max, col_max = np.empty(k), np.empty(k)
+    row_arg, col_arg = np.empty(k, np.int64), np.empty(k, np.int64)
+    for s in range(lo, hi):
+        g, h = genotypes[s], templates[s]
+        for m in range(n_markers):
+            stay = one = both = 0.0
+            top, top_arg = -1.0, 0
+            if m > 0:
+                p = jump[m - 1]
+                stay, one, both = (1.0 - p) * (1.0 - p), (1.0 - p) * p / k, (p / k) * (p / k)
+                for a in range(k):
+                    row_max[a] = -1.0
+                    col_max[a] = -1.0
+                for a in range(k):
+                    for b in range(k):
+                        x = v[a, b]
+                        if x > row_max[a]:
+                            row_max[a], row_arg[a] = x, b
+                        if x > col_max[b]:
+                            col_max[b], col_arg[b] = x, a
+                        if x > top:
+                            top, top_arg = x, a * k + b
+            scale = 0.0
+            for a in range(k):
+                for b in range(k):
+                    if g[m] < 0:
+                        e = 1.0
+                    elif anchored[s, m]:  # ordered alleles: the first template copies the first slot
+                        e = error ** (int(h[m, a] != first[s, m]) + int(h[m, b] != second[s, m]))
+                    else:
+                        e = error ** abs(int(h[m, a]) + int(h[m, b]) - int(g[m]))
+                    if m == 0:
+                        best, source = 1.0, -1
+                    else:
+                        best, source = stay * v[a, b], a * k + b
+                        if one * row_max[a] > best:
+                            best, source = one * row_max[a], a * k + row_arg[a]
+                        if one * col_max[b] > best:
+                            best, source = one * col_max[b], col_arg[b] * k + b
+                        if both * top > best:
+                            best, source = both * top, top_arg
+                    new[a, b] = e * best
+                    back[m, a * k + b] = source
+                    scale = max(scale, new[a, b])
+            for a in range(k):
+                for b in range(k):
+                    v[a, b] = new[a, b] / scale
+        state, top = 0, -1.0
+        for a in range(k):
+            for b in range(k):
+                if v[a, b] > top:
+                    top, state = v[a, b], a * k + b
+        for m in range(n_markers - 1, -1, -1):
+            path[s, m] = state
+            if m > 0:
+                state = back[m, state]
+
+
+def pair_viterbi(genotypes, first, second, anchored, templates, jump, error: float, *, threads: int = 1) -> np.ndarray:
+    """Most likely pair of templates along the markers for each sample, under a diploid
+    Li-Stephens model: each of the two haplotypes copies one of its sample's K templates
+    and switches to any of them with probability `jump` between neighbouring markers.
+
+    Args:
+        genotypes: (S, M) int8 ALT counts, -1 missing.
+        first, second: (S, M) int8 ALT of each slot, used where `anchored`.
+        anchored: (S, M) bool, genotypes whose phase is fixed: the first template must
+            carry `first`, the second `second`; elsewhere the unordered sum must match.
+        templates: (S, M, K) uint8 each sample's candidate haplotypes at the markers.
+        jump: (M - 1,) float64 switch probability of one haplotype between markers.
+        error: probability of each mismatching allele.
+
+    Returns:
+        (S, M) int64 state a * K + b: the templates copied by the first (a) and second (b) slot.
+    """
+    templates = np.ascontiguousarray(templates, dtype=np.uint8)
+    path = np.zeros(templates.shape[:2], dtype=np.int64)
+    _run(_pair_viterbi, templates.shape[0], threads, np.ascontiguousarray(genotypes, dtype=np.int8),
+         np.ascontiguousarray(first, dtype=np.int8), np.ascontiguousarray(second, dtype=np.int8),
+         np.ascontiguousarray(anchored, dtype=np.bool_), templates, np.ascontiguousarray(jump, dtype=np.float64),
+         float(error), path)
+    return path
+
+
+@_compiled
 def _gelu(x, out):  # pragma: no cover - compiled
     flat_in, flat_out = x.ravel(), out.ravel()
     for i in range(flat_in.size):
@@ -516,4 +606,6 @@ def warm_up() -> None:
     candidate_priority(by_site[[1, 3]], query, np.array([0, 2]))
     site_sums(np.zeros((1, 2), np.float32), None)
     gelu(np.zeros((1, 2), np.float32))
+    pair_viterbi(np.ones((1, 2), np.int8), np.ones((1, 2), np.int8), np.zeros((1, 2), np.int8),
+                 np.zeros((1, 2), bool), by_site[:2, :2][None], np.array([0.01]), 0.001)
     site_sums(np.zeros((1, 2), np.float32), np.ones((1, 1), bool))

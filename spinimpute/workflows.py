@@ -173,15 +173,14 @@ def impute_job(
     if copying_states is not None:
         hyper["copying_states"] = copying_states
     phased = {name: target.contigs[name] for name in names}
-    network = None  # the torch module, built once if phasing or the device needs it
     if counts["unphased_het"]:
         from spinimpute.phasing import phase_contig
 
         log.info("phasing %d unphased heterozygous target genotypes against the panel", counts["unphased_het"])
-        network = _torch_network(bundle, threads).to(device)
+        copying_model = CpuImputer.from_hyperparameters(bundle.weights, hyper, threads=threads)
         phased = {
-            name: phase_contig(network, bundle.contigs[name], target.contigs[name], device=device,
-                               sites=site_ranges[name])
+            name: phase_contig(copying_model, bundle.contigs[name], target.contigs[name], sites=site_ranges[name],
+                               threads=threads)
             for name in names
         }
     mixed = precision == "mixed" or (precision == "auto" and device != "cpu")
@@ -190,7 +189,7 @@ def impute_job(
     else:
         from spinimpute.model import TorchImputer
 
-        network = network or _torch_network(bundle, threads)
+        network = _torch_network(bundle, threads)
         network.copying_states = hyper.get("copying_states", network.copying_states)
         model = TorchImputer(network, device, mixed_precision=mixed)
     header = [

@@ -3,7 +3,8 @@
 Test data are seeded msprime simulations made once per session in a temporary folder:
 `small_benchmark` is a 300 kb panel of 150 reference and 20 target samples, typed at
 5 % of sites, in the layout of the real benchmark (ref, target, truth VCFs).
-`trained_model` is a model trained on it for a few steps.
+`trained_model` is a model trained on it for a few steps; `unphased_target` is its target
+with every genotype written unphased ('/', the ALT allele second).
 """
 
 from pathlib import Path
@@ -48,3 +49,17 @@ def trained_model(small_benchmark, tmp_path_factory) -> Path:
         progress=False,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def unphased_target(small_benchmark, tmp_path_factory) -> Path:
+    import cyvcf2
+
+    src = cyvcf2.VCF(str(small_benchmark / "target.vcf.gz"))
+    lines = [src.raw_header.rstrip("\n")]
+    for rec in src:
+        gts = ["/".join(map(str, sorted(g[:2]))) for g in rec.genotypes]
+        lines.append("\t".join([rec.CHROM, str(rec.POS), ".", rec.REF, rec.ALT[0], ".", ".", ".", "GT", *gts]))
+    path = tmp_path_factory.mktemp("unphased") / "target.vcf"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from spinimpute.impute import site_statistics
+from spinimpute.inference import CpuImputer
 from spinimpute.modelfile import load_model
 from spinimpute.phasing import phase_contig
 from spinimpute.vcf import read_target
@@ -65,24 +66,15 @@ def test_dosage_r2_is_the_expected_r2_of_the_doses():
     assert abs(dosage_r2(rare)[0] - sampled) < 0.1 and sampled - beagle > 0.25
 
 
-def test_phasing_keeps_genotypes_and_recovers_most_phase(trained_model, small_benchmark, tmp_path):
-    import cyvcf2
-
+def test_phasing_keeps_genotypes_and_recovers_most_phase(trained_model, small_benchmark, unphased_target):
     bundle = load_model(trained_model)
     sites = {n: c.sites for n, c in bundle.contigs.items()}
     phased = read_target(small_benchmark / "target.vcf.gz", sites)
-    # Unphase the target: write '/' and put the ALT allele second at every heterozygote.
-    src = cyvcf2.VCF(str(small_benchmark / "target.vcf.gz"))
-    lines = [src.raw_header.rstrip("\n")]
-    for rec in src:
-        gts = ["/".join(map(str, sorted(g[:2]))) for g in rec.genotypes]
-        lines.append("\t".join([rec.CHROM, str(rec.POS), ".", rec.REF, rec.ALT[0], ".", ".", ".", "GT", *gts]))
-    path = tmp_path / "unphased.vcf"
-    path.write_text("\n".join(lines) + "\n")
-    unphased = read_target(path, sites)
+    unphased = read_target(unphased_target, sites)
     tc = unphased.contigs["20"]
     assert tc.unphased.sum() == unphased.counts["unphased_het"] > 0
-    result = phase_contig(bundle.network(), bundle.contigs["20"], tc, device=torch.device("cpu"))
+    model = CpuImputer.from_hyperparameters(bundle.weights, bundle.hyperparameters)
+    result = phase_contig(model, bundle.contigs["20"], tc, threads=2)
     truth = phased.contigs["20"].alleles
     assert not result.unphased.any()
     assert np.array_equal(result.alleles.reshape(len(truth), -1, 2).sum(-1), truth.reshape(len(truth), -1, 2).sum(-1))
@@ -92,6 +84,10 @@ def test_phasing_keeps_genotypes_and_recovers_most_phase(trained_model, small_be
     per_sample = [max(agree[het[:, s], s].mean(), 1 - agree[het[:, s], s].mean()) for s in range(het.shape[1])
                   if het[:, s].sum() > 1]
     assert np.mean(per_sample) > 0.8
+    # Switch errors between neighbouring heterozygotes: 0.051 here (the per-haplotype model before: 0.070).
+    switches = sum(np.count_nonzero(np.diff(agree[het[:, s], s].astype(int))) for s in range(het.shape[1]))
+    pairs = sum(max(0, int(het[:, s].sum()) - 1) for s in range(het.shape[1]))
+    assert switches / pairs < 0.065
 
 
 def test_allele_frequency_counts_ploidy():

@@ -110,12 +110,14 @@ def _torch_imputer(weights, hyper):
     return TorchImputer(net, "cpu")
 
 
-def test_cpu_imputation_does_not_import_torch(trained_model, small_benchmark, tmp_path):
+@pytest.mark.parametrize("phased", [True, False])
+def test_cpu_imputation_does_not_import_torch(trained_model, small_benchmark, unphased_target, tmp_path, phased):
+    target = small_benchmark / "target.vcf.gz" if phased else unphased_target  # phasing runs without torch too
     code = (
         "import sys\n"
         "from spinimpute.cli import main\n"
         "try:\n"
-        f"    main(['-q', 'impute', '--target', {str(small_benchmark / 'target.vcf.gz')!r}, '--model', "
+        f"    main(['-q', 'impute', '--target', {str(target)!r}, '--model', "
         f"{str(trained_model)!r}, '--out', {str(tmp_path / 'o.vcf.gz')!r}, '--device', 'cpu'])\n"
         "except SystemExit as exc:\n"
         "    assert not exc.code, exc.code\n"

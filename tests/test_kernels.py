@@ -51,3 +51,22 @@ def test_site_sums_follow_ploidy():
     for threads in (1, 3):
         np.testing.assert_allclose(kernels.site_sums(p, haploid, threads), want, rtol=1e-12)
     np.testing.assert_allclose(kernels.site_sums(p, None)[3], np.full(7, 10.0))
+
+
+def test_pair_viterbi_explains_genotypes_with_two_templates_and_keeps_anchors():
+    # Templates 0 and 1 are complements, 2 is all REF: heterozygotes everywhere are the pair (0, 1).
+    t = np.array([[0, 1, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0]], dtype=np.uint8)  # (M, K)
+    genotypes = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype=np.int8)
+    first = np.zeros_like(genotypes)
+    second = np.zeros_like(genotypes)
+    anchored = np.zeros(genotypes.shape, dtype=bool)
+    first[0, 3], second[0, 3], anchored[0, 3] = 1, 0, True  # sample 0: ALT first at marker 3, i.e. template 1
+    jump = np.full(4, 0.01)
+    path = kernels.pair_viterbi(genotypes, first, second, anchored, np.stack([t, t]), jump, 1e-3, threads=2)
+    a, b = path // 3, path % 3
+    np.testing.assert_array_equal(a[0], 1)
+    np.testing.assert_array_equal(b[0], 0)
+    # Sample 1 is homozygous REF at the last marker: one haplotype switches to a REF template there.
+    pair = {(int(x), int(y)) for x, y in zip(a[1, :4], b[1, :4])}
+    assert len(pair) == 1 and pair <= {(0, 1), (1, 0)}
+    assert t[4, a[1, 4]] + t[4, b[1, 4]] == 0 and (a[1, 4], b[1, 4]) != (a[1, 3], b[1, 3])
