@@ -491,6 +491,7 @@ def _pair_viterbi(genotypes, first, second, anchored, templates, jump, error, pa
     back = np.empty((n_markers, k * k), np.int32)
     row_max, col_max = np.empty(k), np.empty(k)
     row_arg, col_arg = np.empty(k, np.int64), np.empty(k, np.int64)
+    emit = np.array([1.0, error, error * error])  # by the number of mismatching alleles
     for s in range(lo, hi):
         g, h = genotypes[s], templates[s]
         for m in range(n_markers):
@@ -517,9 +518,9 @@ def _pair_viterbi(genotypes, first, second, anchored, templates, jump, error, pa
                     if g[m] < 0:
                         e = 1.0
                     elif anchored[s, m]:  # ordered alleles: the first template copies the first slot
-                        e = error ** (int(h[m, a] != first[s, m]) + int(h[m, b] != second[s, m]))
+                        e = emit[int(h[m, a] != first[s, m]) + int(h[m, b] != second[s, m])]
                     else:
-                        e = error ** abs(int(h[m, a]) + int(h[m, b]) - int(g[m]))
+                        e = emit[abs(int(h[m, a]) + int(h[m, b]) - int(g[m]))]
                     if m == 0:
                         best, source = 1.0, -1
                     else:
