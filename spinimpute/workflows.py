@@ -24,7 +24,7 @@ from spinimpute.inference import CpuImputer
 from spinimpute.modelfile import load_model
 from spinimpute.vcf import ImputedVcfWriter, RecordBlock, atomic_output, match_contig, read_target
 
-# Training, GPUs and phasing run torch code; `impute` on a CPU does without it (see
+# Training and GPUs run torch code; `impute` on a CPU, phasing included, does without it (see
 # `spinimpute.inference`), so torch and the modules that use it are imported where needed.
 if TYPE_CHECKING:
     from spinimpute.training import TrainingOptions
