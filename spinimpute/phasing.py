@@ -6,6 +6,7 @@ phased here first, window by window (see `phase_contig`), on the CPU without tor
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -14,11 +15,18 @@ from spinimpute import copying, kernels
 from spinimpute.impute import windows_for
 from spinimpute.modelfile import ReferenceContig
 from spinimpute.vcf import TargetContig
+from spinimpute.windows import Window
 
 # Candidate templates per sample and window: the pair model's cost grows with their square.
 # On the real benchmark 32 / 64 / 128 gave switch error rates 0.066 / 0.055 / 0.049 (the
 # per-haplotype model this replaced: 0.066), 64 at a third of 128's time.
 PAIR_CANDIDATES = 64
+# Typed markers that a phasing window's core holds at least: consecutive model windows are
+# merged until they do, since phase is lost more often where windows join. Real benchmark
+# (model windows of ~90 markers): switch errors 0.0536 unmerged, 0.0526 / 0.0537 / 0.0526 /
+# 0.0550 at 150 / 200 / 250 / 300, 0.058 as one 843-marker window (long ones need more
+# candidates); simulations within 0.0006; the tests' 60-marker windows 0.051 -> 0.023.
+PHASING_CORE_MARKERS = 150
 # Markers per chunk of candidate selection: each chunk picks its own best templates first,
 # so that a window's candidates cover the recombinations inside it (0.055 -> 0.053).
 CANDIDATE_CHUNK_MARKERS = 40
@@ -28,7 +36,8 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
                  threads: int = 1) -> TargetContig:
     """Resolve the phase of unphased heterozygous target genotypes against the panel.
 
-    Window by window, each sample's two haplotypes copy a pair of panel haplotypes under a
+    Window by window (model windows merged until their cores hold PHASING_CORE_MARKERS
+    typed markers, `phasing_windows`), each sample's two haplotypes copy a pair of panel haplotypes under a
     diploid Li-Stephens model (`kernels.pair_viterbi`) over the window's typed markers,
     among the candidates that best fit its homozygous genotypes (`pair_candidates`); the
     most likely pair of template paths gives the phase of each heterozygote where the two
@@ -37,8 +46,8 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
 
     Args:
         model: gives `switch_rate(n_reference)` and `mismatch()` (a `CpuImputer`).
-        sites: only the windows imputing those sites and one window either side are
-            phased; other unphased genotypes are left as written.
+        sites: only the phasing windows that reach the model windows imputing those sites
+            or one window either side are phased; other unphased genotypes are left as written.
 
     Returns:
         A TargetContig whose alleles are phased (where `sites` reaches) and whose
@@ -51,8 +60,11 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
     decided = ~unphased
     rate, error = float(model.switch_rate(contig.n_haplotypes)), float(model.mismatch())
     needed = windows_for(contig, sites)
-    for w_index in range(max(0, needed[0] - 1), min(len(contig.windows), needed[-1] + 2)) if needed else []:
-        window = contig.windows[w_index]
+    reach = set(range(max(0, needed[0] - 1), min(len(contig.windows), needed[-1] + 2))) if needed else set()
+    for group in phasing_windows(contig, target.site_index):
+        if reach.isdisjoint(group.model_windows):
+            continue
+        window = group.window
         lo, hi = np.searchsorted(target.site_index, [window.start, window.stop])
         open_sites = unphased[lo:hi] & ~decided[lo:hi]
         samples = np.flatnonzero(open_sites.any(axis=0))
@@ -105,3 +117,26 @@ def pair_candidates(genotypes: np.ndarray, markers: np.ndarray, n_candidates: in
     order = np.concatenate([*picked, overall])
     _, first_seen = np.unique(order, return_index=True)
     return np.sort(order[np.sort(first_seen)][:k])
+
+
+@dataclasses.dataclass
+class PhasingWindow:
+    """Consecutive model windows phased together: `window` spans them (the first one's left
+    flank, the last one's right flank, their cores as one core)."""
+
+    window: Window
+    model_windows: range
+
+
+def phasing_windows(contig: ReferenceContig, site_index: np.ndarray) -> list[PhasingWindow]:
+    """The contig's model windows merged, in order, into groups whose cores hold at least
+    PHASING_CORE_MARKERS of the target's typed sites `site_index` (the last group may hold fewer)."""
+    out, first = [], 0
+    windows = contig.windows
+    for last, w in enumerate(windows):
+        n_core = np.searchsorted(site_index, w.core_stop) - np.searchsorted(site_index, windows[first].core_start)
+        if n_core >= PHASING_CORE_MARKERS or last == len(windows) - 1:
+            a = windows[first]
+            out.append(PhasingWindow(Window(a.start, w.stop, a.core_start, w.core_stop), range(first, last + 1)))
+            first = last + 1
+    return out
