@@ -89,6 +89,11 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
         r, c = np.nonzero(told)
         alleles[lo + r, 2 * samples[c]] = copied_first[r, c]
         alleles[lo + r, 2 * samples[c] + 1] = copied_second[r, c]
+        for m, j in zip(*np.nonzero(resolved & ~told)):
+            alt_first = _likelier_alt_slot(alleles[lo:hi, 2 * samples[j]], alleles[lo:hi, 2 * samples[j] + 1],
+                                           templates[j], m, told[:, j] | ~open_sites[:, samples[j]])
+            if alt_first is not None:
+                alleles[lo + m, 2 * samples[j]], alleles[lo + m, 2 * samples[j] + 1] = (1, 0) if alt_first else (0, 1)
         r, c = np.nonzero(resolved)
         decided[lo + r, samples[c]] = True
     return TargetContig(target.site_index, alleles, np.zeros_like(unphased), target.haploid)
@@ -140,3 +145,32 @@ def phasing_windows(contig: ReferenceContig, site_index: np.ndarray) -> list[Pha
             out.append(PhasingWindow(Window(a.start, w.stop, a.core_start, w.core_stop), range(first, last + 1)))
             first = last + 1
     return out
+
+
+# Markers either side of an untold heterozygote that decide which haplotype carries its ALT.
+LOCAL_MARKERS = 10
+
+
+def _likelier_alt_slot(first, second, templates, m, known) -> bool | None:
+    """Whether the first slot of a heterozygote at marker `m` whose two templates agree is
+    the likelier to carry the ALT allele: the slot whose haplotype, over LOCAL_MARKERS
+    either side, some candidate carrying ALT at `m` fits with fewer mismatches than any
+    candidate carrying ALT fits the other; None on a tie.
+
+    Args:
+        first, second: (M,) the sample's alleles in each slot, -1 missing.
+        templates: (M, K) its candidates' alleles.
+        known: (M,) bool, markers whose order is known (homozygous, phased, or told here).
+    """
+    lo, hi = max(0, m - LOCAL_MARKERS), min(len(first), m + LOCAL_MARKERS + 1)
+    near = np.zeros(hi - lo, dtype=bool)
+    near[:] = known[lo:hi] & (first[lo:hi] >= 0)
+    near[m - lo] = False
+    carriers = templates[m] == 1
+    if not carriers.any():
+        return None
+    fits = [((templates[lo:hi][near][:, carriers] != slot[lo:hi][near][:, None]).sum(axis=0)).min()
+            for slot in (first, second)]
+    if fits[0] == fits[1]:
+        return None
+    return bool(fits[0] < fits[1])

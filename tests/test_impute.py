@@ -137,3 +137,17 @@ def test_fewer_candidate_states_stay_close_to_the_whole_panel(trained_model, sma
         doses[states] = np.stack(list(read_dosages(out)[1].values()))
     difference = np.abs(doses[1000] - doses[150])
     assert difference.mean() < 0.01 and np.quantile(difference, 0.999) < 0.5
+
+
+def test_untold_heterozygote_goes_to_the_slot_a_carrier_fits():
+    from spinimpute.phasing import _likelier_alt_slot
+
+    # Markers 0-4; the heterozygote is marker 2, where both copied templates carried REF. The only
+    # candidate with ALT there (column 2) matches the second slot's haplotype around it.
+    first = np.array([0, 1, -1, 0, 1], dtype=np.int8)
+    second = np.array([1, 0, -1, 1, 0], dtype=np.int8)
+    templates = np.array([[0, 0, 1], [1, 1, 0], [0, 0, 1], [0, 0, 1], [1, 1, 0]], dtype=np.uint8)  # (M, K)
+    known = np.array([True, True, False, True, True])
+    assert _likelier_alt_slot(first, second, templates, 2, known) is False
+    assert _likelier_alt_slot(second, first, templates, 2, known) is True
+    assert _likelier_alt_slot(first, first, templates, 2, known) is None  # both slots fit alike
