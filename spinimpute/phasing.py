@@ -41,7 +41,8 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
     diploid Li-Stephens model (`kernels.pair_viterbi`) over the window's typed markers,
     among the candidates that best fit its homozygous genotypes (`pair_candidates`); the
     most likely pair of template paths gives the phase of each heterozygote where the two
-    templates differ (elsewhere the input order stays). Heterozygotes phased in the input
+    templates differ (where they agree, `_likelier_alt_slot` decides, or the input order
+    stays). Heterozygotes phased in the input
     or by the previous window are fixed in order, which carries one phase across windows.
 
     Args:
