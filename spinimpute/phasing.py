@@ -17,10 +17,12 @@ from spinimpute.modelfile import ReferenceContig
 from spinimpute.vcf import TargetContig
 from spinimpute.windows import Window
 
-# Candidate templates per sample and window: the pair model's cost grows with their square.
-# On the real benchmark 32 / 64 / 128 gave switch error rates 0.066 / 0.055 / 0.049 (the
-# per-haplotype model this replaced: 0.066), 64 at a third of 128's time.
-PAIR_CANDIDATES = 64
+# Candidate templates per sample, window and pass: the pair model's cost grows with their
+# square. Real benchmark, switch error rates: one pass over model windows with 32 / 64 / 128,
+# 0.066 / 0.055 / 0.049 (the per-haplotype model this replaced: 0.066); over merged windows,
+# 64 once 0.0514 (impute 4.8 s), 48 twice 0.0497 (6.5 s), 64 twice 0.0478 (9.3 s).
+# Simulations (seed 1 of four scenarios): 48 twice 0.0072-0.0125, 64 once 0.0090-0.0152.
+PAIR_CANDIDATES = 48
 # Typed markers that a phasing window's core holds at least: consecutive model windows are
 # merged until they do, since phase is lost more often where windows join. Real benchmark
 # (model windows of ~90 markers): switch errors 0.0536 unmerged, 0.0526 / 0.0537 / 0.0526 /
@@ -39,7 +41,8 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
     Window by window (model windows merged until their cores hold PHASING_CORE_MARKERS
     typed markers, `phasing_windows`), each sample's two haplotypes copy a pair of panel haplotypes under a
     diploid Li-Stephens model (`kernels.pair_viterbi`) over the window's typed markers,
-    among the candidates that best fit its homozygous genotypes (`pair_candidates`); the
+    among the candidates that best fit its homozygous genotypes (`pair_candidates`), then
+    again among those that best fit the two haplotypes so phased (`haplotype_candidates`); the
     most likely pair of template paths gives the phase of each heterozygote where the two
     templates differ (where they agree, `_likelier_alt_slot` decides, or the input order
     stays). Heterozygotes phased in the input
@@ -76,14 +79,18 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
         first = alleles[lo:hi, 2 * samples].T  # (S, M)
         second = alleles[lo:hi, 2 * samples + 1].T
         genotypes = np.where((first < 0) | (second < 0), -1, first + second).astype(np.int8)
-        chosen = np.stack([pair_candidates(g, markers) for g in genotypes])  # (S, K)
-        templates = np.take_along_axis(markers.T[None], chosen[:, :, None], axis=1).transpose(0, 2, 1)  # (S, M, K)
         jump = copying.switch_probability(np.diff(contig.cm[columns].astype(np.float64)), rate)
         anchored = decided[lo:hi, samples].T & (genotypes == 1)
+        # First among the haplotypes that fit the genotypes, then again among those that fit
+        # each haplotype of that first phase.
+        chosen = np.stack([pair_candidates(g, markers) for g in genotypes])  # (S, K)
+        templates = np.take_along_axis(markers.T[None], chosen[:, :, None], axis=1).transpose(0, 2, 1)  # (S, M, K)
         path = kernels.pair_viterbi(genotypes, first, second, anchored, templates, jump, error, threads=threads)
-        k = chosen.shape[1]
-        copied_first = np.take_along_axis(templates, (path // k)[:, :, None], axis=2)[..., 0].T  # (M, S)
-        copied_second = np.take_along_axis(templates, (path % k)[:, :, None], axis=2)[..., 0].T
+        copied = _copied_alleles(templates, path)
+        chosen = np.stack([haplotype_candidates(copied[0][j], copied[1][j], markers) for j in range(len(samples))])
+        templates = np.take_along_axis(markers.T[None], chosen[:, :, None], axis=1).transpose(0, 2, 1)
+        path = kernels.pair_viterbi(genotypes, first, second, anchored, templates, jump, error, threads=threads)
+        copied_first, copied_second = (c.T for c in _copied_alleles(templates, path))  # (M, S)
         in_core = (columns >= window.core_start) & (columns < window.core_stop)
         resolved = open_sites[:, samples] & in_core[:, None]
         told = resolved & (copied_first != copied_second)
@@ -120,9 +127,7 @@ def pair_candidates(genotypes: np.ndarray, markers: np.ndarray, n_candidates: in
     share = max(1, k // (2 * n_chunks))
     cuts = np.linspace(0, n_markers, n_chunks + 1).round().astype(np.int64)
     picked = [np.argsort(contradicts[a:b].sum(axis=0), kind="stable")[:share] for a, b in itertools.pairwise(cuts)]
-    order = np.concatenate([*picked, overall])
-    _, first_seen = np.unique(order, return_index=True)
-    return np.sort(order[np.sort(first_seen)][:k])
+    return _first_distinct(np.concatenate([*picked, overall]), k)
 
 
 @dataclasses.dataclass
@@ -175,3 +180,38 @@ def _likelier_alt_slot(first, second, templates, m, known) -> bool | None:
     if fits[0] == fits[1]:
         return None
     return bool(fits[0] < fits[1])
+
+
+
+def haplotype_candidates(first: np.ndarray, second: np.ndarray, markers: np.ndarray,
+                         n_candidates: int = PAIR_CANDIDATES) -> np.ndarray:
+    """(K,) panel haplotypes that fit either of a sample's two phased haplotypes best, taken
+    from each in turn; each chunk of CANDIDATE_CHUNK_MARKERS markers first picks its share.
+
+    Args:
+        first, second: (M,) the haplotypes' alleles at the markers.
+        markers: (M, R) panel alleles at the markers.
+    """
+    n_markers, n_ref = markers.shape
+    orders = []
+    for haplotype in (first, second):
+        differs = markers != haplotype[:, None]
+        n_chunks = max(1, n_markers // CANDIDATE_CHUNK_MARKERS)
+        share = max(1, n_candidates // (4 * n_chunks))
+        cuts = np.linspace(0, n_markers, n_chunks + 1).round().astype(np.int64)
+        picked = [np.argsort(differs[a:b].sum(axis=0), kind="stable")[:share] for a, b in itertools.pairwise(cuts)]
+        orders.append(np.concatenate([*picked, np.argsort(differs.sum(axis=0), kind="stable")]))
+    return _first_distinct(np.stack(orders, axis=1).ravel(), min(n_candidates, n_ref))
+
+
+def _first_distinct(order: np.ndarray, k: int) -> np.ndarray:
+    """The first k distinct values of `order`, sorted."""
+    _, first_seen = np.unique(order, return_index=True)
+    return np.sort(order[np.sort(first_seen)][:k])
+
+
+def _copied_alleles(templates: np.ndarray, path: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(S, M) alleles of the templates that the first and the second slot copy along `path`."""
+    k = templates.shape[2]
+    return (np.take_along_axis(templates, (path // k)[:, :, None], axis=2)[..., 0],
+            np.take_along_axis(templates, (path % k)[:, :, None], axis=2)[..., 0])
