@@ -32,6 +32,9 @@ PHASING_CORE_MARKERS = 150
 # Markers per chunk of candidate selection: each chunk picks its own best templates first,
 # so that a window's candidates cover the recombinations inside it (0.055 -> 0.053).
 CANDIDATE_CHUNK_MARKERS = 40
+# Markers either side of a heterozygote whose templates agree that decide which haplotype
+# carries its ALT (`_likelier_alt_slot`).
+LOCAL_MARKERS = 10
 
 
 def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites: range | None = None,
@@ -39,14 +42,14 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
     """Resolve the phase of unphased heterozygous target genotypes against the panel.
 
     Window by window (model windows merged until their cores hold PHASING_CORE_MARKERS
-    typed markers, `phasing_windows`), each sample's two haplotypes copy a pair of panel haplotypes under a
-    diploid Li-Stephens model (`kernels.pair_viterbi`) over the window's typed markers,
-    among the candidates that best fit its homozygous genotypes (`pair_candidates`), then
-    again among those that best fit the two haplotypes so phased (`haplotype_candidates`); the
-    most likely pair of template paths gives the phase of each heterozygote where the two
-    templates differ (where they agree, `_likelier_alt_slot` decides, or the input order
-    stays). Heterozygotes phased in the input
-    or by the previous window are fixed in order, which carries one phase across windows.
+    typed markers, `phasing_windows`), each sample's two haplotypes copy a pair of panel
+    haplotypes under a diploid Li-Stephens model (`kernels.pair_viterbi`) over the window's
+    typed markers: first among the candidates that best fit its homozygous genotypes
+    (`pair_candidates`), then among those that best fit the two haplotypes so phased
+    (`haplotype_candidates`). The most likely pair of template paths gives the phase of each
+    heterozygote where the two templates differ; where they agree `_likelier_alt_slot`
+    decides, or the input order stays. Heterozygotes phased in the input or by the previous
+    window are fixed in order, which carries one phase across windows.
 
     Args:
         model: gives `switch_rate(n_reference)` and `mismatch()` (a `CpuImputer`).
@@ -108,26 +111,42 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
 
 
 def pair_candidates(genotypes: np.ndarray, markers: np.ndarray, n_candidates: int = PAIR_CANDIDATES) -> np.ndarray:
-    """(K,) panel haplotypes that fit a sample's homozygous genotypes best, K = min(n_candidates, R).
-
-    Each chunk of CANDIDATE_CHUNK_MARKERS markers first picks its own share, by the fewest
-    homozygous genotypes its alleles contradict there; the rest are the fewest over all markers.
+    """(K,) panel haplotypes that fit a sample's homozygous genotypes best (fewest of them
+    contradicted; `_fit_order`), K = min(n_candidates, R).
 
     Args:
         genotypes: (M,) ALT counts, -1 missing.
         markers: (M, R) panel alleles at the markers.
     """
-    n_markers, n_ref = markers.shape
-    k = min(n_candidates, n_ref)
     contradicts = ((genotypes == 0)[:, None] & (markers == 1)) | ((genotypes == 2)[:, None] & (markers == 0))
-    overall = np.argsort(contradicts.sum(axis=0), kind="stable")
-    n_chunks = n_markers // CANDIDATE_CHUNK_MARKERS
+    return _first_distinct(_fit_order(contradicts, n_candidates // 2), min(n_candidates, markers.shape[1]))
+
+
+def haplotype_candidates(first: np.ndarray, second: np.ndarray, markers: np.ndarray,
+                         n_candidates: int = PAIR_CANDIDATES) -> np.ndarray:
+    """(K,) panel haplotypes that fit either of a sample's two phased haplotypes best (fewest
+    alleles differing; `_fit_order`), taken from each in turn, K = min(n_candidates, R).
+
+    Args:
+        first, second: (M,) the haplotypes' alleles at the markers.
+        markers: (M, R) panel alleles at the markers.
+    """
+    orders = [_fit_order(markers != haplotype[:, None], n_candidates // 4) for haplotype in (first, second)]
+    return _first_distinct(np.stack(orders, axis=1).ravel(), min(n_candidates, markers.shape[1]))
+
+
+def _fit_order(misfit: np.ndarray, chunk_total: int) -> np.ndarray:
+    """Panel haplotypes by their count of misfitting markers, (M, R) bool `misfit`: first each
+    chunk of CANDIDATE_CHUNK_MARKERS markers' own best (`chunk_total` over all chunks, when
+    there are two or more), then all of them by the count over every marker."""
+    overall = np.argsort(misfit.sum(axis=0), kind="stable")
+    n_chunks = len(misfit) // CANDIDATE_CHUNK_MARKERS
     if n_chunks < 2:
-        return np.sort(overall[:k])
-    share = max(1, k // (2 * n_chunks))
-    cuts = np.linspace(0, n_markers, n_chunks + 1).round().astype(np.int64)
-    picked = [np.argsort(contradicts[a:b].sum(axis=0), kind="stable")[:share] for a, b in itertools.pairwise(cuts)]
-    return _first_distinct(np.concatenate([*picked, overall]), k)
+        return overall
+    share = max(1, chunk_total // n_chunks)
+    cuts = np.linspace(0, len(misfit), n_chunks + 1).round().astype(np.int64)
+    picked = [np.argsort(misfit[a:b].sum(axis=0), kind="stable")[:share] for a, b in itertools.pairwise(cuts)]
+    return np.concatenate([*picked, overall])
 
 
 @dataclasses.dataclass
@@ -153,10 +172,6 @@ def phasing_windows(contig: ReferenceContig, site_index: np.ndarray) -> list[Pha
     return out
 
 
-# Markers either side of an untold heterozygote that decide which haplotype carries its ALT.
-LOCAL_MARKERS = 10
-
-
 def _likelier_alt_slot(first, second, templates, m, known) -> bool | None:
     """Whether the first slot of a heterozygote at marker `m` whose two templates agree is
     the likelier to carry the ALT allele: the slot whose haplotype, over LOCAL_MARKERS
@@ -169,8 +184,7 @@ def _likelier_alt_slot(first, second, templates, m, known) -> bool | None:
         known: (M,) bool, markers whose order is known (homozygous, phased, or told here).
     """
     lo, hi = max(0, m - LOCAL_MARKERS), min(len(first), m + LOCAL_MARKERS + 1)
-    near = np.zeros(hi - lo, dtype=bool)
-    near[:] = known[lo:hi] & (first[lo:hi] >= 0)
+    near = known[lo:hi] & (first[lo:hi] >= 0)
     near[m - lo] = False
     carriers = templates[m] == 1
     if not carriers.any():
@@ -180,28 +194,6 @@ def _likelier_alt_slot(first, second, templates, m, known) -> bool | None:
     if fits[0] == fits[1]:
         return None
     return bool(fits[0] < fits[1])
-
-
-
-def haplotype_candidates(first: np.ndarray, second: np.ndarray, markers: np.ndarray,
-                         n_candidates: int = PAIR_CANDIDATES) -> np.ndarray:
-    """(K,) panel haplotypes that fit either of a sample's two phased haplotypes best, taken
-    from each in turn; each chunk of CANDIDATE_CHUNK_MARKERS markers first picks its share.
-
-    Args:
-        first, second: (M,) the haplotypes' alleles at the markers.
-        markers: (M, R) panel alleles at the markers.
-    """
-    n_markers, n_ref = markers.shape
-    orders = []
-    for haplotype in (first, second):
-        differs = markers != haplotype[:, None]
-        n_chunks = max(1, n_markers // CANDIDATE_CHUNK_MARKERS)
-        share = max(1, n_candidates // (4 * n_chunks))
-        cuts = np.linspace(0, n_markers, n_chunks + 1).round().astype(np.int64)
-        picked = [np.argsort(differs[a:b].sum(axis=0), kind="stable")[:share] for a, b in itertools.pairwise(cuts)]
-        orders.append(np.concatenate([*picked, np.argsort(differs.sum(axis=0), kind="stable")]))
-    return _first_distinct(np.stack(orders, axis=1).ravel(), min(n_candidates, n_ref))
 
 
 def _first_distinct(order: np.ndarray, k: int) -> np.ndarray:
