@@ -245,26 +245,18 @@ def site_statistics(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> 
 
     Returns:
         AF: estimated ALT frequency, the sum of doses over the sum of ploidies; and
-        DR2: the squared correlation, over the n samples, between the doses d and the true
-        doses x drawn from the posterior (alleles independent), as the ratio of expectations
-        E[(sum c x)^2] / (S * E[sum (x - mean x)^2]) with c = d - mean d and S = sum c^2, i.e.
-        (S + sum c^2 v / S) / (S + (1 - 1/n) sum v) for the variances v of the true doses
-        (`kernels.site_sums`); 0 where the doses are all equal; clipped to [0, 1].
-
-    Beagle's DR2, S / (S + sum v), lacks the sum c^2 v / S term (the true doses' spread where
-    the doses are high), which leaves it too low where a rare allele is called in a few
-    samples and nowhere else (simulations, MAF <= 0.5 %: -0.26 against the true r², this
-    one -0.07). On our posteriors this one correlates better with the true per-site r² on
-    all five simulated scenarios and the real benchmark, slightly worse at half its array
-    density (BENCHMARKS.md, "DR2").
+        Beagle's DR2, the estimated squared correlation between estimated and true dose:
+        (sum d^2 - (sum d)^2 / n) / (sum E[x^2] - (sum d)^2 / n), clipped to [0, 1], with
+        dose d = p1 + p2 and E[x^2] = p1 + p2 + 2 p1 p2 for a diploid call, d = E[x^2] = p
+        for a haploid one.
     """
     # One thread: the writer runs this for several blocks at once.
-    total, dose_sq, variance, alleles, dose_variance, dose_sq_variance = kernels.site_sums(hap_prob, haploid)
+    total, dose_sq, expected_sq, alleles = kernels.site_sums(hap_prob, haploid)
     n = hap_prob.shape[1] // 2
-    mean = total / n
-    spread = dose_sq - total * mean
-    centred_variance = dose_sq_variance - 2 * mean * dose_variance + mean * mean * variance
+    mean_term = total * total / n
+    num = dose_sq - mean_term
+    den = expected_sq - mean_term
     with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(spread > 1e-12, (spread + centred_variance / spread) / (spread + (1 - 1 / n) * variance), 0.0)
+        r2 = np.where(den > 1e-12, num / den, 0.0)
         af = np.where(alleles > 0, total / alleles, 0.0)
     return af, np.clip(r2, 0.0, 1.0)

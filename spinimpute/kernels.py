@@ -434,51 +434,40 @@ def _site_sums(hap_prob, haploid, sums, lo, hi):  # pragma: no cover - compiled
     for i in range(lo, hi):
         dose_total = 0.0
         dose_sq = 0.0
-        variance = 0.0
-        dose_variance = 0.0
-        dose_sq_variance = 0.0
+        expected_sq = 0.0
         alleles = 0.0
         for s in range(n_samples):
             p1, p2 = np.float64(hap_prob[i, 2 * s]), np.float64(hap_prob[i, 2 * s + 1])
             if has_ploidy and haploid[i, s]:
                 d = 0.5 * (p1 + p2)
-                v = d * (1.0 - d)
+                e = d
                 alleles += 1.0
             else:
                 d = p1 + p2
-                v = p1 * (1.0 - p1) + p2 * (1.0 - p2)
+                e = d + 2.0 * p1 * p2
                 alleles += 2.0
             dose_total += d
             dose_sq += d * d
-            variance += v
-            dose_variance += d * v
-            dose_sq_variance += d * d * v
+            expected_sq += e
         sums[0, i] = dose_total
         sums[1, i] = dose_sq
-        sums[2, i] = variance
+        sums[2, i] = expected_sq
         sums[3, i] = alleles
-        sums[4, i] = dose_variance
-        sums[5, i] = dose_sq_variance
 
 
 def site_sums(hap_prob: np.ndarray, haploid: np.ndarray | None, threads: int = 1) -> np.ndarray:
-    """Per-site sums over samples of the dose d, d², the variance v of the true dose, the
-    ploidy, d v and d² v (see `spinimpute.impute.site_statistics`).
-
-    A diploid call's true dose is the sum of two independent alleles, ALT with probabilities
-    p1 and p2: d = p1 + p2, v = p1 (1 - p1) + p2 (1 - p2); a haploid call's is one allele
-    with the mean p of its two slots: d = p, v = p (1 - p).
+    """Per-site sums over samples of the dose d, d², E[x²] and the ploidy (see `spinimpute.impute.site_statistics`).
 
     Args:
         hap_prob: (n_sites, n_haplotypes) float32 ALT probabilities, sample i at 2i and 2i+1.
-        haploid: (n_sites, n_samples) bool or None.
+        haploid: (n_sites, n_samples) bool or None; a haploid call's dose is the mean of its slots.
 
     Returns:
-        (6, n_sites) float64.
+        (4, n_sites) float64.
     """
     hap_prob = np.ascontiguousarray(hap_prob, dtype=np.float32)
     ploidy = np.zeros((0, 0), np.uint8) if haploid is None else np.ascontiguousarray(haploid, dtype=np.uint8)
-    sums = np.zeros((6, hap_prob.shape[0]), np.float64)
+    sums = np.zeros((4, hap_prob.shape[0]), np.float64)
     _run(_site_sums, hap_prob.shape[0], threads, hap_prob, ploidy, sums)
     return sums
 

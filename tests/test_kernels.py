@@ -45,12 +45,12 @@ def test_site_sums_follow_ploidy():
     haploid = rng.random((7, 5)) < 0.3
     pairs = p.reshape(7, 5, 2).astype(np.float64)
     dose = np.where(haploid, pairs.mean(axis=2), pairs.sum(axis=2))
-    variance = np.where(haploid, dose * (1 - dose), (pairs * (1 - pairs)).sum(axis=2))
-    want = np.stack([dose.sum(1), (dose**2).sum(1), variance.sum(1), np.where(haploid, 1, 2).sum(1),
-                     (dose * variance).sum(1), (dose**2 * variance).sum(1)])
+    expected_sq = np.where(haploid, dose, dose + 2 * pairs.prod(axis=2))
+    want = np.stack([dose.sum(1), (dose**2).sum(1), expected_sq.sum(1), np.where(haploid, 1, 2).sum(1)])
     for threads in (1, 3):
         np.testing.assert_allclose(kernels.site_sums(p, haploid, threads), want, rtol=1e-12)
     np.testing.assert_allclose(kernels.site_sums(p, None)[3], np.full(7, 10.0))
+
 
 
 def test_pair_viterbi_explains_genotypes_with_two_templates_and_keeps_anchors():
