@@ -87,11 +87,11 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
         # First among the haplotypes that fit the genotypes, then again among those that fit
         # each haplotype of that first phase.
         chosen = np.stack([pair_candidates(g, markers) for g in genotypes])  # (S, K)
-        templates = np.take_along_axis(markers.T[None], chosen[:, :, None], axis=1).transpose(0, 2, 1)  # (S, M, K)
+        templates = _candidate_alleles(markers, chosen)
         path = kernels.pair_viterbi(genotypes, first, second, anchored, templates, jump, error, threads=threads)
         copied = _copied_alleles(templates, path)
         chosen = np.stack([haplotype_candidates(copied[0][j], copied[1][j], markers) for j in range(len(samples))])
-        templates = np.take_along_axis(markers.T[None], chosen[:, :, None], axis=1).transpose(0, 2, 1)
+        templates = _candidate_alleles(markers, chosen)
         path = kernels.pair_viterbi(genotypes, first, second, anchored, templates, jump, error, threads=threads)
         copied_first, copied_second = (c.T for c in _copied_alleles(templates, path))  # (M, S)
         in_core = (columns >= window.core_start) & (columns < window.core_stop)
@@ -207,3 +207,8 @@ def _copied_alleles(templates: np.ndarray, path: np.ndarray) -> tuple[np.ndarray
     k = templates.shape[2]
     return (np.take_along_axis(templates, (path // k)[:, :, None], axis=2)[..., 0],
             np.take_along_axis(templates, (path % k)[:, :, None], axis=2)[..., 0])
+
+
+def _candidate_alleles(markers: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """(S, M, K) alleles at the markers, (M, R), of each sample's chosen panel haplotypes, (S, K)."""
+    return np.take_along_axis(markers.T[None], chosen[:, :, None], axis=1).transpose(0, 2, 1)
