@@ -172,20 +172,21 @@ def impute_job(
     hyper = dict(bundle.hyperparameters)
     if copying_states is not None:
         hyper["copying_states"] = copying_states
+    # The model's CPU inference: it phases on any device and imputes on the CPU.
+    cpu_model = CpuImputer.from_hyperparameters(bundle.weights, hyper, threads=threads)
     phased = {name: target.contigs[name] for name in names}
     if counts["unphased_het"]:
         from spinimpute.phasing import phase_contig
 
         log.info("phasing %d unphased heterozygous target genotypes against the panel", counts["unphased_het"])
-        copying_model = CpuImputer.from_hyperparameters(bundle.weights, hyper, threads=threads)
         phased = {
-            name: phase_contig(copying_model, bundle.contigs[name], target.contigs[name], sites=site_ranges[name],
+            name: phase_contig(cpu_model, bundle.contigs[name], target.contigs[name], sites=site_ranges[name],
                                threads=threads)
             for name in names
         }
     mixed = precision == "mixed" or (precision == "auto" and device != "cpu")
     if device == "cpu" and not mixed:
-        model = CpuImputer.from_hyperparameters(bundle.weights, hyper, threads=threads)
+        model = cpu_model
     else:
         from spinimpute.model import TorchImputer
 
