@@ -58,6 +58,10 @@ class CpuImputer:
         self.copying_states = copying_states
         self.refinement_weight = refinement_weight
         self.threads = threads
+        # A head of zeros (training kept the untrained predictor) or weight 0 corrects nothing:
+        # the copying model's logits are the output, without running the attention.
+        self.corrects = bool(refinement_weight != 0 and (
+            np.any(self.weights["head.weight"]) or np.any(self.weights["head.bias"])))
 
     @classmethod
     def from_hyperparameters(cls, weights: dict[str, np.ndarray], hyperparameters: dict, *, threads: int = 1):
@@ -107,6 +111,8 @@ class CpuImputer:
         pad = -w % k
         p = np.clip(hmm_prob.astype(np.float32), np.float32(1e-6), np.float32(1 - 1e-6))
         logit = np.log(p / (np.float32(1) - p))
+        if not self.corrects:
+            return logit
         # Padding sites count as certain (probability 0), so they never open a token.
         p_tokens = np.pad(p, ((0, 0), (0, pad))).reshape(q, -1, k)
         logit_tokens = np.pad(logit, ((0, 0), (0, pad))).reshape(q, -1, k)

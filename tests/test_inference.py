@@ -31,10 +31,16 @@ def _cpu(net: SpinImputer) -> CpuImputer:
     return CpuImputer.from_hyperparameters(weights, hyperparameters)
 
 
-@pytest.mark.parametrize("kmer,certain,weight", [(4, None, 1.0), (3, -1.0, 1.0), (1, None, 1.0), (4, -1.0, 0.3)])
-def test_predictor_equals_the_module(kmer, certain, weight, monkeypatch):
+@pytest.mark.parametrize("kmer,certain,weight,untrained", [
+    (4, None, 1.0, False), (3, -1.0, 1.0, False), (1, None, 1.0, False), (4, -1.0, 0.3, False),
+    (4, -1.0, 0.0, False), (4, -1.0, 1.0, True),  # corrections of zero: the attention is skipped
+])
+def test_predictor_equals_the_module(kmer, certain, weight, untrained, monkeypatch):
     net = _network(kmer)
     net.refinement_weight = weight
+    if untrained:
+        torch.nn.init.zeros_(net.head.weight)
+        torch.nn.init.zeros_(net.head.bias)
     g = torch.Generator().manual_seed(1)
     n_query, n_sites = 5, 38
     ref = (torch.rand(30, n_sites, generator=g) < 0.3).long()
@@ -49,8 +55,10 @@ def test_predictor_equals_the_module(kmer, certain, weight, monkeypatch):
     with torch.no_grad():
         inducing = net.encode(ref, features)
         want = net.predict(inducing=inducing, query_alleles=query, hmm_prob=hmm_prob, site_features=features)
-    got = _cpu(net).predict(inducing=inducing.numpy(), query_alleles=query.numpy(), hmm_prob=hmm_prob.numpy(),
-                            site_features=features.numpy())
+    cpu = _cpu(net)
+    assert cpu.corrects == (weight != 0 and not untrained)
+    got = cpu.predict(inducing=inducing.numpy(), query_alleles=query.numpy(), hmm_prob=hmm_prob.numpy(),
+                      site_features=features.numpy())
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want.numpy(), atol=2e-5, rtol=1e-5)
 
