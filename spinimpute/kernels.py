@@ -564,6 +564,146 @@ def pair_viterbi(genotypes, first, second, anchored, templates, jump, error: flo
 
 
 @_compiled
+def _pair_emission(genotype, anchored, first, second, allele_a, allele_b, emit):  # pragma: no cover - compiled
+    """P(genotype | the first slot copies allele_a, the second allele_b); `emit` by mismatches."""
+    if genotype < 0:
+        return 1.0
+    if anchored:  # ordered alleles: the first template copies the first slot
+        return emit[int(allele_a != first) + int(allele_b != second)]
+    return emit[abs(int(allele_a) + int(allele_b) - int(genotype))]
+
+
+@_compiled
+def _het_orientation(allele_a, allele_b):  # pragma: no cover - compiled
+    """0 where the first template carries the ALT of a heterozygote, 1 the second, -1 neither or both."""
+    if allele_a == 1 and allele_b == 0:
+        return 0
+    if allele_a == 0 and allele_b == 1:
+        return 1
+    return -1
+
+
+@_compiled
+def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, error, same, lo, hi):  # pragma: no cover
+    n_markers, k = templates.shape[1], templates.shape[2]
+    emit = np.array([1.0, error, error * error])
+    backward = np.empty((n_markers, k, k))
+    # Forward probabilities split by the orientation of the last heterozygote (0: ALT on the
+    # first template), each with its row sums, column sums and total: a transition from
+    # (a, b) keeps both templates, changes one (to any of K) or both, so one step costs K².
+    fwd = np.empty((2, k, k))
+    rows, cols, total = np.empty((2, k)), np.empty((2, k)), np.empty(2)
+    new_rows, new_cols, new_total = np.empty((2, k)), np.empty((2, k)), np.empty(2)
+    for s in range(lo, hi):
+        g, h = genotypes[s], templates[s]
+        # Backward: backward[m] = T (emission[m + 1] * backward[m + 1]), rescaled by the total of that product.
+        m = n_markers - 1
+        rows[0, :] = 0.0
+        cols[0, :] = 0.0
+        total[0] = 0.0
+        for a in range(k):
+            for b in range(k):
+                backward[m, a, b] = 1.0
+                x = _pair_emission(g[m], anchored[s, m], first[s, m], second[s, m], h[m, a], h[m, b], emit)
+                rows[0, a] += x
+                cols[0, b] += x
+                total[0] += x
+        for m in range(n_markers - 2, -1, -1):
+            p, scale = jump[m], 1.0 / total[0]
+            stay, one, both = (1 - p) * (1 - p) * scale, (1 - p) * p / k * scale, (p / k) * (p / k) * scale
+            new_rows[0, :] = 0.0
+            new_cols[0, :] = 0.0
+            new_total[0] = 0.0
+            for a in range(k):
+                for b in range(k):
+                    ahead = _pair_emission(g[m + 1], anchored[s, m + 1], first[s, m + 1], second[s, m + 1],
+                                           h[m + 1, a], h[m + 1, b], emit) * backward[m + 1, a, b]
+                    y = stay * ahead + one * (rows[0, a] + cols[0, b]) + both * total[0]
+                    backward[m, a, b] = y
+                    x = _pair_emission(g[m], anchored[s, m], first[s, m], second[s, m], h[m, a], h[m, b], emit) * y
+                    new_rows[0, a] += x
+                    new_cols[0, b] += x
+                    new_total[0] += x
+            rows[0, :] = new_rows[0]
+            cols[0, :] = new_cols[0]
+            total[0] = new_total[0]
+        # Forward. Before the first heterozygote all mass is in part 0; it never enters a posterior.
+        fwd[:] = 0.0
+        rows[:] = 0.0
+        cols[:] = 0.0
+        total[:] = 0.0
+        seen_het = False
+        for m in range(n_markers):
+            het = g[m] == 1
+            if m == 0:
+                stay, one, both = 1.0, 0.0, 0.0
+            else:
+                p, scale = jump[m - 1], 1.0 / (total[0] + total[1])
+                stay, one, both = (1 - p) * (1 - p) * scale, (1 - p) * p / k * scale, (p / k) * (p / k) * scale
+            new_rows[:] = 0.0
+            new_cols[:] = 0.0
+            new_total[:] = 0.0
+            p00 = p01 = p10 = p11 = 0.0  # P(orientation at the last het, orientation here), unnormalised
+            for a in range(k):
+                for b in range(k):
+                    e = _pair_emission(g[m], anchored[s, m], first[s, m], second[s, m], h[m, a], h[m, b], emit)
+                    if m == 0:
+                        x0, x1 = e, 0.0
+                    else:
+                        x0 = e * (stay * fwd[0, a, b] + one * (rows[0, a] + cols[0, b]) + both * total[0])
+                        x1 = e * (stay * fwd[1, a, b] + one * (rows[1, a] + cols[1, b]) + both * total[1])
+                    if het:
+                        o = _het_orientation(h[m, a], h[m, b])
+                        w = backward[m, a, b]
+                        if o == 0:
+                            p00 += x0 * w
+                            p10 += x1 * w
+                            x0, x1 = x0 + x1, 0.0
+                        elif o == 1:
+                            p01 += x0 * w
+                            p11 += x1 * w
+                            x0, x1 = 0.0, x0 + x1
+                        else:  # explained by an error: no orientation
+                            x0 = x1 = 0.5 * (x0 + x1)
+                    fwd[0, a, b] = x0
+                    fwd[1, a, b] = x1
+                    new_rows[0, a] += x0
+                    new_cols[0, b] += x0
+                    new_total[0] += x0
+                    new_rows[1, a] += x1
+                    new_cols[1, b] += x1
+                    new_total[1] += x1
+            if het:
+                if seen_het and p00 + p01 + p10 + p11 > 0:
+                    same[s, m] = (p00 + p11) / (p00 + p01 + p10 + p11)
+                seen_het = True
+            rows[:] = new_rows
+            cols[:] = new_cols
+            total[:] = new_total
+
+
+def pair_relative_phase(genotypes, first, second, anchored, templates, jump, error: float, *,
+                        threads: int = 1) -> np.ndarray:
+    """Posterior probability, under `pair_viterbi`'s diploid model summed over all template
+    paths (forward-backward), that each heterozygote's ALT is on the same haplotype as the
+    previous heterozygote's ALT.
+
+    Args: as `pair_viterbi`.
+
+    Returns:
+        (S, M) float64: at each heterozygous marker after a sample's first, P(same
+        orientation as the previous heterozygous marker); NaN elsewhere.
+    """
+    templates = np.ascontiguousarray(templates, dtype=np.uint8)
+    same = np.full(templates.shape[:2], np.nan)
+    _run(_pair_relative_phase, templates.shape[0], threads, np.ascontiguousarray(genotypes, dtype=np.int8),
+         np.ascontiguousarray(first, dtype=np.int8), np.ascontiguousarray(second, dtype=np.int8),
+         np.ascontiguousarray(anchored, dtype=np.bool_), templates, np.ascontiguousarray(jump, dtype=np.float64),
+         float(error), same)
+    return same
+
+
+@_compiled
 def _gelu(x, out):  # pragma: no cover - compiled
     flat_in, flat_out = x.ravel(), out.ravel()
     for i in range(flat_in.size):
@@ -598,4 +738,6 @@ def warm_up() -> None:
     gelu(np.zeros((1, 2), np.float32))
     pair_viterbi(np.ones((1, 2), np.int8), np.ones((1, 2), np.int8), np.zeros((1, 2), np.int8),
                  np.zeros((1, 2), bool), by_site[:2, :2][None], np.array([0.01]), 0.001)
+    pair_relative_phase(np.ones((1, 2), np.int8), np.ones((1, 2), np.int8), np.zeros((1, 2), np.int8),
+                        np.zeros((1, 2), bool), by_site[:2, :2][None], np.array([0.01]), 0.001)
     site_sums(np.zeros((1, 2), np.float32), np.ones((1, 1), bool))

@@ -17,12 +17,14 @@ from spinimpute.modelfile import ReferenceContig
 from spinimpute.vcf import TargetContig
 from spinimpute.windows import Window
 
-# Candidate templates per sample, window and pass: the pair model's cost grows with their
-# square. Real benchmark, switch error rates: one pass over model windows with 32 / 64 / 128,
-# 0.066 / 0.055 / 0.049 (the per-haplotype model this replaced: 0.066); over merged windows,
-# 64 once 0.0514 (impute 4.8 s), 48 twice 0.0497 (6.5 s), 64 twice 0.0478 (9.3 s).
-# Simulations (seed 1 of four scenarios): 48 twice 0.0072-0.0125, 64 once 0.0090-0.0152.
-PAIR_CANDIDATES = 48
+# Candidate templates per sample and window of the first pass (most likely path) and the
+# second (posterior orientations); the pair model's cost grows with their square. Real
+# benchmark switch error rates, most likely path in both passes: 48 / 48 0.0497 (impute
+# 6.5 s), 64 / 64 0.0478 (9.3 s); posteriors in the second: 48 / 48 0.0425, 32 / 48 0.0420,
+# 32 / 64 0.0404 (8.3 s), 48 / 64 0.0406. Simulations (seed 1 of four scenarios):
+# 48 / 48 by paths 0.0073-0.0121, 32 / 64 with posteriors 0.0051-0.0084.
+PAIR_CANDIDATES = 32
+HAPLOTYPE_CANDIDATES = 64
 # Typed markers that a phasing window's core holds at least: consecutive model windows are
 # merged until they do, since phase is lost more often where windows join. Real benchmark
 # (model windows of ~90 markers): switch errors 0.0536 unmerged, 0.0526 / 0.0537 / 0.0526 /
@@ -32,9 +34,6 @@ PHASING_CORE_MARKERS = 150
 # Markers per chunk of candidate selection: each chunk picks its own best templates first,
 # so that a window's candidates cover the recombinations inside it (0.055 -> 0.053).
 CANDIDATE_CHUNK_MARKERS = 40
-# Markers either side of a heterozygote whose templates agree that decide which haplotype
-# carries its ALT (`_likelier_alt_slot`).
-LOCAL_MARKERS = 10
 
 
 def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites: range | None = None,
@@ -44,12 +43,14 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
     Window by window (model windows merged until their cores hold PHASING_CORE_MARKERS
     typed markers, `phasing_windows`), each sample's two haplotypes copy a pair of panel
     haplotypes under a diploid Li-Stephens model (`kernels.pair_viterbi`) over the window's
-    typed markers: first among the candidates that best fit its homozygous genotypes
-    (`pair_candidates`), then among those that best fit the two haplotypes so phased
-    (`haplotype_candidates`). The most likely pair of template paths gives the phase of each
-    heterozygote where the two templates differ; where they agree `_likelier_alt_slot`
-    decides, or the input order stays. Heterozygotes phased in the input or by the previous
-    window are fixed in order, which carries one phase across windows.
+    typed markers. The most likely pair of template paths among the candidates that best
+    fit its homozygous genotypes (`pair_candidates`) gives a first phase; among those that
+    best fit its two haplotypes so phased (`haplotype_candidates`), the model summed over all
+    template paths gives each heterozygote's probability of having its ALT on the same
+    haplotype as the previous heterozygote (`kernels.pair_relative_phase`), and each takes
+    the likelier order relative to the one before (`_chained_orientation`), which minimises
+    the expected number of switch errors. Heterozygotes phased in the input or by the
+    previous window are fixed in order, which carries one phase across windows.
 
     Args:
         model: gives `switch_rate(n_reference)` and `mismatch()` (a `CpuImputer`).
@@ -84,27 +85,28 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
         genotypes = np.where((first < 0) | (second < 0), -1, first + second).astype(np.int8)
         jump = copying.switch_probability(np.diff(contig.cm[columns].astype(np.float64)), rate)
         anchored = decided[lo:hi, samples].T & (genotypes == 1)
-        # First among the haplotypes that fit the genotypes, then again among those that fit
-        # each haplotype of that first phase.
+        # The most likely pair of template paths among the haplotypes that fit the genotypes;
+        # then, among those that fit each haplotype of that phase, the posterior of each
+        # heterozygote's orientation relative to the previous one, summed over all paths.
         chosen = np.stack([pair_candidates(g, markers) for g in genotypes])  # (S, K)
         templates = _candidate_alleles(markers, chosen)
         path = kernels.pair_viterbi(genotypes, first, second, anchored, templates, jump, error, threads=threads)
-        copied = _copied_alleles(templates, path)
-        chosen = np.stack([haplotype_candidates(copied[0][j], copied[1][j], markers) for j in range(len(samples))])
+        copied_first, copied_second = _copied_alleles(templates, path)
+        het = genotypes == 1
+        hap_first = np.where(het & (copied_first != copied_second), copied_first,
+                             np.where(het, first, genotypes // 2))  # missing stays -1
+        hap_second = np.where(het, 1 - hap_first, hap_first)
+        chosen = np.stack([haplotype_candidates(hap_first[j], hap_second[j], markers) for j in range(len(samples))])
         templates = _candidate_alleles(markers, chosen)
-        path = kernels.pair_viterbi(genotypes, first, second, anchored, templates, jump, error, threads=threads)
-        copied_first, copied_second = (c.T for c in _copied_alleles(templates, path))  # (M, S)
+        same = kernels.pair_relative_phase(genotypes, first, second, anchored, templates, jump, error,
+                                           threads=threads)
         in_core = (columns >= window.core_start) & (columns < window.core_stop)
         resolved = open_sites[:, samples] & in_core[:, None]
-        told = resolved & (copied_first != copied_second)
-        r, c = np.nonzero(told)
-        alleles[lo + r, 2 * samples[c]] = copied_first[r, c]
-        alleles[lo + r, 2 * samples[c] + 1] = copied_second[r, c]
-        for m, j in zip(*np.nonzero(resolved & ~told)):
-            alt_first = _likelier_alt_slot(alleles[lo:hi, 2 * samples[j]], alleles[lo:hi, 2 * samples[j] + 1],
-                                           templates[j], m, told[:, j] | ~open_sites[:, samples[j]])
-            if alt_first is not None:
-                alleles[lo + m, 2 * samples[j]], alleles[lo + m, 2 * samples[j] + 1] = (1, 0) if alt_first else (0, 1)
+        for j, sample in enumerate(samples):
+            alt_first = _chained_orientation(first[j] == 1, genotypes[j] == 1, open_sites[:, sample], same[j])
+            m = np.flatnonzero(resolved[:, j])
+            alleles[lo + m, 2 * sample] = alt_first[m]
+            alleles[lo + m, 2 * sample + 1] = ~alt_first[m]
         r, c = np.nonzero(resolved)
         decided[lo + r, samples[c]] = True
     return TargetContig(target.site_index, alleles, np.zeros_like(unphased), target.haploid)
@@ -123,7 +125,7 @@ def pair_candidates(genotypes: np.ndarray, markers: np.ndarray, n_candidates: in
 
 
 def haplotype_candidates(first: np.ndarray, second: np.ndarray, markers: np.ndarray,
-                         n_candidates: int = PAIR_CANDIDATES) -> np.ndarray:
+                         n_candidates: int = HAPLOTYPE_CANDIDATES) -> np.ndarray:
     """(K,) panel haplotypes that fit either of a sample's two phased haplotypes best (fewest
     alleles differing; `_fit_order`), taken from each in turn, K = min(n_candidates, R).
 
@@ -172,28 +174,24 @@ def phasing_windows(contig: ReferenceContig, site_index: np.ndarray) -> list[Pha
     return out
 
 
-def _likelier_alt_slot(first, second, templates, m, known) -> bool | None:
-    """Whether the first slot of a heterozygote at marker `m` whose two templates agree is
-    the likelier to carry the ALT allele: the slot whose haplotype, over LOCAL_MARKERS
-    either side, some candidate carrying ALT at `m` fits with fewer mismatches than any
-    candidate carrying ALT fits the other; None on a tie.
+def _chained_orientation(alt_first: np.ndarray, het: np.ndarray, open_het: np.ndarray,
+                         same: np.ndarray) -> np.ndarray:
+    """(M,) bool, whether the ALT of each heterozygote is in the first slot: as written where
+    the order is known, and at open heterozygotes that of the previous heterozygote, kept
+    where `same` >= 0.5 and swapped below; the first of a window keeps the input order.
 
     Args:
-        first, second: (M,) the sample's alleles in each slot, -1 missing.
-        templates: (M, K) its candidates' alleles.
-        known: (M,) bool, markers whose order is known (homozygous, phased, or told here).
+        alt_first: (M,) bool, ALT in the first slot as written.
+        het, open_het: (M,) bool, heterozygous markers and those whose order is open.
+        same: (M,) P(same orientation as the previous heterozygote), NaN where undefined.
     """
-    lo, hi = max(0, m - LOCAL_MARKERS), min(len(first), m + LOCAL_MARKERS + 1)
-    near = known[lo:hi] & (first[lo:hi] >= 0)
-    near[m - lo] = False
-    carriers = templates[m] == 1
-    if not carriers.any():
-        return None
-    fits = [((templates[lo:hi][near][:, carriers] != slot[lo:hi][near][:, None]).sum(axis=0)).min()
-            for slot in (first, second)]
-    if fits[0] == fits[1]:
-        return None
-    return bool(fits[0] < fits[1])
+    out = alt_first.copy()
+    previous = None
+    for m in np.flatnonzero(het):
+        if open_het[m] and previous is not None and not np.isnan(same[m]):
+            out[m] = previous if same[m] >= 0.5 else not previous
+        previous = out[m]
+    return out
 
 
 def _first_distinct(order: np.ndarray, k: int) -> np.ndarray:

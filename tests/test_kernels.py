@@ -70,3 +70,59 @@ def test_pair_viterbi_explains_genotypes_with_two_templates_and_keeps_anchors():
     pair = {(int(x), int(y)) for x, y in zip(a[1, :4], b[1, :4])}
     assert len(pair) == 1 and pair <= {(0, 1), (1, 0)}
     assert t[4, a[1, 4]] + t[4, b[1, 4]] == 0 and (a[1, 4], b[1, 4]) != (a[1, 3], b[1, 3])
+
+
+def _brute_force_relative_phase(genotypes, first, second, anchored, templates, jump, error):
+    """`kernels.pair_relative_phase` for one sample by summing over every path of template pairs."""
+    import itertools
+
+    m_count, k = templates.shape
+    states = [(a, b) for a in range(k) for b in range(k)]
+    emit = [1.0, error, error * error]
+
+    def emission(m, a, b):
+        if genotypes[m] < 0:
+            return 1.0
+        if anchored[m]:
+            return emit[int(templates[m, a] != first[m]) + int(templates[m, b] != second[m])]
+        return emit[abs(int(templates[m, a]) + int(templates[m, b]) - int(genotypes[m]))]
+
+    def orientation(m, a, b):
+        return {(1, 0): 0, (0, 1): 1}.get((int(templates[m, a]), int(templates[m, b])), -1)
+
+    hets = np.flatnonzero(genotypes == 1)
+    same, total = np.zeros(m_count), np.zeros(m_count)
+    for path in itertools.product(states, repeat=m_count):
+        weight = np.prod([emission(m, *path[m]) for m in range(m_count)])
+        for m in range(1, m_count):
+            p = jump[m - 1]
+            weight *= np.prod([(1 - p) * (x == y) + p / k for x, y in zip(path[m - 1], path[m])])
+        for i, j in itertools.pairwise(hets):
+            before, here = orientation(i, *path[i]), orientation(j, *path[j])
+            if here >= 0:  # a path without an orientation before counts half to each
+                same[j] += weight * (0.5 if before < 0 else float(before == here))
+                total[j] += weight
+    out = np.full(m_count, np.nan)
+    out[hets[1:]] = same[hets[1:]] / total[hets[1:]]
+    return out
+
+
+def test_pair_relative_phase_sums_over_all_paths():
+    rng = np.random.default_rng(3)
+    m_count, k = 5, 3
+    templates = (rng.random((m_count, k)) < 0.5).astype(np.uint8)
+    templates[:, 0] = [0, 1, 1, 0, 1]
+    templates[:, 1] = 1 - templates[:, 0]  # two complementary templates explain heterozygotes anywhere
+    genotypes = np.array([[1, 1, -1, 1, 1], [1, 0, 1, 1, 2]], dtype=np.int8)
+    first = np.where(genotypes == 1, 0, np.maximum(genotypes, 0) // 2).astype(np.int8)
+    second = (np.maximum(genotypes, 0) - first).astype(np.int8)
+    anchored = np.zeros(genotypes.shape, dtype=bool)
+    first[1, 2], second[1, 2], anchored[1, 2] = 1, 0, True  # sample 1's heterozygote at marker 2 is phased
+    jump = np.array([0.05, 0.3, 0.02, 0.1])
+    stacked = np.stack([templates, templates])
+    got = kernels.pair_relative_phase(genotypes, first, second, anchored, stacked, jump, 0.01, threads=2)
+    for s in range(2):
+        want = _brute_force_relative_phase(genotypes[s], first[s], second[s], anchored[s], templates, jump, 0.01)
+        np.testing.assert_allclose(got[s], want, rtol=1e-9, equal_nan=True)
+    # Complementary templates: markers 0 and 1 carry ALT on different ones, 3 and 4 too.
+    assert got[0, 1] < 0.05 and got[0, 4] < 0.05
