@@ -42,7 +42,7 @@ def parse_length(text: str) -> int:
     if not match:
         raise ValueError(f"'{text}' is not a length like 5Mb, 250kb or 1000")
     scale = {"bp": 1, None: 1, "kb": 1e3, "mb": 1e6, "gb": 1e9}[match.group(2)]
-    return int(round(float(match.group(1)) * scale))
+    return round(float(match.group(1)) * scale)
 
 
 def make_chunks(bundle: ModelBundle, *, size: int, buffer: int) -> list[Chunk]:

@@ -232,10 +232,11 @@ def ligate(out_path, chunks):
 
 
 # Beagle 5.4 keys that tune its own algorithm; accepted so that pipelines switch executables unchanged.
-BEAGLE_TUNING_KEYS = frozenset(
-    "ap impute burnin iterations phase-states imp-states cluster ne err em window overlap seed step-scale "
-    "rare imp-segment imp-step imp-nsteps buffer ped truth excludesamples excludemarkers".split()
-)
+BEAGLE_TUNING_KEYS = frozenset([
+    "ap", "impute", "burnin", "iterations", "phase-states", "imp-states", "cluster", "ne", "err", "em", "window",
+    "overlap", "seed", "step-scale", "rare", "imp-segment", "imp-step", "imp-nsteps", "buffer", "ped", "truth",
+    "excludesamples", "excludemarkers",
+])
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})

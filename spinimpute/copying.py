@@ -11,6 +11,7 @@ markers, J sites to impute; interval k holds the sites between markers k - 1 and
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,7 +154,7 @@ def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int,
     if len(chunks) > 2:
         quota = chunk_quota(n_candidates, len(chunks) - 1)
         local = np.zeros(priority.shape, dtype=bool)
-        for lo, hi in zip(chunks[:-1], chunks[1:]):
+        for lo, hi in itertools.pairwise(chunks):
             own = kernels.candidate_priority(markers[lo:hi], query[:, lo:hi], np.asarray(segment_cuts(hi - lo)),
                                              threads=threads)
             np.put_along_axis(local, top_candidates(own, quota).astype(np.int64), True, axis=1)

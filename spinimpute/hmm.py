@@ -15,6 +15,8 @@ Shapes: Q query haplotypes, R reference haplotypes, M typed markers, J sites to 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -151,7 +153,7 @@ def select_candidates(
     if len(chunks) > 2:
         quota = copying.chunk_quota(n_candidates, len(chunks) - 1)
         local = torch.zeros(priority.shape, dtype=torch.bool, device=priority.device)
-        for lo, hi in zip(chunks[:-1], chunks[1:]):
+        for lo, hi in itertools.pairwise(chunks):
             own = _candidate_priority(ref_typed[:, lo:hi], query_typed[:, lo:hi], observed[:, lo:hi], segment_markers)
             local.scatter_(1, _top_rows(own, quota), True)
         span = priority.max() - priority.min() + 1

@@ -11,6 +11,7 @@ markers, J sites to impute; interval k holds the sites between markers k - 1 and
 
 from __future__ import annotations
 
+import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,7 +31,7 @@ def _compiled(function):
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
     cuts = np.linspace(0, n, max(1, min(parts, n)) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def _run(kernel, n: int, threads: int, *args) -> None:

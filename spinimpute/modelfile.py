@@ -210,7 +210,7 @@ def load_model(path) -> ModelBundle:
         raise ModelFileError(path, "is a directory, not a spinimpute model file")
     with open(path, "rb") as handle:
         start = handle.read(16)
-    if start.startswith(b"\x1f\x8b") or start.startswith(b"##fileformat") or start.startswith(b"BCF"):
+    if start.startswith((b"\x1f\x8b", b"##fileformat", b"BCF")):
         raise ModelFileError(
             path, f"is a VCF/BCF, not a spinimpute model; make one with 'spinimpute train --ref {path} --out MODEL'"
         )
@@ -230,13 +230,13 @@ def load_model(path) -> ModelBundle:
                     f"(expects {FORMAT_VERSION}); retrain the model with this version",
                 )
             # The haplotypes are read later, per group of windows (PackedRows).
-            tensors = {k: handle.get_tensor(k) for k in handle.keys() if not k.endswith(".haplotypes")}
+            tensors = {k: handle.get_tensor(k) for k in handle.keys() if not k.endswith(".haplotypes")}  # noqa: SIM118 - not a dict
             data_start, header = _tensor_offsets(path)
     except ModelFileError:
         raise
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as exc:
         raise ModelFileError(path, f"corrupt or truncated model file ({exc})") from None
-    except Exception as exc:  # safetensors raises other types on some malformed headers
+    except Exception as exc:  # noqa: BLE001 - safetensors raises other types on some malformed headers
         raise ModelFileError(path, f"corrupt or truncated model file ({exc})") from None
     try:
         hyper = metadata["hyperparameters"]

@@ -82,7 +82,7 @@ def choose_typed(alt_freq: np.ndarray, fraction: float, rng: np.random.Generator
     candidates = np.flatnonzero(maf > 0)
     if len(candidates) == 0:
         return np.zeros(0, dtype=np.int64)
-    n = min(len(candidates), max(1, int(round(fraction * len(alt_freq)))))
+    n = min(len(candidates), max(1, round(fraction * len(alt_freq))))
     weights = maf[candidates] / maf[candidates].sum()
     return np.sort(rng.choice(candidates, size=n, replace=False, p=weights))
 

@@ -120,7 +120,7 @@ def _open_vcf(path, threads: int = 1):
         raise InputFileError(path, "truncated BGZF file (no end-of-file marker)")
     try:
         return cyvcf2.VCF(path, threads=max(1, threads), lazy=True)
-    except Exception as exc:  # cyvcf2 raises bare Exception on bad headers
+    except Exception as exc:  # noqa: BLE001 - cyvcf2 raises bare Exception on bad headers
         raise InputFileError(path, _header_problem(path) or f"not a readable VCF/BCF file ({exc})") from None
 
 
@@ -179,7 +179,7 @@ def _records(path, vcf) -> Iterator:
     """Iterate records, turning htslib read failures into InputFileError."""
     try:
         yield from vcf
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - cyvcf2 raises bare Exception on a bad record
         raise InputFileError(path, f"truncated or corrupt file: htslib could not read a record ({exc})") from None
 
 
@@ -583,7 +583,7 @@ class BgzfTextWriter:
     """
 
     def __init__(self, path, *, threads: int = 1, level: int = BGZF_LEVEL):
-        self._file = open(path, "wb")
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close() / __exit__
         self._level = level
         self._buffer = bytearray()
         self._pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
@@ -735,8 +735,8 @@ _GP_TEXT = np.asarray([row.tobytes().rstrip(b"\0").decode()[:-1] for row in _GP_
 
 INFO_HEADER = [
     '##INFO=<ID=AF,Number=A,Type=Float,Description="Estimated ALT Allele Frequencies">',
-    '##INFO=<ID=DR2,Number=A,Type=Float,Description="Dosage R-Squared: estimated squared correlation '
-    'between estimated REF dose [P(RA) + 2*P(RR)] and true REF dose">',
+    ('##INFO=<ID=DR2,Number=A,Type=Float,Description="Dosage R-Squared: estimated squared correlation '
+     'between estimated REF dose [P(RA) + 2*P(RR)] and true REF dose">'),
     '##INFO=<ID=IMP,Number=0,Type=Flag,Description="Imputed marker">',
     '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
     '##FORMAT=<ID=DS,Number=A,Type=Float,Description="estimated ALT dose [P(RA) + 2*P(AA)]">',

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,7 @@ def layout_windows(n_sites: int, *, core: int, flank: int) -> list[Window]:
     n_windows = max(1, -(-n_sites // core))
     # Equal cores rather than a short last one.
     edges = np.linspace(0, n_sites, n_windows + 1).round().astype(int)
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         windows.append(Window(max(0, a - flank), min(n_sites, b + flank), int(a), int(b)))
     return windows
 

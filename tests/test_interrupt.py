@@ -36,7 +36,7 @@ def test_killed_impute_leaves_nothing(sig, trained_model, many_targets, tmp_path
          "--model", str(trained_model), "--out", str(out_dir / "o.vcf.gz"), "--threads", "1"],
         stderr=subprocess.PIPE, text=True,
         # A runner started in the background by a shell ignores SIGINT, and children inherit that.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - the child must take SIGINT
     )
     # Wait until the temporary output exists, i.e. the run is writing, then interrupt it.
     deadline = time.time() + 60

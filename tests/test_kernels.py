@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -17,8 +19,8 @@ def test_groups_split_over_threads_equal_one_thread():
     three = kernels.group_intervals(packed, 64, bounds, threads=3)
     for a, b in zip(one, three):
         np.testing.assert_array_equal(a, b)
-    group_of, n_groups, alt_ptr, alt_group = one
-    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+    group_of, _, alt_ptr, alt_group = one
+    for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         for j in range(lo, hi):  # a site's ALT groups are exactly the groups of its ALT carriers
             np.testing.assert_array_equal(alt_group[alt_ptr[j] : alt_ptr[j + 1]], np.unique(group_of[k][by_site[j] == 1]))
 
@@ -30,7 +32,7 @@ def test_groups_are_the_distinct_sequences_numbered_by_first_appearance(alt_rate
     by_site[:, n_ref // 2 :] = by_site[:, : n_ref - n_ref // 2]  # repeated sequences
     bounds = np.array([0, 0, 1, 40, 41, 200, 400])
     group_of, n_groups, _, _ = kernels.group_intervals(np.packbits(by_site, axis=1), n_ref, bounds, threads=2)
-    for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         sequences, first, inverse = np.unique(by_site[lo:hi].T, axis=0, return_index=True, return_inverse=True)
         order = np.argsort(first)  # groups in order of their first member
         want = np.empty(len(order), dtype=np.int64)
@@ -74,8 +76,6 @@ def test_pair_viterbi_explains_genotypes_with_two_templates_and_keeps_anchors():
 
 def _brute_force_relative_phase(genotypes, first, second, anchored, templates, jump, error):
     """`kernels.pair_relative_phase` for one sample by summing over every path of template pairs."""
-    import itertools
-
     m_count, k = templates.shape
     states = [(a, b) for a in range(k) for b in range(k)]
     emit = [1.0, error, error * error]

@@ -114,10 +114,9 @@ def test_genotype_block_formatting():
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     out = tmp_path / "o.vcf.gz"
-    with pytest.raises(RuntimeError):
-        with atomic_output(out) as tmp:
-            tmp.write_text("partial")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_output(out) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("boom")
     assert os.listdir(tmp_path) == []
 
 
