@@ -588,8 +588,7 @@ def _het_orientation(allele_a, allele_b):  # pragma: no cover - compiled
 def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, error, same, lo, hi):  # pragma: no cover
     n_markers, k = templates.shape[1], templates.shape[2]
     emit = np.array([1.0, error, error * error])
-    backward = np.empty((n_markers, k, k))
-    emission = np.empty((n_markers, k, k))
+    backward = np.empty((n_markers, k, k), np.float32)  # rescaled per marker: float32 keeps 7 digits of each
     # Forward probabilities split by the orientation of the last heterozygote (0: ALT on the
     # first template), each with its row sums, column sums and total: a transition from
     # (a, b) keeps both templates, changes one (to any of K) or both, so one step costs K².
@@ -607,7 +606,6 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
             for b in range(k):
                 backward[m, a, b] = 1.0
                 x = _pair_emission(g[m], anchored[s, m], first[s, m], second[s, m], h[m, a], h[m, b], emit)
-                emission[m, a, b] = x
                 rows[0, a] += x
                 cols[0, b] += x
                 total[0] += x
@@ -619,12 +617,11 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
             new_total[0] = 0.0
             for a in range(k):
                 for b in range(k):
-                    ahead = emission[m + 1, a, b] * backward[m + 1, a, b]
+                    ahead = _pair_emission(g[m + 1], anchored[s, m + 1], first[s, m + 1], second[s, m + 1],
+                                           h[m + 1, a], h[m + 1, b], emit) * backward[m + 1, a, b]
                     y = stay * ahead + one * (rows[0, a] + cols[0, b]) + both * total[0]
                     backward[m, a, b] = y
-                    e = _pair_emission(g[m], anchored[s, m], first[s, m], second[s, m], h[m, a], h[m, b], emit)
-                    emission[m, a, b] = e
-                    x = e * y
+                    x = _pair_emission(g[m], anchored[s, m], first[s, m], second[s, m], h[m, a], h[m, b], emit) * y
                     new_rows[0, a] += x
                     new_cols[0, b] += x
                     new_total[0] += x
@@ -650,7 +647,7 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
             p00 = p01 = p10 = p11 = 0.0  # P(orientation at the last het, orientation here), unnormalised
             for a in range(k):
                 for b in range(k):
-                    e = emission[m, a, b]
+                    e = _pair_emission(g[m], anchored[s, m], first[s, m], second[s, m], h[m, a], h[m, b], emit)
                     if m == 0:
                         x0, x1 = e, 0.0
                     else:

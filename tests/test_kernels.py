@@ -123,6 +123,6 @@ def test_pair_relative_phase_sums_over_all_paths():
     got = kernels.pair_relative_phase(genotypes, first, second, anchored, stacked, jump, 0.01, threads=2)
     for s in range(2):
         want = _brute_force_relative_phase(genotypes[s], first[s], second[s], anchored[s], templates, jump, 0.01)
-        np.testing.assert_allclose(got[s], want, rtol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(got[s], want, rtol=1e-5, equal_nan=True)
     # Complementary templates: markers 0 and 1 carry ALT on different ones, 3 and 4 too.
     assert got[0, 1] < 0.05 and got[0, 4] < 0.05
