@@ -106,12 +106,19 @@ def segment_cuts(n_markers: int, segment_markers: int = SEGMENT_MARKERS) -> list
     return np.linspace(0, n_markers, n_segments + 1).round().astype(np.int64).tolist()
 
 
-def top_candidates(priority: np.ndarray, n_candidates: int) -> np.ndarray:
-    """(Q, K) int32 indices of each row's K highest priorities, ties to the lower index, increasing."""
+def top_candidates(priority: np.ndarray, n_candidates: int, *, threads: int = 1) -> np.ndarray:
+    """(Q, K) int32 indices of each row's K highest priorities, ties to the lower index, increasing;
+    rows in `threads` parts at once (numpy's partition and sort release the GIL)."""
+    out = np.empty((priority.shape[0], n_candidates), dtype=np.int32)
+    kernels.run_parts(_top_rows, priority.shape[0], threads, priority, n_candidates, out)
+    return out
+
+
+def _top_rows(priority, n_candidates, out, lo, hi) -> None:
     n_ref = priority.shape[1]
-    key = priority.astype(np.int64) * n_ref - np.arange(n_ref)  # priorities are exact integers
+    key = priority[lo:hi].astype(np.int64) * n_ref - np.arange(n_ref)  # priorities are exact integers
     chosen = np.argpartition(key, n_ref - n_candidates, axis=1)[:, n_ref - n_candidates :]
-    return np.sort(chosen, axis=1).astype(np.int32)
+    out[lo:hi] = np.sort(chosen, axis=1)
 
 
 def chunk_cuts(n_markers: int) -> list[int]:
@@ -157,9 +164,9 @@ def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int,
         for lo, hi in itertools.pairwise(chunks):
             own = kernels.candidate_priority(markers[lo:hi], query[:, lo:hi], np.asarray(segment_cuts(hi - lo)),
                                              threads=threads)
-            np.put_along_axis(local, top_candidates(own, quota).astype(np.int64), True, axis=1)
+            np.put_along_axis(local, top_candidates(own, quota, threads=threads).astype(np.int64), True, axis=1)
         priority = local_first(priority, local)
-    return top_candidates(priority, n_candidates)
+    return top_candidates(priority, n_candidates, threads=threads)
 
 
 def posteriors(markers, query, candidates, marker_cm, site_cm, groups: SiteGroups, rate_per_cm, error, *,

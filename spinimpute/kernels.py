@@ -34,8 +34,9 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b > a]
 
 
-def _run(kernel, n: int, threads: int, *args) -> None:
-    """kernel(*args, lo, hi) over [0, n) cut into `threads` parts, in parallel."""
+def run_parts(kernel, n: int, threads: int, *args) -> None:
+    """kernel(*args, lo, hi) over [0, n) cut into `threads` parts, in parallel (threads: the
+    kernel must release the GIL, as the compiled ones here do)."""
     parts = _split(n, threads)
     if len(parts) <= 1:
         for lo, hi in parts:
@@ -161,13 +162,13 @@ def group_intervals(packed: np.ndarray, n_ref: int, bounds: np.ndarray, threads:
     group_of = np.zeros((n_intervals, n_ref), dtype=np.int32)
     n_groups = np.zeros(n_intervals, dtype=np.int32)
     first_member = np.zeros((n_intervals, n_ref), dtype=np.int32)
-    _run(_label_intervals, n_intervals, threads, packed, n_ref, bounds, group_of, n_groups, first_member)
+    run_parts(_label_intervals, n_intervals, threads, packed, n_ref, bounds, group_of, n_groups, first_member)
     counts = np.zeros(packed.shape[0], dtype=np.int64)
-    _run(_count_alt_groups, n_intervals, threads, packed, bounds, n_groups, first_member, counts)
+    run_parts(_count_alt_groups, n_intervals, threads, packed, bounds, n_groups, first_member, counts)
     alt_ptr = np.zeros(packed.shape[0] + 1, dtype=np.int64)
     np.cumsum(counts, out=alt_ptr[1:])
     alt_group = np.empty(int(alt_ptr[-1]), dtype=np.int32)
-    _run(_fill_alt_groups, n_intervals, threads, packed, bounds, n_groups, first_member, alt_ptr, alt_group)
+    run_parts(_fill_alt_groups, n_intervals, threads, packed, bounds, n_groups, first_member, alt_ptr, alt_group)
     return group_of, n_groups, alt_ptr, alt_group
 
 
@@ -248,14 +249,14 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
     if n_segments < 1 or np.diff(cuts).max() > 16:
         raise ValueError("segments must hold 1 to 16 markers")
     ref_packed = np.zeros((n_segments, n_ref), np.uint16)
-    _run(_pack_segments, n_segments, threads, np.ascontiguousarray(markers, dtype=np.uint8), cuts, ref_packed)
+    run_parts(_pack_segments, n_segments, threads, np.ascontiguousarray(markers, dtype=np.uint8), cuts, ref_packed)
     query = np.ascontiguousarray(query.T, dtype=np.int8)  # (M, Q)
     alt_packed = np.zeros((n_segments, query.shape[1]), np.uint16)
     observed_packed = np.zeros((n_segments, query.shape[1]), np.uint16)
     _pack_segments(np.ascontiguousarray(query == 1, dtype=np.uint8), cuts, alt_packed, 0, n_segments)
     _pack_segments(np.ascontiguousarray(query >= 0, dtype=np.uint8), cuts, observed_packed, 0, n_segments)
     priority = np.empty((query.shape[1], n_ref), np.float32)
-    _run(_candidate_priority, query.shape[1], threads, ref_packed, alt_packed, observed_packed,
+    run_parts(_candidate_priority, query.shape[1], threads, ref_packed, alt_packed, observed_packed,
          4 * n_markers + 4, _POPCOUNT16, priority)
     return priority
 
@@ -381,7 +382,7 @@ def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, wei
         float(error), np.ascontiguousarray(bounds, dtype=np.int64), *groups,
         np.ascontiguousarray(weights, dtype=np.float64), out,
     )
-    _run(_copy_posteriors, query.shape[0], threads, *args)
+    run_parts(_copy_posteriors, query.shape[0], threads, *args)
     return out
 
 
@@ -469,7 +470,7 @@ def site_sums(hap_prob: np.ndarray, haploid: np.ndarray | None, threads: int = 1
     hap_prob = np.ascontiguousarray(hap_prob, dtype=np.float32)
     ploidy = np.zeros((0, 0), np.uint8) if haploid is None else np.ascontiguousarray(haploid, dtype=np.uint8)
     sums = np.zeros((4, hap_prob.shape[0]), np.float64)
-    _run(_site_sums, hap_prob.shape[0], threads, hap_prob, ploidy, sums)
+    run_parts(_site_sums, hap_prob.shape[0], threads, hap_prob, ploidy, sums)
     return sums
 
 
@@ -557,7 +558,7 @@ def pair_viterbi(genotypes, first, second, anchored, templates, jump, error: flo
     """
     templates = np.ascontiguousarray(templates, dtype=np.uint8)
     path = np.zeros(templates.shape[:2], dtype=np.int64)
-    _run(_pair_viterbi, templates.shape[0], threads, np.ascontiguousarray(genotypes, dtype=np.int8),
+    run_parts(_pair_viterbi, templates.shape[0], threads, np.ascontiguousarray(genotypes, dtype=np.int8),
          np.ascontiguousarray(first, dtype=np.int8), np.ascontiguousarray(second, dtype=np.int8),
          np.ascontiguousarray(anchored, dtype=np.bool_), templates, np.ascontiguousarray(jump, dtype=np.float64),
          float(error), path)
@@ -697,7 +698,7 @@ def pair_relative_phase(genotypes, first, second, anchored, templates, jump, err
     """
     templates = np.ascontiguousarray(templates, dtype=np.uint8)
     same = np.full(templates.shape[:2], np.nan)
-    _run(_pair_relative_phase, templates.shape[0], threads, np.ascontiguousarray(genotypes, dtype=np.int8),
+    run_parts(_pair_relative_phase, templates.shape[0], threads, np.ascontiguousarray(genotypes, dtype=np.int8),
          np.ascontiguousarray(first, dtype=np.int8), np.ascontiguousarray(second, dtype=np.int8),
          np.ascontiguousarray(anchored, dtype=np.bool_), templates, np.ascontiguousarray(jump, dtype=np.float64),
          float(error), same)
