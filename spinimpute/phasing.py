@@ -22,8 +22,8 @@ from spinimpute.windows import Window
 # benchmark switch error rates, most likely path in both passes: 48 / 48 0.0497 (impute
 # 6.6 s), 64 / 64 0.0478 (9.3 s); posteriors in the second: 48 / 48 0.0425, 32 / 48 0.0420
 # (6.5 s), 32 / 64 0.0404 (8.5 s, overall r² 0.0003 higher), 48 / 64 0.0406. Simulations
-# (seed 1 of four scenarios): 48 / 48 by paths 0.0072-0.0125, 32 / 48 with posteriors
-# 0.0051-0.0092, 32 / 64 0.0051-0.0084.
+# (seed 1 of four scenarios, targets written 0/1): 48 / 48 by paths 0.0072-0.0125, 32 / 48
+# with posteriors 0.0056-0.0095, 32 / 64 0.0058-0.0095.
 PAIR_CANDIDATES = 32
 HAPLOTYPE_CANDIDATES = 48
 # Typed markers that a phasing window's core holds at least: consecutive model windows are
