@@ -7,14 +7,20 @@ the target): aggregate and mean per-site dosage r² by reference MAF bin, the ex
 calibration error of GP, and the correlation of the tools' INFO r² estimate (DR2, R2)
 with the true per-site r².
 
-    python benchmarks/compare.py sim [--scenario clean|hard-omni|...|all] [--seeds 1 2 3] [--small]
-    python benchmarks/compare.py real [--thin K]
+    python benchmarks/compare.py sim [--scenario clean|hard-omni|...|all] [--seeds 1 2 3] [--small] [--unphased]
+    python benchmarks/compare.py real [--thin K | --unphased]
 
 `sim` simulates each seed's data set for the named scenario (spinimpute.simulate.SCENARIOS;
 `all` runs them one after another) and reports each metric as mean ± sd over seeds;
 `--small` shrinks the data sets (100 + 20 samples, 200 kb) for a quick check of the flow.
 `real --thin K` keeps one typed site in K of the real target (a sparser array) and imputes it
 with the model that `real` trained, to show that a model serves any array density.
+`--unphased` gives the tools the target's genotypes unphased (real: the data set's
+target.unphased.vcf.gz; sim: target.vcf.gz with each GT written as '0/1', REF first), as arrays deliver
+them: spinimpute and Beagle phase them, Minimac4 (which expects pre-phased targets) reads
+them as phased in written order. It reuses the model of the phased run where there is one
+(real: required), works in <out>/real-unphased or <out>/<scenario>-unphased/seed<N>, and the
+evaluation adds each output's switch error rate at the typed heterozygotes.
 Each run works in <out>/<scenario>/seed<N>/ (<out>/real/ for real data), with the data set,
 the tools' outputs and logs, and results.json; <out> defaults to benchmarks/results.
 
@@ -160,6 +166,33 @@ def thinned_target(target: Path, every: int, out: Path) -> Path:
     return path
 
 
+def unphased_target(target: Path, out: Path) -> Path:
+    """The target with its genotypes written unphased (`_unphased`), bgzipped and indexed in `out`."""
+    import gzip
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "target.unphased.vcf.gz"
+    with gzip.open(target, "rt") as src, open(out / "target.unphased.vcf", "w") as dst:
+        for line in src:
+            if not line.startswith("#"):
+                fields = line.rstrip("\n").split("\t")
+                line = "\t".join(fields[:9] + [_unphased(f) for f in fields[9:]]) + "\n"
+            dst.write(line)
+    subprocess.run(["bgzip", "-f", str(out / "target.unphased.vcf")], check=True)
+    subprocess.run(["tabix", "-f", "-p", "vcf", str(path)], check=True)
+    return path
+
+
+def _unphased(field: str) -> str:
+    """A sample's FORMAT field with its GT unphased and sorted ('1|0' -> '0/1'): the written
+    order must not carry the phase."""
+    gt, sep, rest = field.partition(":")
+    alleles = gt.replace("|", "/").split("/")
+    if "." not in alleles:
+        alleles.sort(key=int)
+    return "/".join(alleles) + sep + rest
+
+
 def _spread(values: list, digits: int) -> str:
     """mean ± sd (sd over runs, shown from two runs on); "-" where the tool gave no value."""
     if any(v is None for v in values):
@@ -185,6 +218,10 @@ def table(runs: list[dict]) -> str:
     labels = [b["bin"] for b in first["bins"]]
     head = ["tool", *[f"r² {label}" for label in labels], "r² overall", "GP ECE", "GP ECE MAF ≤ 5%",
             "corr(DR2, true r²)", "prepare wall s", "impute wall s", "impute peak RSS MB"]
+    # Targets given unphased: the tools' phase at the typed heterozygotes (phased targets keep theirs).
+    phased_here = any(run[tool]["evaluation"].get("switch_error_rate") for run in runs for tool in run)
+    if phased_here:
+        head.insert(head.index("prepare wall s"), "switch error rate")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for tool in runs[0]:
         evs = [run[tool]["evaluation"] for run in runs]
@@ -195,6 +232,7 @@ def table(runs: list[dict]) -> str:
             _spread([ev["overall"]["ece"] for ev in evs], 4),
             _spread([ev["ece_rare"] for ev in evs], 4),
             _spread([ev["dr2_correlation"] for ev in evs], 3),
+            *([_spread([ev["switch_error_rate"] for ev in evs], 4)] if phased_here else []),
             _spread([run[tool]["prepare"]["wall_s"] for run in runs], 1),
             _spread([run[tool]["impute"]["wall_s"] for run in runs], 1),
             _spread([run[tool]["impute"]["peak_rss_mb"] for run in runs], 0),
@@ -228,7 +266,12 @@ def main(argv=None) -> None:
     parser.add_argument("--thin", type=int, metavar="K",
                         help="real only: keep one typed site in K (a sparser array) and impute with the model "
                              "that `compare.py real` trained, without retraining; works in <out>/real-thinK")
+    parser.add_argument("--unphased", action="store_true",
+                        help="give the tools the target's genotypes unphased (see above); works in "
+                             "<out>/real-unphased or <out>/<scenario>-unphased")
     args = parser.parse_args(argv)
+    if args.thin and args.unphased:
+        parser.error("--thin and --unphased are separate runs")
     for tool in ("java", "minimac4", "bcftools", "/usr/bin/time"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install -y beagle minimac4 bcftools tabix time")
@@ -245,20 +288,37 @@ def main(argv=None) -> None:
             report(f"real: {REAL.name}, one typed site in {args.thin}, spinimpute model trained once in real/",
                    [run(REAL, out, args.threads, args.steps, target=target, model=model)], out)
             return
+        if args.unphased:
+            model = out / "spin.model"
+            if not model.exists():
+                sys.exit(f"no model at {model}: run `python benchmarks/compare.py real` first")
+            out = args.out / "real-unphased"
+            report(f"real: {REAL.name}, target unphased, spinimpute model trained once in real/",
+                   [run(REAL, out, args.threads, args.steps, target=REAL / "target.unphased.vcf.gz", model=model)],
+                   out)
+            return
         report(f"real: {REAL.name}", [run(REAL, out, args.threads, args.steps)], out)
         return
     for scenario in SCENARIOS if args.scenario == "all" else [args.scenario]:
         options = {**SCENARIOS[scenario], **(SMALL_SIZES if args.small else {})}
-        name = f"{scenario}-small" if args.small else scenario
+        phased_name = f"{scenario}-small" if args.small else scenario
+        name = f"{phased_name}-unphased" if args.unphased else phased_name
         runs = []
         for seed in args.seeds:
             out = args.out / name / f"seed{seed}"
             summary = make_benchmark(out / "data", seed=seed, **options)
             print(json.dumps(summary), file=sys.stderr)
-            runs.append(run(out / "data", out, args.threads, args.steps))
+            if args.unphased:
+                model = args.out / phased_name / f"seed{seed}" / "spin.model"  # the same panel's model
+                runs.append(run(out / "data", out, args.threads, args.steps,
+                                target=unphased_target(out / "data" / "target.vcf.gz", out / "data"),
+                                model=model if model.exists() else None))
+            else:
+                runs.append(run(out / "data", out, args.threads, args.steps))
         seeds = " ".join(str(s) for s in args.seeds)
         settings = ", ".join(f"{key} {value}" for key, value in options.items())
-        report(f"{name}, seeds {seeds}: {summary['model']}; {settings}", runs, args.out / name)
+        targets = ", target unphased" if args.unphased else ""
+        report(f"{name}, seeds {seeds}: {summary['model']}; {settings}{targets}", runs, args.out / name)
 
 
 if __name__ == "__main__":
