@@ -478,61 +478,53 @@ def site_sums(hap_prob: np.ndarray, haploid: np.ndarray | None, threads: int = 1
 def _pair_viterbi(genotypes, first, second, anchored, templates, jump, error, path, lo, hi):  # pragma: no cover
     n_markers, k = templates.shape[1], templates.shape[2]
     v = np.empty((k, k))
-    new = np.empty((k, k))
     back = np.empty((n_markers, k * k), np.int32)
-    row_max, col_max = np.empty(k), np.empty(k)
-    row_arg, col_arg = np.empty(k, np.int64), np.empty(k, np.int64)
+    # Each row's and column's best state and the best of all, of the previous marker's v.
+    row_max, col_max, new_col_max = np.empty(k), np.empty(k), np.empty(k)
+    row_arg, col_arg, new_col_arg = np.empty(k, np.int64), np.empty(k, np.int64), np.empty(k, np.int64)
     emit = np.array([1.0, error, error * error])  # by the number of mismatching alleles
+    here = np.empty(4)  # emissions by 2 * allele_a + allele_b
     for s in range(lo, hi):
         g, h = genotypes[s], templates[s]
+        top, top_arg = 1.0, 0
         for m in range(n_markers):
-            stay = one = both = 0.0
-            top, top_arg = -1.0, 0
-            if m > 0:
-                p = jump[m - 1]
-                stay, one, both = (1.0 - p) * (1.0 - p), (1.0 - p) * p / k, (p / k) * (p / k)
-                for a in range(k):
-                    row_max[a] = -1.0
-                    col_max[a] = -1.0
-                for a in range(k):
-                    for b in range(k):
-                        x = v[a, b]
-                        if x > row_max[a]:
-                            row_max[a], row_arg[a] = x, b
-                        if x > col_max[b]:
-                            col_max[b], col_arg[b] = x, a
-                        if x > top:
-                            top, top_arg = x, a * k + b
-            scale = 0.0
+            _pair_emissions(g[m], anchored[s, m], first[s, m], second[s, m], emit, here)
+            p = jump[m - 1] if m > 0 else 0.0
+            # v is kept unnormalised: the previous marker's best, `top`, divides this step instead.
+            stay, one, both = (1.0 - p) * (1.0 - p) / top, (1.0 - p) * p / k / top, (p / k) * (p / k)
+            both_top = both  # both * top / top
+            new_col_max[:] = -1.0
+            new_top, new_top_arg = -1.0, 0
             for a in range(k):
+                here_a = 2 * h[m, a]
+                row_a, row_source = one * row_max[a], a * k + row_arg[a]
+                best_in_row, best_b = -1.0, 0
                 for b in range(k):
-                    if g[m] < 0:
-                        e = 1.0
-                    elif anchored[s, m]:  # ordered alleles: the first template copies the first slot
-                        e = emit[int(h[m, a] != first[s, m]) + int(h[m, b] != second[s, m])]
-                    else:
-                        e = emit[abs(int(h[m, a]) + int(h[m, b]) - int(g[m]))]
                     if m == 0:
                         best, source = 1.0, -1
                     else:
                         best, source = stay * v[a, b], a * k + b
-                        if one * row_max[a] > best:
-                            best, source = one * row_max[a], a * k + row_arg[a]
-                        if one * col_max[b] > best:
-                            best, source = one * col_max[b], col_arg[b] * k + b
-                        if both * top > best:
-                            best, source = both * top, top_arg
-                    new[a, b] = e * best
+                        if row_a > best:
+                            best, source = row_a, row_source
+                        x = one * col_max[b]
+                        if x > best:
+                            best, source = x, col_arg[b] * k + b
+                        if both_top > best:
+                            best, source = both_top, top_arg
+                    y = here[here_a + h[m, b]] * best
+                    v[a, b] = y
                     back[m, a * k + b] = source
-                    scale = max(scale, new[a, b])
-            for a in range(k):
-                for b in range(k):
-                    v[a, b] = new[a, b] / scale
-        state, top = 0, -1.0
-        for a in range(k):
-            for b in range(k):
-                if v[a, b] > top:
-                    top, state = v[a, b], a * k + b
+                    if y > best_in_row:
+                        best_in_row, best_b = y, b
+                    if y > new_col_max[b]:
+                        new_col_max[b], new_col_arg[b] = y, a
+                row_max[a], row_arg[a] = best_in_row, best_b
+                if best_in_row > new_top:
+                    new_top, new_top_arg = best_in_row, a * k + best_b
+            col_max[:] = new_col_max
+            col_arg[:] = new_col_arg
+            top, top_arg = new_top, new_top_arg
+        state = top_arg
         for m in range(n_markers - 1, -1, -1):
             path[s, m] = state
             if m > 0:
@@ -566,27 +558,26 @@ def pair_viterbi(genotypes, first, second, anchored, templates, jump, error: flo
 
 
 @_compiled
-def _pair_emission(genotype, anchored, first, second, allele_a, allele_b, emit):  # pragma: no cover - compiled
-    """P(genotype | the first slot copies allele_a, the second allele_b); `emit` by mismatches."""
-    if genotype < 0:
-        return 1.0
-    if anchored:  # ordered alleles: the first template copies the first slot
-        return emit[int(allele_a != first) + int(allele_b != second)]
-    return emit[abs(int(allele_a) + int(allele_b) - int(genotype))]
+def _pair_emissions(genotype, anchored, first, second, emit, out):  # pragma: no cover - compiled
+    """out[2 * allele_a + allele_b]: P(genotype | the first slot copies allele_a, the second allele_b)."""
+    for allele_a in range(2):
+        for allele_b in range(2):
+            if genotype < 0:
+                e = 1.0
+            elif anchored:  # ordered alleles: the first template copies the first slot
+                e = emit[int(allele_a != first) + int(allele_b != second)]
+            else:
+                e = emit[abs(allele_a + allele_b - genotype)]
+            out[2 * allele_a + allele_b] = e
+
+
+# Orientation of a heterozygote by 2 * allele_a + allele_b: 0 where the first template carries
+# its ALT, 1 the second, -1 neither or both.
+_HET_ORIENTATION = np.array([-1, 1, 0, -1], dtype=np.int64)
 
 
 @_compiled
-def _het_orientation(allele_a, allele_b):  # pragma: no cover - compiled
-    """0 where the first template carries the ALT of a heterozygote, 1 the second, -1 neither or both."""
-    if allele_a == 1 and allele_b == 0:
-        return 0
-    if allele_a == 0 and allele_b == 1:
-        return 1
-    return -1
-
-
-@_compiled
-def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, error, same, lo, hi):  # pragma: no cover
+def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, error, orientation, same, lo, hi):  # pragma: no cover
     n_markers, k = templates.shape[1], templates.shape[2]
     emit = np.array([1.0, error, error * error])
     backward = np.empty((n_markers, k, k), np.float32)  # rescaled per marker: float32 keeps 7 digits of each
@@ -596,36 +587,41 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
     fwd = np.empty((2, k, k))
     rows, cols, total = np.empty((2, k)), np.empty((2, k)), np.empty(2)
     new_rows, new_cols, new_total = np.empty((2, k)), np.empty((2, k)), np.empty(2)
+    here, ahead = np.empty(4), np.empty(4)  # emissions by 2 * allele_a + allele_b
     for s in range(lo, hi):
         g, h = genotypes[s], templates[s]
         # Backward: backward[m] = T (emission[m + 1] * backward[m + 1]), rescaled by the total of that product.
         m = n_markers - 1
+        _pair_emissions(g[m], anchored[s, m], first[s, m], second[s, m], emit, here)
         rows[0, :] = 0.0
         cols[0, :] = 0.0
         total[0] = 0.0
         for a in range(k):
             for b in range(k):
                 backward[m, a, b] = 1.0
-                x = _pair_emission(g[m], anchored[s, m], first[s, m], second[s, m], h[m, a], h[m, b], emit)
+                x = here[2 * h[m, a] + h[m, b]]
                 rows[0, a] += x
                 cols[0, b] += x
                 total[0] += x
         for m in range(n_markers - 2, -1, -1):
+            ahead[:] = here
+            _pair_emissions(g[m], anchored[s, m], first[s, m], second[s, m], emit, here)
             p, scale = jump[m], 1.0 / total[0]
             stay, one, both = (1 - p) * (1 - p) * scale, (1 - p) * p / k * scale, (p / k) * (p / k) * scale
             new_rows[0, :] = 0.0
             new_cols[0, :] = 0.0
             new_total[0] = 0.0
             for a in range(k):
+                ahead_a, here_a, row_a = 2 * h[m + 1, a], 2 * h[m, a], one * rows[0, a] + both * total[0]
+                row_sum = 0.0
                 for b in range(k):
-                    ahead = _pair_emission(g[m + 1], anchored[s, m + 1], first[s, m + 1], second[s, m + 1],
-                                           h[m + 1, a], h[m + 1, b], emit) * backward[m + 1, a, b]
-                    y = stay * ahead + one * (rows[0, a] + cols[0, b]) + both * total[0]
+                    y = stay * ahead[ahead_a + h[m + 1, b]] * backward[m + 1, a, b] + row_a + one * cols[0, b]
                     backward[m, a, b] = y
-                    x = _pair_emission(g[m], anchored[s, m], first[s, m], second[s, m], h[m, a], h[m, b], emit) * y
-                    new_rows[0, a] += x
+                    x = here[here_a + h[m, b]] * y
+                    row_sum += x
                     new_cols[0, b] += x
-                    new_total[0] += x
+                new_rows[0, a] = row_sum
+                new_total[0] += row_sum
             rows[0, :] = new_rows[0]
             cols[0, :] = new_cols[0]
             total[0] = new_total[0]
@@ -637,6 +633,7 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
         seen_het = False
         for m in range(n_markers):
             het = g[m] == 1
+            _pair_emissions(g[m], anchored[s, m], first[s, m], second[s, m], emit, here)
             if m == 0:
                 stay, one, both = 1.0, 0.0, 0.0
             else:
@@ -647,15 +644,34 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
             new_total[:] = 0.0
             p00 = p01 = p10 = p11 = 0.0  # P(orientation at the last het, orientation here), unnormalised
             for a in range(k):
+                here_a = 2 * h[m, a]
+                row0, row1 = one * rows[0, a] + both * total[0], one * rows[1, a] + both * total[1]
+                if m > 0 and not het:  # the common case, without branches
+                    sum0 = sum1 = 0.0
+                    for b in range(k):
+                        e = here[here_a + h[m, b]]
+                        x0 = e * (stay * fwd[0, a, b] + row0 + one * cols[0, b])
+                        x1 = e * (stay * fwd[1, a, b] + row1 + one * cols[1, b])
+                        fwd[0, a, b] = x0
+                        fwd[1, a, b] = x1
+                        sum0 += x0
+                        sum1 += x1
+                        new_cols[0, b] += x0
+                        new_cols[1, b] += x1
+                    new_rows[0, a] = sum0
+                    new_rows[1, a] = sum1
+                    new_total[0] += sum0
+                    new_total[1] += sum1
+                    continue
                 for b in range(k):
-                    e = _pair_emission(g[m], anchored[s, m], first[s, m], second[s, m], h[m, a], h[m, b], emit)
+                    e = here[here_a + h[m, b]]
                     if m == 0:
                         x0, x1 = e, 0.0
                     else:
-                        x0 = e * (stay * fwd[0, a, b] + one * (rows[0, a] + cols[0, b]) + both * total[0])
-                        x1 = e * (stay * fwd[1, a, b] + one * (rows[1, a] + cols[1, b]) + both * total[1])
+                        x0 = e * (stay * fwd[0, a, b] + row0 + one * cols[0, b])
+                        x1 = e * (stay * fwd[1, a, b] + row1 + one * cols[1, b])
                     if het:
-                        o = _het_orientation(h[m, a], h[m, b])
+                        o = orientation[here_a + h[m, b]]
                         w = backward[m, a, b]
                         if o == 0:
                             p00 += x0 * w
@@ -701,7 +717,7 @@ def pair_relative_phase(genotypes, first, second, anchored, templates, jump, err
     run_parts(_pair_relative_phase, templates.shape[0], threads, np.ascontiguousarray(genotypes, dtype=np.int8),
          np.ascontiguousarray(first, dtype=np.int8), np.ascontiguousarray(second, dtype=np.int8),
          np.ascontiguousarray(anchored, dtype=np.bool_), templates, np.ascontiguousarray(jump, dtype=np.float64),
-         float(error), same)
+         float(error), _HET_ORIENTATION, same)
     return same
 
 
