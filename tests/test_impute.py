@@ -43,12 +43,12 @@ def test_phasing_keeps_genotypes_and_recovers_most_phase(trained_model, small_be
     per_sample = [max(agree[het[:, s], s].mean(), 1 - agree[het[:, s], s].mean()) for s in range(het.shape[1])
                   if het[:, s].sum() > 1]
     assert np.mean(per_sample) > 0.8
-    # Switch errors between neighbouring heterozygotes (8 of 214 here; the most likely paths
-    # alone: 10; the per-haplotype model before them: 15; too few to rank the settings of
-    # `spinimpute.phasing`, see its constants).
+    # Switch errors between neighbouring heterozygotes (6 of 214 here; with 48 candidates in
+    # the second pass: 8; the most likely paths alone: 10; the per-haplotype model before
+    # them: 15; too few to rank the settings of `spinimpute.phasing`, see its constants).
     switches = sum(np.count_nonzero(np.diff(agree[het[:, s], s].astype(int))) for s in range(het.shape[1]))
     pairs = sum(max(0, int(het[:, s].sum()) - 1) for s in range(het.shape[1]))
-    assert switches / pairs < 0.05
+    assert switches / pairs < 0.04
 
 
 def test_allele_frequency_counts_ploidy():
