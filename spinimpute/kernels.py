@@ -580,7 +580,9 @@ _HET_ORIENTATION = np.array([-1, 1, 0, -1], dtype=np.int64)
 def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, error, orientation, same, lo, hi):  # pragma: no cover
     n_markers, k = templates.shape[1], templates.shape[2]
     emit = np.array([1.0, error, error * error])
-    backward = np.empty((n_markers, k, k), np.float32)  # rescaled per marker: float32 keeps 7 digits of each
+    # Backward messages of the marker ahead and of this one; only heterozygotes' are kept (float32:
+    # rescaled per marker, 7 digits of each are plenty), which bounds memory for dense targets.
+    after, current = np.empty((k, k)), np.empty((k, k))
     # Forward probabilities split by the orientation of the last heterozygote (0: ALT on the
     # first template), each with its row sums, column sums and total: a transition from
     # (a, b) keeps both templates, changes one (to any of K) or both, so one step costs K².
@@ -590,6 +592,11 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
     here, ahead = np.empty(4), np.empty(4)  # emissions by 2 * allele_a + allele_b
     for s in range(lo, hi):
         g, h = genotypes[s], templates[s]
+        n_het = 0
+        for m in range(n_markers):
+            n_het += g[m] == 1
+        het_backward = np.empty((n_het, k, k), np.float32)
+        het = n_het - 1  # slot of the heterozygote the backward pass is at or after
         # Backward: backward[m] = T (emission[m + 1] * backward[m + 1]), rescaled by the total of that product.
         m = n_markers - 1
         _pair_emissions(g[m], anchored[s, m], first[s, m], second[s, m], emit, here)
@@ -598,11 +605,14 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
         total[0] = 0.0
         for a in range(k):
             for b in range(k):
-                backward[m, a, b] = 1.0
+                after[a, b] = 1.0
                 x = here[2 * h[m, a] + h[m, b]]
                 rows[0, a] += x
                 cols[0, b] += x
                 total[0] += x
+        if g[m] == 1:
+            het_backward[het] = after
+            het -= 1
         for m in range(n_markers - 2, -1, -1):
             ahead[:] = here
             _pair_emissions(g[m], anchored[s, m], first[s, m], second[s, m], emit, here)
@@ -615,8 +625,8 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
                 ahead_a, here_a, row_a = 2 * h[m + 1, a], 2 * h[m, a], one * rows[0, a] + both * total[0]
                 row_sum = 0.0
                 for b in range(k):
-                    y = stay * ahead[ahead_a + h[m + 1, b]] * backward[m + 1, a, b] + row_a + one * cols[0, b]
-                    backward[m, a, b] = y
+                    y = stay * ahead[ahead_a + h[m + 1, b]] * after[a, b] + row_a + one * cols[0, b]
+                    current[a, b] = y
                     x = here[here_a + h[m, b]] * y
                     row_sum += x
                     new_cols[0, b] += x
@@ -625,14 +635,19 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
             rows[0, :] = new_rows[0]
             cols[0, :] = new_cols[0]
             total[0] = new_total[0]
+            if g[m] == 1:
+                het_backward[het] = current
+                het -= 1
+            after, current = current, after
         # Forward. Before the first heterozygote all mass is in part 0; it never enters a posterior.
         fwd[:] = 0.0
         rows[:] = 0.0
         cols[:] = 0.0
         total[:] = 0.0
         seen_het = False
+        het = 0
         for m in range(n_markers):
-            het = g[m] == 1
+            is_het = g[m] == 1
             _pair_emissions(g[m], anchored[s, m], first[s, m], second[s, m], emit, here)
             if m == 0:
                 stay, one, both = 1.0, 0.0, 0.0
@@ -646,7 +661,7 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
             for a in range(k):
                 here_a = 2 * h[m, a]
                 row0, row1 = one * rows[0, a] + both * total[0], one * rows[1, a] + both * total[1]
-                if m > 0 and not het:  # the common case, without branches
+                if m > 0 and not is_het:  # the common case, without branches
                     sum0 = sum1 = 0.0
                     for b in range(k):
                         e = here[here_a + h[m, b]]
@@ -670,9 +685,9 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
                     else:
                         x0 = e * (stay * fwd[0, a, b] + row0 + one * cols[0, b])
                         x1 = e * (stay * fwd[1, a, b] + row1 + one * cols[1, b])
-                    if het:
+                    if is_het:
                         o = orientation[here_a + h[m, b]]
-                        w = backward[m, a, b]
+                        w = het_backward[het, a, b]
                         if o == 0:
                             p00 += x0 * w
                             p10 += x1 * w
@@ -691,10 +706,11 @@ def _pair_relative_phase(genotypes, first, second, anchored, templates, jump, er
                     new_rows[1, a] += x1
                     new_cols[1, b] += x1
                     new_total[1] += x1
-            if het:
+            if is_het:
                 if seen_het and p00 + p01 + p10 + p11 > 0:
                     same[s, m] = (p00 + p11) / (p00 + p01 + p10 + p11)
                 seen_het = True
+                het += 1
             rows[:] = new_rows
             cols[:] = new_cols
             total[:] = new_total
