@@ -21,7 +21,7 @@ from spinimpute.windows import Window
 # second (posterior orientations); the pair model's cost grows with their square. Real
 # benchmark switch error rates, most likely path in both passes: 48 / 48 0.0497 (impute
 # 6.6 s), 64 / 64 0.0478 (9.3 s); posteriors in the second: 48 / 48 0.0425, 32 / 48 0.0421
-# (phasing 2.7 s), 32 / 64 0.0405, 32 / 80 0.0393, 32 / 96 0.0380 (5.1 s), 48 / 96 0.0378,
+# (phasing 2.7 s), 32 / 64 0.0405, 32 / 80 0.0393, 32 / 96 0.0381 (5.1 s), 48 / 96 0.0378,
 # 32 / 112 0.0376 (6.4 s). Simulations (seed 1 of four scenarios, targets written 0/1):
 # 48 / 48 by paths 0.0072-0.0125, 32 / 48 with posteriors 0.0056-0.0095, 32 / 96 0.0058-0.0085.
 PAIR_CANDIDATES = 32
