@@ -121,10 +121,10 @@ def _top_rows(priority, n_candidates, out, lo, hi) -> None:
     out[lo:hi] = np.sort(chosen, axis=1)
 
 
-def chunk_cuts(n_markers: int) -> list[int]:
+def chunk_cuts(n_markers: int, chunk_markers: int = CHUNK_MARKERS) -> list[int]:
     """Bounds of the marker chunks of candidate preselection: as equal as can be, each of at least
-    CHUNK_MARKERS markers (a single chunk for fewer than twice that)."""
-    n_chunks = max(1, n_markers // CHUNK_MARKERS)
+    `chunk_markers` markers (a single chunk for fewer than twice that)."""
+    n_chunks = max(1, n_markers // chunk_markers)
     return np.linspace(0, n_markers, n_chunks + 1).round().astype(np.int64).tolist()
 
 

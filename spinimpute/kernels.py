@@ -257,7 +257,7 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
     _pack_segments(np.ascontiguousarray(query >= 0, dtype=np.uint8), cuts, observed_packed, 0, n_segments)
     priority = np.empty((query.shape[1], n_ref), np.float32)
     run_parts(_candidate_priority, query.shape[1], threads, ref_packed, alt_packed, observed_packed,
-         4 * n_markers + 4, _POPCOUNT16, priority)
+              4 * n_markers + 4, _POPCOUNT16, priority)
     return priority
 
 
@@ -490,9 +490,9 @@ def _pair_viterbi(genotypes, first, second, anchored, templates, jump, error, pa
         for m in range(n_markers):
             _pair_emissions(g[m], anchored[s, m], first[s, m], second[s, m], emit, here)
             p = jump[m - 1] if m > 0 else 0.0
-            # v is kept unnormalised: the previous marker's best, `top`, divides this step instead.
+            # v is kept unnormalised: the previous marker's best, `top`, divides this step instead
+            # (so a switch of both templates, from the best state, weighs (p / k)² * top / top).
             stay, one, both = (1.0 - p) * (1.0 - p) / top, (1.0 - p) * p / k / top, (p / k) * (p / k)
-            both_top = both  # both * top / top
             new_col_max[:] = -1.0
             new_top, new_top_arg = -1.0, 0
             for a in range(k):
@@ -509,8 +509,8 @@ def _pair_viterbi(genotypes, first, second, anchored, templates, jump, error, pa
                         x = one * col_max[b]
                         if x > best:
                             best, source = x, col_arg[b] * k + b
-                        if both_top > best:
-                            best, source = both_top, top_arg
+                        if both > best:
+                            best, source = both, top_arg
                     y = here[here_a + h[m, b]] * best
                     v[a, b] = y
                     back[m, a * k + b] = source
@@ -548,13 +548,18 @@ def pair_viterbi(genotypes, first, second, anchored, templates, jump, error: flo
     Returns:
         (S, M) int64 state a * K + b: the templates copied by the first (a) and second (b) slot.
     """
-    templates = np.ascontiguousarray(templates, dtype=np.uint8)
-    path = np.zeros(templates.shape[:2], dtype=np.int64)
-    run_parts(_pair_viterbi, templates.shape[0], threads, np.ascontiguousarray(genotypes, dtype=np.int8),
-         np.ascontiguousarray(first, dtype=np.int8), np.ascontiguousarray(second, dtype=np.int8),
-         np.ascontiguousarray(anchored, dtype=np.bool_), templates, np.ascontiguousarray(jump, dtype=np.float64),
-         float(error), path)
+    path = np.zeros(np.shape(templates)[:2], dtype=np.int64)
+    run_parts(_pair_viterbi, len(path), threads,
+              *_pair_model_arrays(genotypes, first, second, anchored, templates, jump, error), path)
     return path
+
+
+def _pair_model_arrays(genotypes, first, second, anchored, templates, jump, error: float) -> tuple:
+    """The pair models' inputs in the types and layout their kernels take."""
+    return (np.ascontiguousarray(genotypes, dtype=np.int8), np.ascontiguousarray(first, dtype=np.int8),
+            np.ascontiguousarray(second, dtype=np.int8), np.ascontiguousarray(anchored, dtype=np.bool_),
+            np.ascontiguousarray(templates, dtype=np.uint8), np.ascontiguousarray(jump, dtype=np.float64),
+            float(error))
 
 
 @_compiled
@@ -728,12 +733,9 @@ def pair_relative_phase(genotypes, first, second, anchored, templates, jump, err
         (S, M) float64: at each heterozygous marker after a sample's first, P(same
         orientation as the previous heterozygous marker); NaN elsewhere.
     """
-    templates = np.ascontiguousarray(templates, dtype=np.uint8)
-    same = np.full(templates.shape[:2], np.nan)
-    run_parts(_pair_relative_phase, templates.shape[0], threads, np.ascontiguousarray(genotypes, dtype=np.int8),
-         np.ascontiguousarray(first, dtype=np.int8), np.ascontiguousarray(second, dtype=np.int8),
-         np.ascontiguousarray(anchored, dtype=np.bool_), templates, np.ascontiguousarray(jump, dtype=np.float64),
-         float(error), _HET_ORIENTATION, same)
+    same = np.full(np.shape(templates)[:2], np.nan)
+    run_parts(_pair_relative_phase, len(same), threads,
+              *_pair_model_arrays(genotypes, first, second, anchored, templates, jump, error), _HET_ORIENTATION, same)
     return same
 
 

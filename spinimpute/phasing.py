@@ -144,11 +144,10 @@ def _fit_order(misfit: np.ndarray, chunk_total: int) -> np.ndarray:
     chunk of CANDIDATE_CHUNK_MARKERS markers' own best (`chunk_total` over all chunks, when
     there are two or more), then all of them by the count over every marker."""
     overall = np.argsort(misfit.sum(axis=0), kind="stable")
-    n_chunks = len(misfit) // CANDIDATE_CHUNK_MARKERS
-    if n_chunks < 2:
+    cuts = copying.chunk_cuts(len(misfit), CANDIDATE_CHUNK_MARKERS)
+    if len(cuts) < 3:
         return overall
-    share = max(1, chunk_total // n_chunks)
-    cuts = np.linspace(0, len(misfit), n_chunks + 1).round().astype(np.int64)
+    share = max(1, chunk_total // (len(cuts) - 1))
     picked = [np.argsort(misfit[a:b].sum(axis=0), kind="stable")[:share] for a, b in itertools.pairwise(cuts)]
     return np.concatenate([*picked, overall])
 
