@@ -279,19 +279,16 @@ def main(argv=None) -> None:
         if not REAL.exists():
             sys.exit(f"real benchmark not found at {REAL}")
         out = args.out / "real"
+        model = out / "spin.model"  # what `--thin` and `--unphased` impute with
+        if (args.thin or args.unphased) and not model.exists():
+            sys.exit(f"no model at {model}: run `python benchmarks/compare.py real` first")
         if args.thin:
-            model = out / "spin.model"
-            if not model.exists():
-                sys.exit(f"no model at {model}: run `python benchmarks/compare.py real` first")
             out = args.out / f"real-thin{args.thin}"
             target = thinned_target(REAL / "target.vcf.gz", args.thin, out / "data")
             report(f"real: {REAL.name}, one typed site in {args.thin}, spinimpute model trained once in real/",
                    [run(REAL, out, args.threads, args.steps, target=target, model=model)], out)
             return
         if args.unphased:
-            model = out / "spin.model"
-            if not model.exists():
-                sys.exit(f"no model at {model}: run `python benchmarks/compare.py real` first")
             out = args.out / "real-unphased"
             report(f"real: {REAL.name}, target unphased, spinimpute model trained once in real/",
                    [run(REAL, out, args.threads, args.steps, target=REAL / "target.unphased.vcf.gz", model=model)],
