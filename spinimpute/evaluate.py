@@ -234,14 +234,36 @@ def switch_error_rate(truth_path, imputed_path, typed_keys: set, samples: list[s
     return switches / pairs if pairs else float("nan")
 
 
-def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threads: int = 1) -> Evaluation:
-    """Compare imputed DS (and GP, INFO DR2 or R2 where present) with true genotypes over the untyped sites.
+@dataclass
+class ScoredSites:
+    """The untyped sites that `evaluate` scores, as arrays, rows in the truth file's order.
 
-    Typed sites are the target file's sites when `target_path` is given, otherwise those
-    the imputed file does not flag as imputed (INFO IMP, or Minimac4's IMPUTED without
-    TYPED). Minor allele frequencies come from the reference panel when `ref_path` is
-    given, otherwise from the truth.
+    Attributes:
+        ds: (n_sites, n_samples) imputed DS.
+        truth: (n_sites, n_samples) true ALT counts.
+        maf: (n_sites,) minor allele frequency (panel or truth, `maf_source`).
+        gp: (n_sites, n_samples, 3) FORMAT/GP, or None without it.
+        r2_estimate: (n_sites,) INFO/DR2 or INFO/R2 (`r2_field`), or None without either.
+        samples: the samples in common, in the truth file's order.
+        typed_keys: normalised keys of the target's sites when a target was given, else None.
+        n_typed, n_missing: truth sites skipped as typed, and absent from the imputed file.
     """
+
+    ds: np.ndarray
+    truth: np.ndarray
+    maf: np.ndarray
+    gp: np.ndarray | None
+    r2_estimate: np.ndarray | None
+    r2_field: str | None
+    samples: list[str]
+    typed_keys: set | None
+    n_typed: int
+    n_missing: int
+    maf_source: str
+
+
+def scored_sites(truth_path, imputed_path, *, ref_path=None, target_path=None, threads: int = 1) -> ScoredSites:
+    """The untyped sites of an imputed file with their true genotypes (see `evaluate`)."""
     truth_samples, truth, _ = read_dosages(truth_path, field="GT", threads=threads)
     imp_samples, imputed, flags = read_dosages(imputed_path, field="DS", threads=threads)
     common = [s for s in truth_samples if s in set(imp_samples)]
@@ -297,9 +319,23 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
     tr = np.asarray(truth_rows, dtype=np.float64).reshape(-1, len(common))
     mafs = np.asarray(mafs)
     keep = ~np.isnan(tr).any(axis=1) & ~np.isnan(ds).any(axis=1)
-    ds, tr, mafs = ds[keep], tr[keep], mafs[keep]
     row_keys = [k for k, kept in zip(row_keys, keep) if kept]
-    gp, dr2, dr2_field = _read_calibration_fields(imputed_path, row_keys, i_idx, threads)
+    gp, r2_estimate, r2_field = _read_calibration_fields(imputed_path, row_keys, i_idx, threads)
+    return ScoredSites(ds=ds[keep], truth=tr[keep], maf=mafs[keep], gp=gp, r2_estimate=r2_estimate,
+                       r2_field=r2_field, samples=common, typed_keys=typed_keys, n_typed=n_typed,
+                       n_missing=n_missing, maf_source="reference panel" if ref_path is not None else "truth")
+
+
+def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threads: int = 1) -> Evaluation:
+    """Compare imputed DS (and GP, INFO DR2 or R2 where present) with true genotypes over the untyped sites.
+
+    Typed sites are the target file's sites when `target_path` is given, otherwise those
+    the imputed file does not flag as imputed (INFO IMP, or Minimac4's IMPUTED without
+    TYPED). Minor allele frequencies come from the reference panel when `ref_path` is
+    given, otherwise from the truth.
+    """
+    sites = scored_sites(truth_path, imputed_path, ref_path=ref_path, target_path=target_path, threads=threads)
+    ds, tr, mafs, gp, dr2 = sites.ds, sites.truth, sites.maf, sites.gp, sites.r2_estimate
 
     def stats(label, m):
         return _stats(label, ds[m], tr[m], None if gp is None else gp[m])
@@ -321,21 +357,21 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
         defined = ~np.isnan(site_r2) & ~np.isnan(dr2[poly])
         dr2_correlation = _pearson(dr2[poly][defined], site_r2[defined])
     ser = None
-    if typed_keys is not None:
-        ser = switch_error_rate(truth_path, imputed_path, typed_keys, common, threads)
+    if sites.typed_keys is not None:
+        ser = switch_error_rate(truth_path, imputed_path, sites.typed_keys, sites.samples, threads)
     return Evaluation(
         ece_rare=ece_rare,
         dr2_correlation=dr2_correlation,
-        dr2_field=dr2_field,
+        dr2_field=sites.r2_field,
         curve=curve,
         switch_error_rate=ser,
         bins=bins,
         overall=overall,
         n_untyped_sites=int(poly.sum()),
-        n_typed_sites=n_typed,
-        n_sites_missing=n_missing,
-        n_samples=len(common),
-        maf_source="reference panel" if ref_path is not None else "truth",
+        n_typed_sites=sites.n_typed,
+        n_sites_missing=sites.n_missing,
+        n_samples=len(sites.samples),
+        maf_source=sites.maf_source,
     )
 
 
