@@ -33,14 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from spinimpute.evaluate import _pearson, _per_site_r2, scored_sites
 from spinimpute.simulate import SCENARIOS
 
-RESULTS = ROOT / "benchmarks" / "results"
-REAL = ROOT.parent / "shared" / "data" / "1kgp3-eur-chr20" / "bench-omniexpress"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+REAL = REPO.parent / "shared" / "data" / "1kgp3-eur-chr20" / "bench-omniexpress"
 TOOLS = {"spinimpute": "spin.vcf.gz", "beagle": "beagle.vcf.gz", "minimac4": "minimac4.vcf.gz"}
 HALVINGS = 5
 DRAWS = 5
