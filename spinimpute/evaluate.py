@@ -247,6 +247,7 @@ class ScoredSites:
         samples: the samples in common, in the truth file's order.
         typed_keys: normalised keys of the target's sites when a target was given, else None.
         n_typed, n_missing: truth sites skipped as typed, and absent from the imputed file.
+        maf_source: "reference panel" or "truth".
     """
 
     ds: np.ndarray
