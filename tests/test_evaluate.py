@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from spinimpute.evaluate import evaluate, expected_calibration_error
+from spinimpute.evaluate import evaluate, expected_calibration_error, scored_sites
 
 
 def test_truth_against_itself_is_perfect(small_benchmark, tmp_path):
@@ -88,3 +88,9 @@ def test_dr2_correlation_with_true_r2(tmp_path, field):
         assert result.dr2_field == field
         assert result.dr2_correlation == pytest.approx(sign, abs=1e-5)
         assert result.overall["ece"] is None and result.ece_rare is None  # no GP in this file
+        # The arrays evaluate scores: every untyped site in the truth's order, with its estimate.
+        sites = scored_sites(tmp_path / "truth.vcf", tmp_path / "imputed.vcf")
+        assert sites.r2_field == field and sites.gp is None and sites.samples == ["s0", "s1", "s2", "s3"]
+        np.testing.assert_allclose(sites.r2_estimate, estimates, atol=1e-5)
+        np.testing.assert_array_equal(sites.ds, np.array(doses, dtype=float))
+        np.testing.assert_array_equal(sites.truth, np.tile([0.0, 1.0, 1.0, 2.0], (4, 1)))
