@@ -11,7 +11,7 @@ import sys
 import click
 
 from spinimpute import __version__
-from spinimpute.errors import SpinImputeError
+from spinimpute.errors import SpinImputeError, check_output_path
 
 log = logging.getLogger("spinimpute")
 
@@ -204,15 +204,18 @@ def chunk(model_path, size, buffer, out_path):
     """
     from spinimpute.chunking import chunk_table, make_chunks, parse_length
     from spinimpute.modelfile import load_model
+    from spinimpute.vcf import atomic_output
 
     try:
         size_bp, buffer_bp = parse_length(size), parse_length(buffer)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if out_path:
+        check_output_path(out_path)
     table = chunk_table(make_chunks(load_model(model_path), size=size_bp, buffer=buffer_bp))
     if out_path:
-        with open(out_path, "w") as handle:
-            handle.write(table)
+        with atomic_output(out_path, index=False) as tmp:
+            tmp.write_text(table)
     else:
         click.echo(table, nl=False)
 
@@ -275,6 +278,8 @@ def beagle(ctx, arguments):
     if region is not None:
         _check_region(region)
     prefix = values["out"]
+    for output in (prefix + ".vcf.gz", prefix + ".log"):
+        check_output_path(output)
     handler = logging.FileHandler(prefix + ".log", mode="w")
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger().addHandler(handler)
@@ -324,6 +329,9 @@ def evaluate(truth_path, imputed_paths, ref_path, target_path, json_path, plot_p
     from spinimpute.evaluate import plot_r2
     from spinimpute.workflows import write_json
 
+    for output in (json_path, plot_path):
+        if output:
+            check_output_path(output)
     results = {}
     for path in imputed_paths:
         results[path] = run_evaluation(truth_path, path, ref_path=ref_path, target_path=target_path, threads=threads)

@@ -22,7 +22,7 @@ import numpy as np
 from isal import isal_zlib
 
 from spinimpute import kernels, strand
-from spinimpute.errors import InputFileError, OutputFileError
+from spinimpute.errors import InputFileError, OutputFileError, check_output_path
 from spinimpute.tabix import TabixIndexBuilder
 
 MISSING = -1  # allele code for a missing target allele
@@ -509,6 +509,20 @@ def read_site_keys(path, *, threads: int = 1) -> set[tuple[str, int, str, str]]:
 # --------------------------------------------------------------------------- writing
 
 
+def _process_umask() -> int:
+    umask = os.umask(0)  # reading the umask means setting it; done once, at import, before any thread starts
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _process_umask()
+
+
+def new_file_mode() -> int:
+    """The permissions open() gives a new file under the process's umask (0644 under 022)."""
+    return 0o666 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_output(path, *, index: bool = True):
     """Yield a temporary path to write; publish it (and its .tbi) under `path` on success.
@@ -520,17 +534,11 @@ def atomic_output(path, *, index: bool = True):
     under the final name. SIGTERM is turned into an exception so that `kill` cleans up
     too.
     """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise OutputFileError(path, f"directory '{directory}' does not exist")
-    if not os.access(directory, os.W_OK):
-        raise OutputFileError(path, f"directory '{directory}' is not writable")
-    if path.is_dir():
-        raise OutputFileError(path, "is a directory")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    path = check_output_path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    tmp.chmod(new_file_mode())  # mkstemp's 0600 would make the published file private
     tmp_index = Path(tmp_name + ".tbi")
 
     def _terminate(signum, frame):

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from spinimpute import __version__
-from spinimpute.errors import InputFileError, OutputFileError
+from spinimpute.errors import InputFileError, check_output_path
 from spinimpute.impute import contigs_to_impute, impute_contig, site_statistics, windows_for
 from spinimpute.inference import CpuImputer
 from spinimpute.modelfile import load_model
@@ -59,9 +59,7 @@ def train_job(
     from spinimpute.vcf import read_panel
 
     start = time.time()
-    out_path = Path(out_path)
-    if out_path.is_dir():
-        raise OutputFileError(out_path, "is a directory; give a file name for the model")
+    out_path = check_output_path(out_path)
     panel = read_panel(ref_path, threads=threads)
     genetic_map = read_genetic_map(map_path) if map_path else None
     n_sites = sum(len(c.sites) for c in panel.contigs.values())
@@ -139,6 +137,9 @@ def impute_job(
     does not, "auto" is mixed on a GPU only.
     """
     start = time.time()
+    check_output_path(out_path)
+    if summary_path is not None:
+        check_output_path(summary_path)
     bundle = load_model(model_path)
     panel_sites = {name: c.sites for name, c in bundle.contigs.items()}
     alt_freq = {name: c.alt_freq for name, c in bundle.contigs.items()}
@@ -296,7 +297,9 @@ def summary_path_for(out_path) -> str:
 
 
 def write_json(path, data) -> None:
-    Path(path).write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
+    """Write `data` as JSON, atomically (see `atomic_output`)."""
+    with atomic_output(path, index=False) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
 
 
 def _json_default(value):

@@ -1,6 +1,7 @@
 """End-to-end tests of the command line on a seeded simulation."""
 
 import json
+import stat
 
 import cyvcf2
 import numpy as np
@@ -100,6 +101,13 @@ def test_same_inputs_give_identical_output(imputed, trained_model, small_benchma
         (["impute", "--target", "TARGET", "--model", "MISSING.spin", "--out", "OUT"], "file not found"),
         (["impute", "--target", "TARGET", "--model", "MODEL", "--out", "/nonexistent/dir/o.vcf.gz"], "does not exist"),
         (["train", "--ref", "MISSING.vcf.gz", "--out", "OUT"], "file not found"),
+        # Every output is checked before the work starts, not after training or imputing.
+        (["train", "--ref", "TARGET", "--out", "/nonexistent/dir/m.spin"], "does not exist"),
+        (["impute", "--target", "TARGET", "--model", "MODEL", "--out", "OUT", "--summary", "/nonexistent/dir/s.json"],
+         "does not exist"),
+        (["evaluate", "--truth", "TARGET", "--imputed", "TARGET", "--json", "/nonexistent/dir/e.json"], "does not exist"),
+        (["chunk", "--model", "MODEL", "--out", "/nonexistent/dir/c.tsv"], "does not exist"),
+        (["beagle", "gt=t.vcf.gz", "ref=m.spin", "out=/nonexistent/dir/p"], "does not exist"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_no_output(args, problem, trained_model, small_benchmark, tmp_path):
@@ -113,6 +121,26 @@ def test_bad_input_gives_one_line_error_and_no_output(args, problem, trained_mod
     assert "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_outputs_get_the_usual_permissions(trained_model, small_benchmark, tmp_path):
+    # Outputs are written under temporary names (0600 from mkstemp and safetensors) and then
+    # renamed: they must end up as open() makes a file (0644 under umask 022), so that
+    # pipelines sharing result folders can read them.
+    from spinimpute.modelfile import load_model, save_model
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("")
+    usual = stat.S_IMODE(plain.stat().st_mode)
+    out = tmp_path / "o.vcf.gz"
+    result = CliRunner().invoke(main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"),
+                                       "--model", str(trained_model), "--out", str(out), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["-q", "chunk", "--model", str(trained_model), "--out", str(tmp_path / "c.tsv")])
+    assert result.exit_code == 0, result.output
+    save_model(tmp_path / "m.spin", load_model(trained_model))
+    for name in ("o.vcf.gz", "o.vcf.gz.tbi", "o.summary.json", "c.tsv", "m.spin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == usual, name
 
 def test_target_on_other_contig_is_an_error(trained_model, tmp_path):
     target = tmp_path / "t.vcf"

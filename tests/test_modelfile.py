@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from spinimpute.errors import ModelFileError
-from spinimpute.modelfile import FORMAT_VERSION, METADATA_KEY, load_model
+from spinimpute.errors import ModelFileError, OutputFileError
+from spinimpute.modelfile import FORMAT_VERSION, METADATA_KEY, load_model, save_model
 
 
 def test_round_trip_preserves_weights_and_panel(trained_model, small_benchmark):
@@ -77,3 +77,15 @@ def test_refinement_weight_outside_zero_one_is_rejected(trained_model, tmp_path,
                          lambda meta: meta["hyperparameters"].update(refinement_weight=weight))
     with pytest.raises(ModelFileError, match="refinement_weight"):
         load_model(bad)
+
+
+def test_failed_write_is_an_output_error_and_leaves_nothing(trained_model, tmp_path):
+    # safetensors reports I/O failures as its own exception type, not OSError: here the
+    # directory goes away between the job's up-front check and the write.
+    bundle = load_model(trained_model)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    gone.rmdir()
+    with pytest.raises(OutputFileError, match="could not write the model"):
+        save_model(gone / "m.spin", bundle)
+    assert list(tmp_path.iterdir()) == []
