@@ -193,7 +193,10 @@ def _diploid_view(path, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         alleles (n_samples, 2) int (negative = missing), phased (n_samples,) bool (haploid
         calls count as phased), haploid (n_samples,) bool.
     """
-    gt = rec.genotype.array()
+    try:
+        gt = rec.genotype.array()
+    except Exception:  # noqa: BLE001 - cyvcf2 raises a bare Exception for a record without GT
+        raise InputFileError(path, f"no genotypes (FORMAT/GT) at {rec.CHROM}:{rec.POS}") from None
     if gt.shape[1] > 3:
         raise InputFileError(path, f"ploidy above 2 at {rec.CHROM}:{rec.POS}")
     if gt.shape[1] == 2:  # every sample haploid

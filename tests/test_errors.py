@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from spinimpute.cli import main
 
 HEADER = ("##fileformat=VCFv4.2\n##contig=<ID=20>\n"
-          '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n')
+          '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
+          '##FORMAT=<ID=DS,Number=1,Type=Float,Description="Dosage">\n')
 COLUMNS = "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT"
 
 
@@ -39,12 +40,14 @@ def _bad_targets(tmp_path, small_benchmark, trained_model):
         "no samples": (tmp_path / "nosamples.vcf", "no samples"),
         "ploidy": (_vcf(tmp_path / "triploid.vcf", ["S"], [f"20\t{pos}\t.\t{ref}\t{alt}\t.\t.\t.\tGT\t0|1|1"]), "ploidy"),
         "no overlap": (_vcf(tmp_path / "nooverlap.vcf", ["S"], ["20\t1\t.\tA\tC\t.\t.\t.\tGT\t0|1"]), "no target site"),
+        "dosages only": (_vcf(tmp_path / "dosages.vcf", ["S"], [f"20\t{pos}\t.\t{ref}\t{alt}\t.\t.\t.\tDS\t1"]),
+                         "no genotypes (FORMAT/GT)"),
         "missing": (tmp_path / "absent.vcf.gz", "file not found"),
     }
 
 
 CASES = ["truncated BGZF", "not a VCF", "unsorted", "duplicate samples", "no samples", "ploidy", "no overlap",
-         "missing"]
+         "dosages only", "missing"]
 
 
 @pytest.mark.parametrize("case", CASES)
