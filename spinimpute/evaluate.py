@@ -341,8 +341,10 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
     def stats(label, m):
         return _stats(label, ds[m], tr[m], None if gp is None else gp[m])
 
-    bins = [stats(bin_label(lo, hi), (mafs > lo) & (mafs <= hi)) for lo, hi in MAF_BINS]
     poly = mafs > 0
+    if not poly.any():
+        raise InputFileError(imputed_path, f"no untyped polymorphic site in common with the truth file {truth_path}")
+    bins = [stats(bin_label(lo, hi), (mafs > lo) & (mafs <= hi)) for lo, hi in MAF_BINS]
     overall = stats("overall", poly)
     curve = []
     for lo, hi in itertools.pairwise(CURVE_EDGES):

@@ -52,7 +52,7 @@ def train_job(
     progress: bool = True,
 ) -> dict:
     """Read a panel, train a model on it, encode the panel and write the model file."""
-    from spinimpute.genmap import read_genetic_map
+    from spinimpute.genmap import DEFAULT_CM_PER_MB, read_genetic_map
     from spinimpute.model import SpinImputer
     from spinimpute.modelfile import ModelBundle, save_model
     from spinimpute.training import build_reference, encode_panel, fit_refinement, train
@@ -68,6 +68,14 @@ def train_job(
     )
     if len(panel.samples) < 2:
         raise InputFileError(ref_path, "a reference panel needs at least two samples")
+    if genetic_map is not None:
+        unmapped = [name for name in panel.contigs if match_contig(name, list(genetic_map.positions)) is None]
+        if len(unmapped) == len(panel.contigs):
+            raise InputFileError(map_path, f"no rows for the panel's contig(s) {', '.join(unmapped)} "
+                                           f"(the map has {', '.join(genetic_map.positions)})")
+        if unmapped:
+            log.warning("genetic map %s has no rows for contig(s) %s: %g cM/Mb used there", map_path,
+                        ", ".join(unmapped), DEFAULT_CM_PER_MB)
     contigs = build_reference(panel, genetic_map, core=window_sites, flank=flank_sites)
     hyper = dict(hyperparameters or {})
     network = SpinImputer(**hyper)

@@ -108,10 +108,13 @@ def test_same_inputs_give_identical_output(imputed, trained_model, small_benchma
         (["evaluate", "--truth", "TARGET", "--imputed", "TARGET", "--json", "/nonexistent/dir/e.json"], "does not exist"),
         (["chunk", "--model", "MODEL", "--out", "/nonexistent/dir/c.tsv"], "does not exist"),
         (["beagle", "gt=t.vcf.gz", "ref=m.spin", "out=/nonexistent/dir/p"], "does not exist"),
+        (["evaluate", "--truth", "TARGET", "--imputed", "TARGET"], "no FORMAT/DS in the header"),
+        (["evaluate", "--truth", "TARGET", "--imputed", "IMPUTED_ELSEWHERE"], "no untyped polymorphic site in common"),
     ],
 )
-def test_bad_input_gives_one_line_error_and_no_output(args, problem, trained_model, small_benchmark, tmp_path):
-    subst = {"TARGET": str(small_benchmark / "target.vcf.gz"), "MODEL": str(trained_model),
+def test_bad_input_gives_one_line_error_and_no_output(args, problem, trained_model, small_benchmark, imputed,
+                                                      tmp_path):
+    subst = {"IMPUTED_ELSEWHERE": str(_moved_copy(imputed, tmp_path.parent / f"{tmp_path.name}-moved")),"TARGET": str(small_benchmark / "target.vcf.gz"), "MODEL": str(trained_model),
              "OUT": str(tmp_path / "o.vcf.gz"), "MISSING.vcf.gz": str(tmp_path / "missing.vcf.gz"),
              "MISSING.spin": str(tmp_path / "missing.spin")}
     result = CliRunner().invoke(main, ["-q", *[subst.get(a, a) for a in args]])
@@ -121,6 +124,32 @@ def test_bad_input_gives_one_line_error_and_no_output(args, problem, trained_mod
     assert "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
 
+
+
+def _moved_copy(imputed, folder):
+    """The imputed file with every position moved 10 Mb on: no site in common with the truth."""
+    import gzip
+
+    folder.mkdir(exist_ok=True)
+    path = folder / "moved.vcf"
+    with gzip.open(imputed, "rt") as src, open(path, "w") as out:
+        for line in src:
+            if not line.startswith("#"):
+                fields = line.split("\t")
+                fields[1] = str(int(fields[1]) + 10_000_000)
+                line = "\t".join(fields)
+            out.write(line)
+    return path
+
+def test_genetic_map_without_the_panels_contig_is_an_error(small_benchmark, tmp_path):
+    genetic_map = tmp_path / "map.txt"
+    genetic_map.write_text("7\t.\t0.0\t1\n7\t.\t1.0\t1000000\n")
+    out = tmp_path / "m.spin"
+    result = CliRunner().invoke(main, ["-q", "train", "--ref", str(small_benchmark / "ref.vcf.gz"), "--map",
+                                       str(genetic_map), "--out", str(out), "--steps", "1"])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"spinimpute: error: {genetic_map}: no rows for the panel's contig(s) 20 (the map has 7)"
+    assert not out.exists()
 
 
 def test_outputs_get_the_usual_permissions(trained_model, small_benchmark, tmp_path):
