@@ -113,8 +113,9 @@ def main(ctx, verbose, quiet, debug):
 @main.command()
 @click.option("--ref", "ref_path", required=True, help="Phased reference panel (VCF/BCF, bgzipped).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Model file to write.")
-@click.option("--map", "map_path", type=click.Path(dir_okay=False), help="Genetic map (PLINK, or 'pos chr cM'). Default 1 cM/Mb (also, with a warning, for a "
-              "chromosome the map lacks).")
+@click.option("--map", "map_path", type=click.Path(dir_okay=False),
+              help="Genetic map (PLINK, or 'pos chr cM'). Default 1 cM/Mb (also, with a warning, for a chromosome "
+                   "the map lacks).")
 @click.option("--steps", type=click.IntRange(min=0), default=300, show_default=True, help="Training steps.")
 @click.option("--window", "window_sites", type=click.IntRange(min=10), default=2000, show_default=True,
               help="Sites written per window.")
