@@ -154,6 +154,12 @@ def impute_job(
     target = read_target(target_path, panel_sites, alt_freq, threads=threads,
                          panel_haplotypes=lambda name, index: bundle.contigs[name].haplotypes_at(index))
     names = contigs_to_impute(bundle, target, target_path)
+    in_panel = sorted(set(target.samples) & set(bundle.metadata.get("reference_samples", [])))
+    if in_panel:
+        # A reference sample copies its own haplotypes: its imputation says nothing of accuracy.
+        log.warning("%d of %d target samples are also in the model's reference panel (%s%s): they are imputed "
+                    "from their own haplotypes", len(in_panel), len(target.samples), ", ".join(in_panel[:3]),
+                    ", ..." if len(in_panel) > 3 else "")
     site_ranges: dict[str, range | None] = {name: None for name in names}
     if region is not None:
         chrom, first, last = parse_region(region)
@@ -249,6 +255,7 @@ def impute_job(
         "contigs": names,
         "region": region,
         "samples": len(target.samples),
+        "samples_in_reference_panel": len(in_panel),
         "sites_written": n_written,
         "target_sites": counts,
         "seconds": seconds,

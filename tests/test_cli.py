@@ -171,6 +171,19 @@ def test_outputs_get_the_usual_permissions(trained_model, small_benchmark, tmp_p
     for name in ("o.vcf.gz", "o.vcf.gz.tbi", "o.summary.json", "c.tsv", "m.spin"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == usual, name
 
+
+def test_target_samples_in_the_panel_are_flagged(trained_model, small_benchmark, tmp_path, caplog):
+    from spinimpute.workflows import impute_job
+
+    out = tmp_path / "self.vcf.gz"
+    with caplog.at_level("WARNING", logger="spinimpute"):
+        summary = impute_job(target_path=small_benchmark / "ref.vcf.gz", model_path=trained_model, out_path=out,
+                             summary_path=tmp_path / "s.json", progress=False)
+    assert summary["samples_in_reference_panel"] == summary["samples"] == 150
+    assert any("150 of 150 target samples are also in the model's reference panel" in r.getMessage()
+               for r in caplog.records)
+    assert json.loads((tmp_path / "s.json").read_text())["samples_in_reference_panel"] == 150
+
 def test_target_on_other_contig_is_an_error(trained_model, tmp_path):
     target = tmp_path / "t.vcf"
     target.write_text(
