@@ -334,6 +334,8 @@ def evaluate(truth_path, imputed_paths, ref_path, target_path, json_path, plot_p
     for output in (json_path, plot_path):
         if output:
             check_output_path(output)
+    if plot_path and not plot_path.lower().endswith((".png", ".pdf", ".svg")):
+        raise click.BadParameter("the plot's format comes from its name: .png, .pdf or .svg", param_hint="--plot")
     results = {}
     for path in imputed_paths:
         results[path] = run_evaluation(truth_path, path, ref_path=ref_path, target_path=target_path, threads=threads)

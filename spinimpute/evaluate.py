@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from spinimpute.errors import InputFileError
-from spinimpute.vcf import _open_vcf, _records, read_dosages, read_panel, read_site_keys
+from spinimpute.vcf import _open_vcf, _records, atomic_output, read_dosages, read_panel, read_site_keys
 
 MAF_BINS = [(0.0, 0.005), (0.005, 0.01), (0.01, 0.05), (0.05, 0.2), (0.2, 0.5)]
 # Finer bins for the r²-against-MAF curve of `plot_r2`.
@@ -399,5 +400,6 @@ def plot_r2(results: dict[str, Evaluation], path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_output(path, index=False) as tmp:  # the temporary name has no suffix to tell the format
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".").lower())
     plt.close(fig)

@@ -305,3 +305,7 @@ def test_evaluate_several_files_and_plot(imputed, small_benchmark, tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(out_json.read_text())
     assert list(data) == [str(imputed), str(other)] and data[str(other)]["curve"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.json", "copy.vcf.gz", "r2.png"]  # no temporaries
+    result = CliRunner().invoke(main, ["evaluate", "--truth", str(small_benchmark / "truth.vcf.gz"),
+                                       "--imputed", str(imputed), "--plot", str(tmp_path / "r2.jpeg")])
+    assert result.exit_code == 2 and ".png, .pdf or .svg" in result.output
