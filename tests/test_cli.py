@@ -105,7 +105,8 @@ def test_same_inputs_give_identical_output(imputed, trained_model, small_benchma
         (["train", "--ref", "TARGET", "--out", "/nonexistent/dir/m.spin"], "does not exist"),
         (["impute", "--target", "TARGET", "--model", "MODEL", "--out", "OUT", "--summary", "/nonexistent/dir/s.json"],
          "does not exist"),
-        (["evaluate", "--truth", "TARGET", "--imputed", "TARGET", "--json", "/nonexistent/dir/e.json"], "does not exist"),
+        (["evaluate", "--truth", "TARGET", "--imputed", "TARGET", "--json", "/nonexistent/dir/e.json"],
+         "does not exist"),
         (["chunk", "--model", "MODEL", "--out", "/nonexistent/dir/c.tsv"], "does not exist"),
         (["beagle", "gt=t.vcf.gz", "ref=m.spin", "out=/nonexistent/dir/p"], "does not exist"),
         (["evaluate", "--truth", "TARGET", "--imputed", "TARGET"], "no FORMAT/DS in the header"),
@@ -114,16 +115,17 @@ def test_same_inputs_give_identical_output(imputed, trained_model, small_benchma
 )
 def test_bad_input_gives_one_line_error_and_no_output(args, problem, trained_model, small_benchmark, imputed,
                                                       tmp_path):
-    subst = {"IMPUTED_ELSEWHERE": str(_moved_copy(imputed, tmp_path.parent / f"{tmp_path.name}-moved")),"TARGET": str(small_benchmark / "target.vcf.gz"), "MODEL": str(trained_model),
+    subst = {"TARGET": str(small_benchmark / "target.vcf.gz"), "MODEL": str(trained_model),
              "OUT": str(tmp_path / "o.vcf.gz"), "MISSING.vcf.gz": str(tmp_path / "missing.vcf.gz"),
              "MISSING.spin": str(tmp_path / "missing.spin")}
+    if "IMPUTED_ELSEWHERE" in args:  # written beside tmp_path, which must stay empty
+        subst["IMPUTED_ELSEWHERE"] = str(_moved_copy(imputed, tmp_path.parent / f"{tmp_path.name}-moved"))
     result = CliRunner().invoke(main, ["-q", *[subst.get(a, a) for a in args]])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and problem in lines[0] and lines[0].startswith("spinimpute: error:")
     assert "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
-
 
 
 def _moved_copy(imputed, folder):
@@ -141,6 +143,7 @@ def _moved_copy(imputed, folder):
             out.write(line)
     return path
 
+
 def test_genetic_map_without_the_panels_contig_is_an_error(small_benchmark, tmp_path):
     genetic_map = tmp_path / "map.txt"
     genetic_map.write_text("7\t.\t0.0\t1\n7\t.\t1.0\t1000000\n")
@@ -148,7 +151,8 @@ def test_genetic_map_without_the_panels_contig_is_an_error(small_benchmark, tmp_
     result = CliRunner().invoke(main, ["-q", "train", "--ref", str(small_benchmark / "ref.vcf.gz"), "--map",
                                        str(genetic_map), "--out", str(out), "--steps", "1"])
     assert result.exit_code == 1
-    assert result.output.strip() == f"spinimpute: error: {genetic_map}: no rows for the panel's contig(s) 20 (the map has 7)"
+    expected = f"spinimpute: error: {genetic_map}: no rows for the panel's contig(s) 20 (the map has 7)"
+    assert result.output.strip() == expected
     assert not out.exists()
 
 
@@ -183,6 +187,7 @@ def test_target_samples_in_the_panel_are_flagged(trained_model, small_benchmark,
     assert any("150 of 150 target samples are also in the model's reference panel" in r.getMessage()
                for r in caplog.records)
     assert json.loads((tmp_path / "s.json").read_text())["samples_in_reference_panel"] == 150
+
 
 def test_target_on_other_contig_is_an_error(trained_model, tmp_path):
     target = tmp_path / "t.vcf"
