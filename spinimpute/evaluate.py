@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from spinimpute.errors import InputFileError
-from spinimpute.vcf import _open_vcf, _records, atomic_output, read_dosages, read_panel, read_site_keys
+from spinimpute.vcf import (
+    _open_vcf,
+    _records,
+    atomic_output,
+    declared_fields,
+    read_dosages,
+    read_panel,
+    read_site_keys,
+)
 
 MAF_BINS = [(0.0, 0.005), (0.005, 0.01), (0.01, 0.05), (0.05, 0.2), (0.2, 0.5)]
 # Finer bins for the r²-against-MAF curve of `plot_r2`.
@@ -101,7 +109,7 @@ def _read_calibration_fields(path, keys: list, sample_idx: np.ndarray, threads: 
         the name of the INFO field read, or None.
     """
     vcf = _open_vcf(path, threads)
-    declared = {(h.type, h.info().get("ID")) for h in vcf.header_iter()}
+    declared = declared_fields(vcf)
     has_gp = ("FORMAT", "GP") in declared
     r2_field = next((f for f in ("DR2", "R2") if ("INFO", f) in declared), None)
     gp = np.full((len(keys), len(sample_idx), 3), np.nan, dtype=np.float32) if has_gp else None
@@ -200,7 +208,7 @@ def _phased_haplotypes(path, keys, samples, threads) -> dict:
     """(n_samples, 2) alleles per key, NaN-free only where the record is a phased biallelic call."""
     vcf = _open_vcf(path, threads)
     out = {}
-    if not any(h.type == "FORMAT" and h.info().get("ID") == "GT" for h in vcf.header_iter()):
+    if ("FORMAT", "GT") not in declared_fields(vcf):
         return out  # a dosage-only file carries no phase
     order = [list(vcf.samples).index(s) for s in samples]
     for rec in _records(path, vcf):

@@ -175,6 +175,11 @@ def _check_samples(path, samples: list[str]) -> None:
         seen.add(s)
 
 
+def declared_fields(vcf) -> set[tuple[str, str]]:
+    """The (type, ID) pairs the header declares, e.g. ("FORMAT", "DS") or ("INFO", "DR2")."""
+    return {(h.type, h.info().get("ID")) for h in vcf.header_iter()}
+
+
 def _records(path, vcf) -> Iterator:
     """Iterate records, turning htslib read failures into InputFileError."""
     try:
@@ -479,7 +484,7 @@ def read_dosages(path, *, field: str = "DS", threads: int = 1):
     samples = list(vcf.samples)
     _check_samples(path, samples)
     # (Records without GT fail in `_diploid_view`; a header may leave GT undeclared, as htslib tolerates.)
-    if field != "GT" and not any(h.type == "FORMAT" and h.info().get("ID") == field for h in vcf.header_iter()):
+    if field != "GT" and ("FORMAT", field) not in declared_fields(vcf):
         raise InputFileError(path, f"no FORMAT/{field} in the header" + (" (dosages)" if field == "DS" else ""))
     dosages = {}
     flags = {}
