@@ -17,7 +17,7 @@ import numpy as np
 
 from spinimpute import __version__
 from spinimpute.errors import ModelFileError, OutputFileError
-from spinimpute.vcf import Sites, new_file_mode
+from spinimpute.vcf import Sites, atomic_output
 from spinimpute.windows import SITE_FEATURES, Window
 
 FORMAT_NAME = "spinimpute-model"
@@ -148,7 +148,7 @@ def _array_to_strings(t: np.ndarray, n: int) -> list[str]:
 
 
 def save_model(path, bundle: ModelBundle) -> None:
-    """Write the model atomically (temporary name, then rename)."""
+    """Write the model atomically (`atomic_output`: temporary name, then rename)."""
     from safetensors import SafetensorError
     from safetensors.numpy import save_file
 
@@ -179,18 +179,11 @@ def save_model(path, bundle: ModelBundle) -> None:
             "contigs": contig_meta,
         }
     )
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
-        tmp.chmod(new_file_mode())  # safetensors writes 0600
-        tmp.replace(path)
-    except (OSError, SafetensorError) as exc:  # safetensors reports I/O failures as its own error
-        tmp.unlink(missing_ok=True)
-        raise OutputFileError(path, f"could not write the model: {getattr(exc, 'strerror', None) or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_output(path, index=False) as tmp:
+            save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
+    except SafetensorError as exc:  # safetensors reports I/O failures as its own error, not OSError
+        raise OutputFileError(path, f"could not write the model: {exc}") from None
 
 
 def _packed_rows(path: Path, data_start: int, entry: dict) -> PackedRows:

@@ -526,12 +526,8 @@ def _process_umask() -> int:
     return umask
 
 
-_UMASK = _process_umask()
-
-
-def new_file_mode() -> int:
-    """The permissions open() gives a new file under the process's umask (0644 under 022)."""
-    return 0o666 & ~_UMASK
+# The permissions open() gives a new file under the process's umask (0644 under 022).
+_NEW_FILE_MODE = 0o666 & ~_process_umask()
 
 
 @contextlib.contextmanager
@@ -549,7 +545,6 @@ def atomic_output(path, *, index: bool = True):
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    tmp.chmod(new_file_mode())  # mkstemp's 0600 would make the published file private
     tmp_index = Path(tmp_name + ".tbi")
 
     def _terminate(signum, frame):
@@ -566,6 +561,8 @@ def atomic_output(path, *, index: bool = True):
 
                 pysam.tabix_index(str(tmp), preset="vcf", force=True, keep_original=True)
             os.replace(tmp_index, str(path) + ".tbi")
+        # mkstemp's 0600, or a writer's own (safetensors replaces the file), would make it private.
+        tmp.chmod(_NEW_FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:
         raise OutputFileError(path, f"could not write: {exc.strerror or exc}") from None

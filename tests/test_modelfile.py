@@ -79,13 +79,19 @@ def test_refinement_weight_outside_zero_one_is_rejected(trained_model, tmp_path,
         load_model(bad)
 
 
-def test_failed_write_is_an_output_error_and_leaves_nothing(trained_model, tmp_path):
-    # safetensors reports I/O failures as its own exception type, not OSError: here the
-    # directory goes away between the job's up-front check and the write.
+def test_failed_write_is_an_output_error_and_leaves_nothing(trained_model, tmp_path, monkeypatch):
+    # safetensors reports I/O failures (a full disk, a folder gone) as its own exception type,
+    # not OSError; here it fails after writing part of the file.
+    import safetensors.numpy
+    from safetensors import SafetensorError
+
+    def failing_save(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"partial")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+
     bundle = load_model(trained_model)
-    gone = tmp_path / "gone"
-    gone.mkdir()
-    gone.rmdir()
+    monkeypatch.setattr(safetensors.numpy, "save_file", failing_save)
     with pytest.raises(OutputFileError, match="could not write the model"):
-        save_model(gone / "m.spin", bundle)
+        save_model(tmp_path / "m.spin", bundle)
     assert list(tmp_path.iterdir()) == []
