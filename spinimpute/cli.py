@@ -165,12 +165,16 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed"]), default="auto", show_default=True,
               help="'mixed' runs the SPIN predictor in bfloat16 (through torch, also on the CPU, where it is slower); "
                    "'auto' is mixed on a GPU, float32 on the CPU.")
+@click.option("--phase-draws", type=click.IntRange(min=0), default=None,
+              help="Unphased targets: phasings drawn from the phase's probabilities, imputed beside the most likely "
+                   "one and averaged with it (each costs one more imputation). 0 imputes the most likely phase "
+                   "only.  [default: 4]")
 @seed_option
 @threads_option
 @device_option
 @click.pass_context
-def impute(ctx, target_path, model_path, out_path, summary_path, region, states, format_fields, precision, seed,
-           threads, device):
+def impute(ctx, target_path, model_path, out_path, summary_path, region, states, format_fields, precision, phase_draws,
+           seed, threads, device):
     """Impute all panel sites for every target sample."""
     from spinimpute.workflows import impute_job, summary_path_for
 
@@ -189,6 +193,8 @@ def impute(ctx, target_path, model_path, out_path, summary_path, region, states,
         copying_states=states,
         gp=format_fields == "GT,DS,GP",
         precision=precision,
+        phase_draws=phase_draws,
+        seed=seed,
     )
 
 

@@ -158,14 +158,19 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
     marker_sites = target.site_index[c_lo:c_hi]
     markers = contig.haplotypes_at(marker_sites)  # (M, R)
     marker_cm = contig.cm[marker_sites].astype(np.float32)
-    target_alleles = np.ascontiguousarray(target.alleles[c_lo:c_hi].T, dtype=np.int8)  # (H, M), -1 missing
-    n_target_haps = target_alleles.shape[0]
+    alleles = target.alleles[c_lo:c_hi]  # (M, H), -1 missing
+    n_target_haps = alleles.shape[1]
+    # Drawn phasings (unphased targets): each is imputed, its slots put back in the order of
+    # `alleles` (from the last typed site at or before each site) and averaged with the rest.
+    flips = target.draw_flips(c_lo, c_hi)
+    phasings = [alleles] + [_swap_slots(alleles, f) for f in flips]
     # Grouped straight from the model file's packed rows: the group's sites are never unpacked.
     groups = copying.group_packed_sites(
         contig.packed_haplotypes[g_lo:g_hi], n_ref, copying.interval_bounds(marker_cm, site_cm), threads=model.threads
     ) if len(marker_sites) else None
     batch = query_batch_size(len(marker_sites), min(n_ref, model.copying_states), compiled=model.compiled,
                              n_ref=n_ref, n_sites=g_hi - g_lo, budget=model.memory_budget)
+    batch = max(2, batch - batch % 2)  # whole samples: averaging phasings needs both haplotypes of each
     per_window = []
     for w_index, w, (lo_w, hi_w) in zip(group, windows, spans):
         features = site_features(contig.alt_freq[w.start : w.stop], contig.cm[w.start : w.stop])
@@ -175,27 +180,70 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
             "features": features[lo_w - w.start : hi_w - w.start],
             "markers": slice(int(w_lo), int(w_hi)),
             "typed_columns": marker_sites[w_lo:w_hi] - lo_w,
-            "out": np.empty((w.core_stop - w.core_start, n_target_haps), dtype=np.float32),
+            # The typed site (group row) at or before each core site, whose drawn slot order it takes.
+            "last_marker": np.maximum(np.searchsorted(marker_sites, np.arange(w.core_start, w.core_stop),
+                                                      side="right") - 1, 0),
+            "out": np.zeros((w.core_stop - w.core_start, n_target_haps), dtype=np.float32),
+            "both_alt": np.zeros((w.core_stop - w.core_start, n_target_haps // 2), dtype=np.float32),
         })
-    for q0 in range(0, n_target_haps, batch):
-        q1 = min(n_target_haps, q0 + batch)
-        query = target_alleles[q0:q1]
-        if len(marker_sites):
-            hmm_prob = model.copy_probabilities(markers=markers, query=query, marker_cm=marker_cm, site_cm=site_cm,
-                                                groups=groups)
-        else:
-            hmm_prob = np.broadcast_to(contig.alt_freq[g_lo:g_hi].astype(np.float32), (q1 - q0, g_hi - g_lo))
-        for w, (lo_w, hi_w), part in zip(windows, spans, per_window):
-            core = slice(w.core_start - lo_w, w.core_stop - lo_w)
-            prob = predict_probabilities(
-                model, inducing=part["inducing"], hmm_prob=hmm_prob[:, lo_w - g_lo : hi_w - g_lo],
-                typed_columns=part["typed_columns"], typed_alleles=query[:, part["markers"]], features=part["features"],
-            )
-            part["out"][:, q0:q1] = prob[:, core].T
+    for phasing, phased_alleles in enumerate(phasings):
+        target_alleles = np.ascontiguousarray(phased_alleles.T, dtype=np.int8)  # (H, M)
+        for q0 in range(0, n_target_haps, batch):
+            q1 = min(n_target_haps, q0 + batch)
+            query = target_alleles[q0:q1]
+            if len(marker_sites):
+                hmm_prob = model.copy_probabilities(markers=markers, query=query, marker_cm=marker_cm,
+                                                    site_cm=site_cm, groups=groups)
+            else:
+                hmm_prob = np.broadcast_to(contig.alt_freq[g_lo:g_hi].astype(np.float32), (q1 - q0, g_hi - g_lo))
+            for w, (lo_w, hi_w), part in zip(windows, spans, per_window):
+                core = slice(w.core_start - lo_w, w.core_stop - lo_w)
+                prob = predict_probabilities(
+                    model, inducing=part["inducing"], hmm_prob=hmm_prob[:, lo_w - g_lo : hi_w - g_lo],
+                    typed_columns=part["typed_columns"], typed_alleles=query[:, part["markers"]],
+                    features=part["features"],
+                )
+                core_prob = prob[:, core].T
+                if phasing == 0:
+                    part["out"][:, q0:q1] += core_prob
+                else:
+                    swapped = flips[phasing - 1][part["last_marker"], q0 // 2 : q1 // 2]
+                    part["out"][:, q0:q1] += _swap_slots(core_prob, swapped)
+                if len(phasings) > 1:
+                    part["both_alt"][:, q0 // 2 : q1 // 2] += core_prob[:, 0::2] * core_prob[:, 1::2]
+    if len(phasings) > 1:
+        for part in per_window:
+            part["out"] = _mixture_slots(part["out"], part["both_alt"], len(phasings))
     return [
         ImputedBlock(name, w.core_start, w.core_stop, part["out"], typed_sites[w.core_start : w.core_stop])
         for w, part in zip(windows, per_window)
     ]
+
+
+def _mixture_slots(slot_sums: np.ndarray, both_alt_sums: np.ndarray, n: int) -> np.ndarray:
+    """(N, H) haplotype ALT probabilities that give the average of n phasings' doses and genotype
+    probabilities: the two roots of p1 + p2 = d, p1 p2 = b for the mean dose d and mean
+    probability b that both haplotypes carry ALT (equal roots d / 2 where no real ones exist),
+    the larger in the slot whose aligned mean (`slot_sums` / n) is larger.
+    """
+    mean = slot_sums / np.float32(n)
+    first, second = mean[:, 0::2], mean[:, 1::2]
+    dose = first + second
+    spread = np.sqrt(np.maximum(dose * dose - np.float32(4.0 / n) * both_alt_sums, 0))
+    high, low = np.minimum((dose + spread) / 2, 1), np.maximum((dose - spread) / 2, 0)
+    out = np.empty_like(mean)
+    out[:, 0::2] = np.where(first >= second, high, low)
+    out[:, 1::2] = np.where(first >= second, low, high)
+    return out
+
+
+def _swap_slots(values: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+    """(N, H) values with each sample's two haplotype columns exchanged where `swapped` (N, H // 2)."""
+    out = np.empty_like(values)
+    first, second = values[:, 0::2], values[:, 1::2]
+    out[:, 0::2] = np.where(swapped, second, first)
+    out[:, 1::2] = np.where(swapped, first, second)
+    return out
 
 
 def contigs_to_impute(bundle: ModelBundle, target: Target, target_path) -> list[str]:

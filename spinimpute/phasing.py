@@ -36,10 +36,15 @@ PHASING_CORE_MARKERS = 150
 # Markers per chunk of candidate selection: each chunk picks its own best templates first,
 # so that a window's candidates cover the recombinations inside it (0.055 -> 0.053).
 CANDIDATE_CHUNK_MARKERS = 40
+# Phasings drawn beside the most likely one, whose imputations are averaged with it (see
+# `phase_contig`). Real benchmark (unphased targets, switch errors 0.038): overall r² 0.9628 with
+# the most likely phase alone, 0.9635 / 0.9640 with 2 / 4 draws; every bin up, most the rarest
+# (0.668 -> 0.686); imputation runs once per phasing.
+PHASE_DRAWS = 4
 
 
 def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites: range | None = None,
-                 threads: int = 1) -> TargetContig:
+                 draws: int = 0, seed: int = 1, threads: int = 1) -> TargetContig:
     """Resolve the phase of unphased heterozygous target genotypes against the panel.
 
     Window by window (model windows merged until their cores hold PHASING_CORE_MARKERS
@@ -54,14 +59,22 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
     the expected number of switch errors. Heterozygotes phased in the input or by the
     previous window are fixed in order, which carries one phase across windows.
 
+    `draws` more phasings are drawn from those probabilities: each takes the other order
+    than the most likely one at each such heterozygote with the probability of that order,
+    independently (`phase_switches`). Imputing each and averaging (`TargetContig.draw_flips`)
+    integrates the doses over the phase's uncertainty instead of staking them on one phase.
+
     Args:
         model: gives `switch_rate(n_reference)` and `mismatch()` (a `CpuImputer`).
         sites: only the phasing windows that reach the model windows imputing those sites
             or one window either side are phased; other unphased genotypes are left as written.
+        draws: phasings drawn beside the most likely one.
+        seed: seeds the draws, which depend on it, the samples' order and the sites' positions
+            only, so that a run over a region draws what a whole-contig run draws there.
 
     Returns:
-        A TargetContig whose alleles are phased (where `sites` reaches) and whose
-        `unphased` mask is all False.
+        A TargetContig whose alleles are phased (where `sites` reaches), whose `unphased`
+        mask is all False, and which holds the `draws` drawn phasings' switches.
     """
     if not target.unphased.any():
         return target
@@ -69,6 +82,8 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
     unphased = target.unphased
     decided = ~unphased
     rate, error = float(model.switch_rate(contig.n_haplotypes)), float(model.mismatch())
+    positions = contig.sites.positions[target.site_index]
+    switches = []
     needed = windows_for(contig, sites)
     reach = set(range(max(0, needed[0] - 1), min(len(contig.windows), needed[-1] + 2))) if needed else set()
     for group in phasing_windows(contig, target.site_index):
@@ -104,14 +119,52 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
                                            threads=threads)
         in_core = (columns >= window.core_start) & (columns < window.core_stop)
         resolved = open_sites[:, samples] & in_core[:, None]
+        other_order = np.zeros((hi - lo, len(samples)))
         for j, sample in enumerate(samples):
             alt_first = _chained_orientation(first[j] == 1, genotypes[j] == 1, open_sites[:, sample], same[j])
             m = np.flatnonzero(resolved[:, j])
             alleles[lo + m, 2 * sample] = alt_first[m]
             alleles[lo + m, 2 * sample + 1] = ~alt_first[m]
+            other_order[:, j] = np.where(resolved[:, j], _other_order_probability(genotypes[j] == 1, open_sites[:, sample],
+                                                                                  same[j]), 0.0)
+        if draws:
+            switches.append(phase_switches(other_order, lo, positions[lo:hi], samples, draws, seed))
         r, c = np.nonzero(resolved)
         decided[lo + r, samples[c]] = True
-    return TargetContig(target.site_index, alleles, np.zeros_like(unphased), target.haploid)
+    switch_rows = np.concatenate(switches) if switches else np.zeros((0, 3), dtype=np.int64)
+    return TargetContig(target.site_index, alleles, np.zeros_like(unphased), target.haploid,
+                        n_draws=draws, draw_switches=switch_rows[np.argsort(switch_rows[:, 0], kind="stable")])
+
+
+def phase_switches(other_order: np.ndarray, row_offset: int, positions: np.ndarray, samples: np.ndarray, draws: int,
+                   seed: int) -> np.ndarray:
+    """(n, 3) int64 (typed-site row, sample, draw) where a drawn phasing takes the other order.
+
+    Args:
+        other_order: (M, S) probability of the order the most likely phase did not take at
+            each heterozygote, relative to the previous one (0 where nothing was decided).
+        row_offset: the typed-site row of other_order's first row.
+        positions: (M,) the sites' positions, samples: (S,) the samples' indices; with `seed`
+            and the draw, they alone decide each uniform number (`_uniform`).
+    """
+    rows, cols = np.nonzero(other_order > 0)
+    out = []
+    for draw in range(draws):
+        taken = _uniform(seed, draw, positions[rows], samples[cols]) < other_order[rows, cols]
+        out.append(np.stack([rows[taken] + row_offset, samples[cols[taken]], np.full(taken.sum(), draw)], axis=1))
+    return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 3), dtype=np.int64)
+
+
+def _uniform(seed: int, draw: int, positions: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Uniform numbers in [0, 1), one per (position, sample), from a hash of the four (splitmix64's finaliser)."""
+    with np.errstate(over="ignore"):
+        x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(draw) * np.uint64(0xD1B54A32D192ED03)
+             + positions.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+             + samples.astype(np.uint64) * np.uint64(0x94D049BB133111EB))
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x = (x ^ (x >> np.uint64(shift))) * np.uint64(factor)
+        x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def pair_candidates(genotypes: np.ndarray, markers: np.ndarray, n_candidates: int = PAIR_CANDIDATES) -> np.ndarray:
@@ -192,6 +245,16 @@ def _chained_orientation(alt_first: np.ndarray, het: np.ndarray, open_het: np.nd
         if open_het[m] and previous is not None and not np.isnan(same[m]):
             out[m] = previous if same[m] >= 0.5 else not previous
         previous = out[m]
+    return out
+
+
+def _other_order_probability(het: np.ndarray, open_het: np.ndarray, same: np.ndarray) -> np.ndarray:
+    """(M,) probability of the order `_chained_orientation` did not take at each open heterozygote
+    it decided (relative to the previous heterozygote); 0 elsewhere."""
+    out = np.zeros(len(het))
+    hets = np.flatnonzero(het)
+    decided = hets[1:][open_het[hets[1:]] & ~np.isnan(same[hets[1:]])]
+    out[decided] = np.minimum(same[decided], 1.0 - same[decided])
     return out
 
 

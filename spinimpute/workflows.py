@@ -134,6 +134,8 @@ def impute_job(
     copying_states: int | None = None,
     gp: bool = True,
     precision: str = "auto",
+    phase_draws: int | None = None,
+    seed: int = 1,
 ) -> dict:
     """Impute every panel site of the target's contigs and write an indexed VCF.
 
@@ -142,7 +144,9 @@ def impute_job(
     case counted), sites written, time. On device "cpu" the model runs without torch,
     unless the target has unphased genotypes to phase. `precision` "mixed" runs the SPIN
     predictor under bfloat16 autocast (through the torch module, on the CPU too), "float32"
-    does not, "auto" is mixed on a GPU only.
+    does not, "auto" is mixed on a GPU only. An unphased target is phased against the panel,
+    and `phase_draws` phasings drawn beside the most likely one (`phasing.PHASE_DRAWS` by
+    default, seeded by `seed`) are imputed too and averaged with it.
     """
     start = time.time()
     check_output_path(out_path)
@@ -191,12 +195,14 @@ def impute_job(
     cpu_model = CpuImputer.from_hyperparameters(bundle.weights, hyper, threads=threads)
     phased = {name: target.contigs[name] for name in names}
     if counts["unphased_het"]:
-        from spinimpute.phasing import phase_contig
+        from spinimpute.phasing import PHASE_DRAWS, phase_contig
 
-        log.info("phasing %d unphased heterozygous target genotypes against the panel", counts["unphased_het"])
+        draws = PHASE_DRAWS if phase_draws is None else phase_draws
+        log.info("phasing %d unphased heterozygous target genotypes against the panel; imputing the most likely "
+                 "phase and %d drawn phasings", counts["unphased_het"], draws)
         phased = {
             name: phase_contig(cpu_model, bundle.contigs[name], target.contigs[name], sites=site_ranges[name],
-                               threads=threads)
+                               draws=draws, seed=seed, threads=threads)
             for name in names
         }
     mixed = precision == "mixed" or (precision == "auto" and device != "cpu")

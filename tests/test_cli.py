@@ -17,6 +17,13 @@ def test_version():
     assert result.exit_code == 0 and __version__ in result.output
 
 
+def test_impute_help_states_the_phase_draws_default():
+    from spinimpute.phasing import PHASE_DRAWS
+
+    result = CliRunner().invoke(main, ["impute", "--help"], terminal_width=200)
+    assert result.exit_code == 0 and f"[default: {PHASE_DRAWS}]" in " ".join(result.output.split())
+
+
 @pytest.fixture(scope="module")
 def imputed(trained_model, small_benchmark, tmp_path_factory):
     out = tmp_path_factory.mktemp("imputed") / "out.vcf.gz"

@@ -112,3 +112,76 @@ def test_open_heterozygotes_take_the_likelier_order_relative_to_the_previous_one
     # Without a phased heterozygote before it, the first open one keeps the written order.
     np.testing.assert_array_equal(_chained_orientation(alt_first, het, het, same), [True, True, False, True, False, True])
     np.testing.assert_array_equal(_chained_orientation(~alt_first, het, het, same), [False, False, True, False, True, False])
+
+
+def test_drawn_phasings_switch_at_uncertain_heterozygotes_only():
+    from spinimpute.phasing import _other_order_probability, phase_switches
+
+    het = np.array([True, True, False, True, True, True])
+    open_het = np.array([True, True, False, True, True, False])
+    same = np.array([np.nan, 0.9, np.nan, 0.5, 1.0, 0.3])
+    # The first heterozygote has no previous one; 5 was decided before (not open).
+    np.testing.assert_allclose(_other_order_probability(het, open_het, same), [0, 0.1, 0, 0.5, 0, 0])
+    other = np.zeros((6, 2))
+    other[1, 0], other[3, 1] = 0.1, 0.5
+    positions, samples = np.arange(100, 700, 100), np.array([4, 7])
+    switches = phase_switches(other, 10, positions, samples, 400, seed=1)
+    assert set(map(tuple, switches[:, :2])) <= {(11, 4), (13, 7)}
+    counts = {key: np.sum((switches[:, 0] == key[0]) & (switches[:, 1] == key[1])) for key in ((11, 4), (13, 7))}
+    assert 20 <= counts[(11, 4)] <= 65 and 160 <= counts[(13, 7)] <= 240  # 40 and 200 expected
+    # The draws depend on the seed, the sites' positions and the samples only, not on where a window starts.
+    again = phase_switches(other[1:], 11, positions[1:], samples, 400, seed=1)
+    np.testing.assert_array_equal(again, switches)
+    assert not np.array_equal(phase_switches(other, 10, positions, samples, 400, seed=2), switches)
+
+
+def test_draw_flips_hold_the_slot_order_from_each_switch_on():
+    from spinimpute.vcf import TargetContig
+
+    n_sites, n_samples = 6, 2
+    switches = np.array([[1, 0, 0], [2, 1, 1], [4, 0, 0]])  # (site, sample, draw), sorted by site
+    tc = TargetContig(np.arange(n_sites), np.zeros((n_sites, 2 * n_samples), np.int8),
+                      np.zeros((n_sites, n_samples), bool), np.zeros((n_sites, n_samples), bool),
+                      n_draws=2, draw_switches=switches)
+    flips = tc.draw_flips(0, n_sites)
+    np.testing.assert_array_equal(flips[0, :, 0], [0, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(flips[1, :, 1], [0, 0, 1, 1, 1, 1])
+    assert not flips[0, :, 1].any() and not flips[1, :, 0].any()
+    np.testing.assert_array_equal(tc.draw_flips(3, 5), flips[:, 3:5])  # switches before the range count
+
+
+def test_averaged_phasings_keep_the_mean_dose_and_genotype_probabilities():
+    from spinimpute.impute import _mixture_slots
+
+    rng = np.random.default_rng(3)
+    phasings = rng.random((5, 7, 8)).astype(np.float32)  # (phasing, site, haplotype)
+    phasings[:, 0, :2] = [[1, 0], [1, 0], [1, 0], [1, 0], [1, 0]]  # a typed heterozygote stays one
+    phasings[:, 1, :2] = [[0.9, 0.1]] * 3 + [[0.1, 0.9]] * 2  # two phasings swap this sample's haplotypes
+    both = (phasings[..., 0::2] * phasings[..., 1::2]).sum(0)
+    out = _mixture_slots(phasings.sum(0), both, 5)
+    dose = out[:, 0::2] + out[:, 1::2]
+    np.testing.assert_allclose(dose, (phasings[..., 0::2] + phasings[..., 1::2]).mean(0), atol=1e-5)
+    np.testing.assert_array_equal(out[0, :2], [1, 0])
+    np.testing.assert_allclose(out[1, :2], [0.9, 0.1], atol=1e-5)  # het either way: P(both ALT) stays 0.09
+    representable = dose**2 >= 4 * both / 5
+    np.testing.assert_allclose((out[:, 0::2] * out[:, 1::2])[representable], (both / 5)[representable], atol=1e-5)
+
+
+def test_unphased_targets_are_imputed_over_drawn_phasings(trained_model, small_benchmark, unphased_target, tmp_path):
+    from spinimpute.evaluate import evaluate
+    from spinimpute.vcf import read_dosages
+    from spinimpute.workflows import impute_job
+
+    results, doses = {}, {}
+    for draws in (0, 4):
+        out = tmp_path / f"d{draws}.vcf.gz"
+        impute_job(target_path=unphased_target, model_path=trained_model, out_path=out, device="cpu",
+                   progress=False, phase_draws=draws, threads=2)
+        results[draws] = evaluate(small_benchmark / "truth.vcf.gz", out, ref_path=small_benchmark / "ref.vcf.gz",
+                                  target_path=small_benchmark / "target.vcf.gz")
+        doses[draws] = read_dosages(out)[1]
+    # The most likely phase is written either way (same switch errors); the doses differ.
+    assert results[0].switch_error_rate == results[4].switch_error_rate
+    assert any(not np.allclose(doses[0][k], doses[4][k]) for k in doses[0])
+    assert results[4].overall["aggregate_r2"] > results[0].overall["aggregate_r2"] - 0.002
+    assert results[4].overall["aggregate_r2"] > 0.9
