@@ -186,16 +186,21 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
             "out": np.zeros((w.core_stop - w.core_start, n_target_haps), dtype=np.float32),
             "both_alt": np.zeros((w.core_stop - w.core_start, n_target_haps // 2), dtype=np.float32),
         })
+    # A drawn phasing whose slot order for a sample does not change over the group's markers
+    # imputes that sample as the most likely phase does (slots swapped at most, which the
+    # alignment undoes): only the samples whose order changes there are imputed again.
+    changed = [f.any(axis=0) & ~f.all(axis=0) for f in flips]
     for phasing, phased_alleles in enumerate(phasings):
-        target_alleles = np.ascontiguousarray(phased_alleles.T, dtype=np.int8)  # (H, M)
-        for q0 in range(0, n_target_haps, batch):
-            q1 = min(n_target_haps, q0 + batch)
-            query = target_alleles[q0:q1]
+        haps = np.arange(n_target_haps) if phasing == 0 else np.flatnonzero(np.repeat(changed[phasing - 1], 2))
+        target_alleles = np.ascontiguousarray(phased_alleles[:, haps].T, dtype=np.int8)  # (H, M)
+        for q0 in range(0, len(haps), batch):
+            columns = haps[q0 : q0 + batch]  # whole samples: batch is even
+            query = target_alleles[q0 : q0 + batch]
             if len(marker_sites):
                 hmm_prob = model.copy_probabilities(markers=markers, query=query, marker_cm=marker_cm,
                                                     site_cm=site_cm, groups=groups)
             else:
-                hmm_prob = np.broadcast_to(contig.alt_freq[g_lo:g_hi].astype(np.float32), (q1 - q0, g_hi - g_lo))
+                hmm_prob = np.broadcast_to(contig.alt_freq[g_lo:g_hi].astype(np.float32), (len(query), g_hi - g_lo))
             for w, (lo_w, hi_w), part in zip(windows, spans, per_window):
                 core = slice(w.core_start - lo_w, w.core_stop - lo_w)
                 prob = predict_probabilities(
@@ -204,13 +209,20 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
                     features=part["features"],
                 )
                 core_prob = prob[:, core].T
+                samples = columns[0::2] // 2
                 if phasing == 0:
-                    part["out"][:, q0:q1] += core_prob
+                    part["out"][:, columns] = core_prob
                 else:
-                    swapped = flips[phasing - 1][part["last_marker"], q0 // 2 : q1 // 2]
-                    part["out"][:, q0:q1] += _swap_slots(core_prob, swapped)
+                    swapped = flips[phasing - 1][part["last_marker"]][:, samples]
+                    part["out"][:, columns] += _swap_slots(core_prob, swapped)
                 if len(phasings) > 1:
-                    part["both_alt"][:, q0 // 2 : q1 // 2] += core_prob[:, 0::2] * core_prob[:, 1::2]
+                    part["both_alt"][:, samples] += core_prob[:, 0::2] * core_prob[:, 1::2]
+        if phasing == 0 and len(phasings) > 1:
+            # Each unchanged sample takes the most likely phase's result once per drawn phasing.
+            reused = (len(phasings) - 1 - np.sum(changed, axis=0)).astype(np.float32)
+            for part in per_window:
+                part["out"] *= 1 + np.repeat(reused, 2)
+                part["both_alt"] *= 1 + reused
     if len(phasings) > 1:
         for part in per_window:
             part["out"] = _mixture_slots(part["out"], part["both_alt"], len(phasings))
