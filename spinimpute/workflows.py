@@ -194,6 +194,7 @@ def impute_job(
     # The model's CPU inference: it phases on any device and imputes on the CPU.
     cpu_model = CpuImputer.from_hyperparameters(bundle.weights, hyper, threads=threads)
     phased = {name: target.contigs[name] for name in names}
+    draws = 0
     if counts["unphased_het"]:
         from spinimpute.phasing import PHASE_DRAWS, phase_contig
 
@@ -263,6 +264,7 @@ def impute_job(
         "samples": len(target.samples),
         "samples_in_reference_panel": len(in_panel),
         "sites_written": n_written,
+        "phase_draws": draws,
         "target_sites": counts,
         "seconds": seconds,
     }

@@ -175,8 +175,9 @@ def test_unphased_targets_are_imputed_over_drawn_phasings(trained_model, small_b
     results, doses = {}, {}
     for draws in (0, 4):
         out = tmp_path / f"d{draws}.vcf.gz"
-        impute_job(target_path=unphased_target, model_path=trained_model, out_path=out, device="cpu",
-                   progress=False, phase_draws=draws, threads=2)
+        summary = impute_job(target_path=unphased_target, model_path=trained_model, out_path=out, device="cpu",
+                             progress=False, phase_draws=draws, threads=2)
+        assert summary["phase_draws"] == draws
         results[draws] = evaluate(small_benchmark / "truth.vcf.gz", out, ref_path=small_benchmark / "ref.vcf.gz",
                                   target_path=small_benchmark / "target.vcf.gz")
         doses[draws] = read_dosages(out)[1]
