@@ -158,7 +158,7 @@ def phase_switches(other_order: np.ndarray, row_offset: int, positions: np.ndarr
 def _uniform(seed: int, draw: int, positions: np.ndarray, samples: np.ndarray) -> np.ndarray:
     """Uniform numbers in [0, 1), one per (position, sample), from a hash of the four (splitmix64's finaliser)."""
     with np.errstate(over="ignore"):
-        x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(draw) * np.uint64(0xD1B54A32D192ED03)
+        x = (np.uint64(seed % 2**64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(draw) * np.uint64(0xD1B54A32D192ED03)
              + positions.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
              + samples.astype(np.uint64) * np.uint64(0x94D049BB133111EB))
         for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
