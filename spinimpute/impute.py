@@ -163,7 +163,7 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
     # Drawn phasings (unphased targets): each is imputed, its slots put back in the order of
     # `alleles` (from the last typed site at or before each site) and averaged with the rest.
     flips = target.draw_flips(c_lo, c_hi)
-    phasings = [alleles] + [_swap_slots(alleles, f) for f in flips]
+    n_phasings = 1 + len(flips)
     # Grouped straight from the model file's packed rows: the group's sites are never unpacked.
     groups = copying.group_packed_sites(
         contig.packed_haplotypes[g_lo:g_hi], n_ref, copying.interval_bounds(marker_cm, site_cm), threads=model.threads
@@ -190,9 +190,15 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
     # imputes that sample as the most likely phase does (slots swapped at most, which the
     # alignment undoes): only the samples whose order changes there are imputed again.
     changed = [f.any(axis=0) & ~f.all(axis=0) for f in flips]
-    for phasing, phased_alleles in enumerate(phasings):
-        haps = np.arange(n_target_haps) if phasing == 0 else np.flatnonzero(np.repeat(changed[phasing - 1], 2))
-        target_alleles = np.ascontiguousarray(phased_alleles[:, haps].T, dtype=np.int8)  # (H, M)
+    for phasing in range(n_phasings):
+        if phasing == 0:
+            haps = np.arange(n_target_haps)
+            target_alleles = np.ascontiguousarray(alleles.T, dtype=np.int8)  # (H, M)
+        else:
+            redo = np.flatnonzero(changed[phasing - 1])
+            haps = np.stack([2 * redo, 2 * redo + 1], axis=1).ravel()
+            target_alleles = np.ascontiguousarray(_swap_slots(alleles[:, haps], flips[phasing - 1][:, redo]).T,
+                                                  dtype=np.int8)
         for q0 in range(0, len(haps), batch):
             columns = haps[q0 : q0 + batch]  # whole samples: batch is even
             query = target_alleles[q0 : q0 + batch]
@@ -213,19 +219,19 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
                 if phasing == 0:
                     part["out"][:, columns] = core_prob
                 else:
-                    swapped = flips[phasing - 1][part["last_marker"]][:, samples]
+                    swapped = flips[phasing - 1][np.ix_(part["last_marker"], samples)]
                     part["out"][:, columns] += _swap_slots(core_prob, swapped)
-                if len(phasings) > 1:
+                if n_phasings > 1:
                     part["both_alt"][:, samples] += core_prob[:, 0::2] * core_prob[:, 1::2]
-        if phasing == 0 and len(phasings) > 1:
+        if phasing == 0 and n_phasings > 1:
             # Each unchanged sample takes the most likely phase's result once per drawn phasing.
-            reused = (len(phasings) - 1 - np.sum(changed, axis=0)).astype(np.float32)
+            reused = (n_phasings - 1 - np.sum(changed, axis=0)).astype(np.float32)
             for part in per_window:
                 part["out"] *= 1 + np.repeat(reused, 2)
                 part["both_alt"] *= 1 + reused
-    if len(phasings) > 1:
+    if n_phasings > 1:
         for part in per_window:
-            part["out"] = _mixture_slots(part["out"], part["both_alt"], len(phasings))
+            part["out"] = _mixture_slots(part["out"], part["both_alt"], n_phasings)
     return [
         ImputedBlock(name, w.core_start, w.core_stop, part["out"], typed_sites[w.core_start : w.core_stop])
         for w, part in zip(windows, per_window)
