@@ -180,16 +180,17 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
             "features": features[lo_w - w.start : hi_w - w.start],
             "markers": slice(int(w_lo), int(w_hi)),
             "typed_columns": marker_sites[w_lo:w_hi] - lo_w,
-            # The typed site (group row) at or before each core site, whose drawn slot order it takes.
-            "last_marker": np.maximum(np.searchsorted(marker_sites, np.arange(w.core_start, w.core_stop),
-                                                      side="right") - 1, 0),
-            "out": np.zeros((w.core_stop - w.core_start, n_target_haps), dtype=np.float32),
-            "both_alt": np.zeros((w.core_stop - w.core_start, n_target_haps // 2), dtype=np.float32),
+            "out": np.empty((w.core_stop - w.core_start, n_target_haps), dtype=np.float32),  # phasing 0 fills it
         })
+        if n_phasings > 1:
+            # The typed site (group row) at or before each core site, whose drawn slot order it takes.
+            per_window[-1]["last_marker"] = np.maximum(
+                np.searchsorted(marker_sites, np.arange(w.core_start, w.core_stop), side="right") - 1, 0)
+            per_window[-1]["both_alt"] = np.zeros((w.core_stop - w.core_start, n_target_haps // 2), dtype=np.float32)
     # A drawn phasing whose slot order for a sample does not change over the group's markers
     # imputes that sample as the most likely phase does (slots swapped at most, which the
     # alignment undoes): only the samples whose order changes there are imputed again.
-    changed = [f.any(axis=0) & ~f.all(axis=0) for f in flips]
+    changed = flips.any(axis=1) & ~flips.all(axis=1)  # (n_draws, n_samples)
     for phasing in range(n_phasings):
         if phasing == 0:
             haps = np.arange(n_target_haps)
@@ -225,7 +226,7 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
                     part["both_alt"][:, samples] += core_prob[:, 0::2] * core_prob[:, 1::2]
         if phasing == 0 and n_phasings > 1:
             # Each unchanged sample takes the most likely phase's result once per drawn phasing.
-            reused = (n_phasings - 1 - np.sum(changed, axis=0)).astype(np.float32)
+            reused = (n_phasings - 1 - changed.sum(axis=0)).astype(np.float32)
             for part in per_window:
                 part["out"] *= 1 + np.repeat(reused, 2)
                 part["both_alt"] *= 1 + reused

@@ -240,20 +240,27 @@ def _chained_orientation(alt_first: np.ndarray, het: np.ndarray, open_het: np.nd
         same: (M,) P(same orientation as the previous heterozygote), NaN where undefined.
     """
     out = alt_first.copy()
+    decided = set(_decided_heterozygotes(het, open_het, same).tolist())
     previous = None
     for m in np.flatnonzero(het):
-        if open_het[m] and previous is not None and not np.isnan(same[m]):
+        if m in decided:
             out[m] = previous if same[m] >= 0.5 else not previous
         previous = out[m]
     return out
+
+
+def _decided_heterozygotes(het: np.ndarray, open_het: np.ndarray, same: np.ndarray) -> np.ndarray:
+    """Markers whose order `_chained_orientation` decides by `same`: open heterozygotes after
+    the first heterozygote, with a posterior."""
+    hets = np.flatnonzero(het)[1:]
+    return hets[open_het[hets] & ~np.isnan(same[hets])]
 
 
 def _other_order_probability(het: np.ndarray, open_het: np.ndarray, same: np.ndarray) -> np.ndarray:
     """(M,) probability of the order `_chained_orientation` did not take at each open heterozygote
     it decided (relative to the previous heterozygote); 0 elsewhere."""
     out = np.zeros(len(het))
-    hets = np.flatnonzero(het)
-    decided = hets[1:][open_het[hets[1:]] & ~np.isnan(same[hets[1:]])]
+    decided = _decided_heterozygotes(het, open_het, same)
     out[decided] = np.minimum(same[decided], 1.0 - same[decided])
     return out
 
