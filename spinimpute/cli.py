@@ -167,7 +167,7 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
                    "'auto' is mixed on a GPU, float32 on the CPU.")
 @click.option("--phase-draws", type=click.IntRange(min=0), default=None,
               help="Unphased targets: phasings drawn from the phase's probabilities, imputed beside the most likely "
-                   "one and averaged with it (each costs one more imputation). 0 imputes the most likely phase "
+                   "one and averaged with it (each costs up to one more imputation). 0 imputes the most likely phase "
                    "only.  [default: 4]")
 @seed_option
 @threads_option
