@@ -25,7 +25,7 @@ ENV PATH=/opt/spinimpute/bin:$PATH \
 # Compile the CPU kernels once into a cache that any user id can read and extend, so that
 # no run pays the few seconds of compiling.
 RUN mkdir -m 1777 /opt/numba-cache \
-    && python3 -c "from spinimpute import kernels; kernels.warm_up()" \
+    && python3 -c "from spinimpute.warmup import compile_kernels; compile_kernels()" \
     && chmod -R a+rwX /opt/numba-cache
 RUN useradd --create-home --uid 1000 spin
 USER 1000:1000

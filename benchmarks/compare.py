@@ -2,7 +2,7 @@
 
 Each tool gets the same reference panel, target, genetic map (the data set's map.txt) and
 thread count; every step runs under /usr/bin/time -v for wall time and peak RSS; all
-outputs are scored by `spinimpute.evaluate` over the untyped sites (the sites absent from
+outputs are scored by `spinimpute.tools.evaluate` over the untyped sites (the sites absent from
 the target): aggregate and mean per-site dosage r² by reference MAF bin, the expected
 calibration error of GP, and the correlation of the tools' INFO r² estimate (DR2, R2)
 with the true per-site r².
@@ -10,7 +10,7 @@ with the true per-site r².
     python benchmarks/compare.py sim [--scenario clean|hard-omni|...|all] [--seeds 1 2 3] [--small] [--unphased]
     python benchmarks/compare.py real [--thin K | --unphased]
 
-`sim` simulates each seed's data set for the named scenario (spinimpute.simulate.SCENARIOS;
+`sim` simulates each seed's data set for the named scenario (spinimpute.tools.simulate.SCENARIOS;
 `all` runs them one after another) and reports each metric as mean ± sd over seeds;
 `--small` shrinks the data sets (100 + 20 samples, 200 kb) for a quick check of the flow.
 `real --thin K` keeps one typed site in K of the real target (a sparser array) and imputes it
@@ -143,7 +143,7 @@ def run(data: Path, out: Path, threads: int, steps: int | None, *, target: Path 
                         out / "minimac4.log"),
         "output": out / "minimac4.vcf.gz",
     }
-    from spinimpute.evaluate import evaluate
+    from spinimpute.tools.evaluate import evaluate
 
     for r in results.values():
         ev = evaluate(truth, r["output"], ref_path=ref, target_path=target, threads=threads)
@@ -250,7 +250,7 @@ def report(title: str, runs: list[dict], out: Path) -> None:
 
 
 def main(argv=None) -> None:
-    from spinimpute.simulate import SCENARIOS, make_benchmark
+    from spinimpute.tools.simulate import SCENARIOS, make_benchmark
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=["sim", "real"])

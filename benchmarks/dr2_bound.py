@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spinimpute.evaluate import _pearson, _per_site_r2, scored_sites
-from spinimpute.simulate import SCENARIOS
+from spinimpute.tools.evaluate import _pearson, _per_site_r2, scored_sites
+from spinimpute.tools.simulate import SCENARIOS
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

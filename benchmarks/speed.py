@@ -5,7 +5,7 @@ Sections (name one or more; `all` runs them in this order):
     compare  the three tools on a 5 Mb region, 4,000 reference haplotypes (2,000 samples),
              200 targets: one-off prepare step (spinimpute train, Beagle bref3, Minimac4
              --compress-reference) and impute, each with wall s, CPU s and peak RSS MB, plus
-             the aggregate dosage r² over untyped sites (spinimpute.evaluate); imputed twice,
+             the aggregate dosage r² over untyped sites (spinimpute.tools.evaluate); imputed twice,
              every tool writing GT:DS (Beagle's and Minimac4's usual output) and every tool
              writing GT:DS:GP (spinimpute's default), so that each row writes what the others do
     panel    the three tools with 1,000 vs 4,000 reference haplotypes, same region and targets:
@@ -21,7 +21,7 @@ Sections (name one or more; `all` runs them in this order):
     python benchmarks/speed.py all --scale 0.05 --train-steps 3  # quick check of the whole script
 
 Targets are typed at array density (280 sites per Mb, OmniExpress-like): common SNPs
-spread evenly (spinimpute.simulate.array_sites). One msprime simulation of the longest
+spread evenly (spinimpute.tools.simulate.array_sites). One msprime simulation of the longest
 region with the most samples is made and cached; every data set is a subset of it (the
 first N reference samples, the first M targets, the first L bp), so the data sets nest.
 `--scale` shrinks every region length and sample count (not the array density) for a quick
@@ -96,7 +96,7 @@ class Bench:
         """The one msprime simulation (longest region, most samples), cached as packed bits."""
         if self._sim is not None:
             return self._sim
-        from spinimpute.simulate import SimulatedHaplotypes, simulate_haplotypes
+        from spinimpute.tools.simulate import SimulatedHaplotypes, simulate_haplotypes
 
         cache = DATA / f"{self._sim_key()}.npz"
         if cache.exists():
@@ -132,7 +132,7 @@ class Bench:
     def _write_region(self, folder: Path, length: int) -> None:
         import msprime
 
-        from spinimpute.simulate import array_sites, write_genetic_map, write_vcf
+        from spinimpute.tools.simulate import array_sites, write_genetic_map, write_vcf
 
         sim = self.simulation()
         folder.mkdir(parents=True, exist_ok=True)
@@ -246,7 +246,7 @@ class Bench:
                 "minimac4": self.minimac4(mb, n_ref, n_target, gp)}
 
     def steps_label(self) -> str:
-        from spinimpute.training import TrainingOptions
+        from spinimpute.training.trainer import TrainingOptions
 
         steps = self.args.train_steps
         return f"{steps}" if steps is not None else f"{TrainingOptions().steps} (default)"
@@ -270,7 +270,7 @@ def ratio(a: float, b: float) -> str:
 
 
 def section_compare(bench: Bench) -> tuple[dict, str]:
-    from spinimpute.evaluate import evaluate
+    from spinimpute.tools.evaluate import evaluate
 
     mb, n_ref, n_target = REGIONS_MB[0], bench.panels[-1], bench.targets[-1]
     data = bench.region(mb)

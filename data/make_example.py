@@ -6,7 +6,7 @@ Out-of-Africa model), 500 reference samples, 100 target samples typed at 4 % of 
 
 from pathlib import Path
 
-from spinimpute.simulate import make_benchmark
+from spinimpute.tools.simulate import make_benchmark
 
 if __name__ == "__main__":
     summary = make_benchmark(

@@ -1,4 +1,4 @@
-"""Command-line interface: parses options and wires them to `spinimpute.workflows`."""
+"""Command-line interface: parses options and wires them to `spinimpute.jobs`."""
 
 from __future__ import annotations
 
@@ -35,25 +35,10 @@ def _keep_freed_memory() -> None:
     libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: do not hand the heap top back after each free
 
 
-def _setup(threads: int, seed: int | None = None, *, torch: bool = True):
-    """Process-wide settings; `torch=False` leaves torch unimported (CPU imputation runs without it)."""
-    _keep_freed_memory()
-    if torch:
-        from spinimpute.workflows import configure_torch
-
-        configure_torch(threads, seed)
-
-
-def _device(name: str) -> str:
-    from spinimpute.impute import select_device
-
-    return select_device(name)
-
-
 def _check_region(value):
     if value is None:
         return None
-    from spinimpute.workflows import parse_region
+    from spinimpute.jobs import parse_region
 
     try:
         parse_region(value)
@@ -127,10 +112,10 @@ def main(ctx, verbose, quiet, debug):
 @click.pass_context
 def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, seed, threads, device):
     """Train a model on a reference panel and store the panel with it."""
-    from spinimpute.training import TrainingOptions
-    from spinimpute.workflows import train_job
+    from spinimpute.jobs import train_job
+    from spinimpute.training.trainer import TrainingOptions
 
-    _setup(threads, seed)
+    _keep_freed_memory()
     train_job(
         ref_path=ref_path,
         out_path=out_path,
@@ -138,7 +123,7 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
         options=TrainingOptions(steps=steps, seed=seed),
         window_sites=window_sites,
         flank_sites=flank_sites,
-        device=_device(device),
+        device=device,
         threads=threads,
         command_line=_command_line(),
         progress=ctx.obj["progress"],
@@ -176,10 +161,9 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
 def impute(ctx, target_path, model_path, out_path, summary_path, region, states, format_fields, precision, phase_draws,
            seed, threads, device):
     """Impute all panel sites for every target sample."""
-    from spinimpute.workflows import impute_job, summary_path_for
+    from spinimpute.jobs import impute_job, summary_path_for
 
-    device = _device(device)
-    _setup(threads, seed, torch=device != "cpu" or precision == "mixed")
+    _keep_freed_memory()
     impute_job(
         target_path=target_path,
         model_path=model_path,
@@ -210,9 +194,9 @@ def chunk(model_path, size, buffer, out_path):
     Columns: contig, start, end, region (for --region), input_start, input_end (the span of the target a
     job needs if the target is subset per chunk), n_sites.
     """
-    from spinimpute.chunking import chunk_table, make_chunks, parse_length
-    from spinimpute.modelfile import load_model
-    from spinimpute.vcf import atomic_output
+    from spinimpute.io.atomic import atomic_output
+    from spinimpute.io.modelfile import load_model
+    from spinimpute.tools.chunking import chunk_table, make_chunks, parse_length
 
     try:
         size_bp, buffer_bp = parse_length(size), parse_length(buffer)
@@ -234,8 +218,8 @@ def chunk(model_path, size, buffer, out_path):
 @click.argument("chunks", nargs=-1, required=True)
 def ligate(out_path, chunks):
     """Join the outputs of 'impute --region' chunks into one indexed VCF, in genome order."""
-    from spinimpute.chunking import ligate as ligate_chunks
-    from spinimpute.vcf import atomic_output
+    from spinimpute.io.atomic import atomic_output
+    from spinimpute.tools.chunking import ligate as ligate_chunks
 
     with atomic_output(out_path) as tmp:
         n = ligate_chunks(list(chunks), tmp, extra_header=[f"##spinimpute_command={_command_line()}"])
@@ -261,7 +245,7 @@ def beagle(ctx, arguments):
     model's own map is used. Beagle's tuning keys are ignored with a warning; unknown keys are an error. Also
     installed as 'spinimpute-beagle'.
     """
-    from spinimpute.workflows import impute_job
+    from spinimpute.jobs import impute_job
 
     values = {}
     for argument in arguments:
@@ -297,13 +281,12 @@ def beagle(ctx, arguments):
             log.warning("ignored Beagle tuning argument(s): %s", ", ".join(f"{k}=" for k in ignored))
         if "map" in values:
             log.warning("map=%s ignored: the model carries the genetic map it was trained with", values["map"])
-        device = _device("auto")
-        _setup(max(1, threads), torch=device != "cpu")
+        _keep_freed_memory()
         impute_job(
             target_path=values["gt"],
             model_path=values["ref"],
             out_path=prefix + ".vcf.gz",
-            device=device,
+            device="auto",
             threads=max(1, threads),
             command_line=_command_line(),
             progress=ctx.obj["progress"],
@@ -333,9 +316,9 @@ def beagle_main() -> None:
 @threads_option
 def evaluate(truth_path, imputed_paths, ref_path, target_path, json_path, plot_path, threads):
     """Dosage r² by minor-allele-frequency bin over untyped sites."""
-    from spinimpute.evaluate import evaluate as run_evaluation
-    from spinimpute.evaluate import plot_r2
-    from spinimpute.workflows import write_json
+    from spinimpute.jobs import write_json
+    from spinimpute.tools.evaluate import evaluate as run_evaluation
+    from spinimpute.tools.evaluate import plot_r2
 
     for output in (json_path, plot_path):
         if output:

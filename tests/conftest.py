@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def small_benchmark(tmp_path_factory) -> Path:
-    from spinimpute.simulate import make_benchmark
+    from spinimpute.tools.simulate import make_benchmark
 
     out = tmp_path_factory.mktemp("sim")
     make_benchmark(out, n_ref=150, n_target=20, length=300_000, typed_fraction=0.05, seed=7)
@@ -35,8 +35,8 @@ def small_benchmark(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_model(small_benchmark, tmp_path_factory) -> Path:
-    from spinimpute.training import TrainingOptions
-    from spinimpute.workflows import train_job
+    from spinimpute.jobs import train_job
+    from spinimpute.training.trainer import TrainingOptions
 
     out = tmp_path_factory.mktemp("model") / "model.spin"
     train_job(
@@ -45,7 +45,7 @@ def trained_model(small_benchmark, tmp_path_factory) -> Path:
         options=TrainingOptions(steps=6, seed=3),
         window_sites=300,
         flank_sites=150,
-        device=torch.device("cpu"),
+        device="cpu",
         progress=False,
     )
     return out

@@ -8,10 +8,9 @@ overconfidence.
 """
 
 import pytest
-import torch
 
-from spinimpute.evaluate import evaluate
-from spinimpute.workflows import impute_job
+from spinimpute.jobs import impute_job
+from spinimpute.tools.evaluate import evaluate
 
 AGGREGATE_R2_FLOORS = {
     "overall": 0.94,  # measured 0.9595
@@ -26,7 +25,7 @@ ECE_CEILING = 0.02  # overall GP expected calibration error, measured 0.0094
 def accuracy(small_benchmark, trained_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("accuracy") / "imputed.vcf.gz"
     impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=out,
-               device=torch.device("cpu"), progress=False)
+               device="cpu", progress=False)
     return evaluate(small_benchmark / "truth.vcf.gz", out, ref_path=small_benchmark / "ref.vcf.gz",
                     target_path=small_benchmark / "target.vcf.gz")
 

@@ -1,9 +1,11 @@
-"""The weight of the predictor's corrections, fitted on held-out panel haplotypes (`spinimpute.calibration`)."""
+"""The weight of the predictor's corrections, fitted on held-out panel haplotypes (`spinimpute.training.calibration`)."""
 
 import numpy as np
 import pytest
 
-from spinimpute.calibration import (
+from spinimpute.engine.torch_backend import network_from_bundle
+from spinimpute.io.modelfile import load_model
+from spinimpute.training.calibration import (
     MIN_T,
     HeldOutLogits,
     cross_entropy,
@@ -11,7 +13,6 @@ from spinimpute.calibration import (
     improvement_t,
     split_haplotypes,
 )
-from spinimpute.modelfile import load_model
 
 
 def _held_out(true_weight: float, n_sites=10_000, n_haplotypes=20, seed=0) -> HeldOutLogits:
@@ -67,9 +68,9 @@ def test_training_stores_the_fitted_weight(trained_model):
     fit = bundle.metadata["training"]["refinement"]
     assert 0.0 <= fit["best_weight"] <= 1.0
     assert fit["weight"] == (fit["best_weight"] if fit["t"] <= -MIN_T else 1.0)
-    assert bundle.hyperparameters["refinement_weight"] == fit["weight"]
+    assert bundle.config.refinement_weight == fit["weight"]
     assert fit["held_out_haplotypes"] == 2 * bundle.metadata["training"]["validation_samples"] > 0
     assert fit["held_out_sites"] > 0
     loss = fit["cross_entropy"]
     assert loss["fitted"] <= loss["weight_1"] + 1e-12
-    assert bundle.network().refinement_weight == fit["weight"]
+    assert network_from_bundle(bundle).refinement_weight == fit["weight"]

@@ -2,9 +2,8 @@
 
 import cyvcf2
 import numpy as np
-import torch
 
-from spinimpute.simulate import simulate_haplotypes
+from spinimpute.tools.simulate import simulate_haplotypes
 
 
 def _write_x(path, positions, refs, alts, haps, samples, male, par_end, keep=None):
@@ -21,9 +20,9 @@ def _write_x(path, positions, refs, alts, haps, samples, male, par_end, keep=Non
 
 
 def test_haploid_males_are_imputed_and_written_haploid(tmp_path):
-    from spinimpute.evaluate import evaluate
-    from spinimpute.training import TrainingOptions
-    from spinimpute.workflows import impute_job, train_job
+    from spinimpute.jobs import impute_job, train_job
+    from spinimpute.tools.evaluate import evaluate
+    from spinimpute.training.trainer import TrainingOptions
 
     sim = simulate_haplotypes(n_individuals=110, length=200_000, seed=11)
     n_ref = 90
@@ -43,8 +42,8 @@ def test_haploid_males_are_imputed_and_written_haploid(tmp_path):
     _write_x(tmp_path / "truth.vcf", pos, refs, alts, haps[:, 2 * n_ref :], samples[n_ref:], male[n_ref:], par_end)
     model, out = tmp_path / "x.spin", tmp_path / "x.vcf.gz"
     train_job(ref_path=tmp_path / "ref.vcf", out_path=model, options=TrainingOptions(steps=2),
-              window_sites=400, flank_sites=200, device=torch.device("cpu"), progress=False)
-    impute_job(target_path=tmp_path / "target.vcf", model_path=model, out_path=out, device=torch.device("cpu"),
+              window_sites=400, flank_sites=200, device="cpu", progress=False)
+    impute_job(target_path=tmp_path / "target.vcf", model_path=model, out_path=out, device="cpu",
                progress=False)
     target_male = male[n_ref:]
     # Ploidy between typed sites follows the nearest typed site, so test beyond the last typed site of

@@ -18,7 +18,7 @@ def test_version():
 
 
 def test_impute_help_states_the_phase_draws_default():
-    from spinimpute.phasing import PHASE_DRAWS
+    from spinimpute.engine.phasing import PHASE_DRAWS
 
     result = CliRunner().invoke(main, ["impute", "--help"], terminal_width=200)
     assert result.exit_code == 0 and f"[default: {PHASE_DRAWS}]" in " ".join(result.output.split())
@@ -167,7 +167,7 @@ def test_outputs_get_the_usual_permissions(trained_model, small_benchmark, tmp_p
     # Outputs are written under temporary names (0600 from mkstemp and safetensors) and then
     # renamed: they must end up as open() makes a file (0644 under umask 022), so that
     # pipelines sharing result folders can read them.
-    from spinimpute.modelfile import load_model, save_model
+    from spinimpute.io.modelfile import load_model, save_model
 
     plain = tmp_path / "plain.txt"
     plain.write_text("")
@@ -184,13 +184,13 @@ def test_outputs_get_the_usual_permissions(trained_model, small_benchmark, tmp_p
 
 
 def test_target_samples_in_the_panel_are_flagged(trained_model, small_benchmark, tmp_path, caplog):
-    from spinimpute.workflows import impute_job
+    from spinimpute.jobs import impute_job
 
     out = tmp_path / "self.vcf.gz"
     with caplog.at_level("WARNING", logger="spinimpute"):
         summary = impute_job(target_path=small_benchmark / "ref.vcf.gz", model_path=trained_model, out_path=out,
                              summary_path=tmp_path / "s.json", progress=False)
-    assert summary["samples_in_reference_panel"] == summary["samples"] == 150
+    assert summary.samples_in_reference_panel == summary.samples == 150
     assert any("150 of 150 target samples are also in the model's reference panel" in r.getMessage()
                for r in caplog.records)
     assert json.loads((tmp_path / "s.json").read_text())["samples_in_reference_panel"] == 150

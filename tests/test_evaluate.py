@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from spinimpute.evaluate import evaluate, expected_calibration_error, scored_sites
+from spinimpute.tools.evaluate import evaluate, expected_calibration_error, scored_sites
 
 
 def test_truth_against_itself_is_perfect(small_benchmark, tmp_path):
-    from spinimpute.vcf import read_dosages
+    from spinimpute.io.reading import read_dosages
 
     # The truth file has GT only; evaluate it as its own imputation by giving it DS.
     samples, dosages, _ = read_dosages(small_benchmark / "truth.vcf.gz", field="GT")

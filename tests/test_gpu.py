@@ -9,7 +9,7 @@ pytestmark = pytest.mark.gpu
 def test_cuda_matches_cpu(trained_model, small_benchmark, tmp_path):
     import cyvcf2
 
-    from spinimpute.workflows import impute_job
+    from spinimpute.jobs import impute_job
 
     outputs = {}
     for device in ("cpu", "cuda"):

@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
-import torch
 
-from spinimpute.impute import site_statistics
-from spinimpute.inference import CpuImputer
-from spinimpute.modelfile import load_model
-from spinimpute.phasing import phase_contig
-from spinimpute.vcf import read_target
+from spinimpute.engine.cpu import CpuImputer
+from spinimpute.engine.phasing import phase_contig
+from spinimpute.engine.statistics import site_statistics
+from spinimpute.io.modelfile import load_model
+from spinimpute.io.reading import read_target
 
 
 def dosage_r2(p, haploid=None):
@@ -32,7 +31,7 @@ def test_phasing_keeps_genotypes_and_recovers_most_phase(trained_model, small_be
     unphased = read_target(unphased_target, sites)
     tc = unphased.contigs["20"]
     assert tc.unphased.sum() == unphased.counts["unphased_het"] > 0
-    model = CpuImputer.from_hyperparameters(bundle.weights, bundle.hyperparameters)
+    model = CpuImputer(bundle.weights, bundle.config)
     result = phase_contig(model, bundle.contigs["20"], tc, threads=2)
     truth = phased.contigs["20"].alleles
     assert not result.unphased.any()
@@ -45,7 +44,7 @@ def test_phasing_keeps_genotypes_and_recovers_most_phase(trained_model, small_be
     assert np.mean(per_sample) > 0.8
     # Switch errors between neighbouring heterozygotes (6 of 214 here; with 48 candidates in
     # the second pass: 8; the most likely paths alone: 10; the per-haplotype model before
-    # them: 15; too few to rank the settings of `spinimpute.phasing`, see its constants).
+    # them: 15; too few to rank the settings of `spinimpute.engine.phasing`, see its constants).
     switches = sum(np.count_nonzero(np.diff(agree[het[:, s], s].astype(int))) for s in range(het.shape[1]))
     pairs = sum(max(0, int(het[:, s].sum()) - 1) for s in range(het.shape[1]))
     assert switches / pairs < 0.04
@@ -63,8 +62,8 @@ def test_model_imputes_targets_typed_at_another_density(trained_model, small_ben
     """Training never sees the target's array: a target typed at half the sites still imputes well."""
     import cyvcf2
 
-    from spinimpute.evaluate import evaluate
-    from spinimpute.workflows import impute_job
+    from spinimpute.jobs import impute_job
+    from spinimpute.tools.evaluate import evaluate
 
     src = cyvcf2.VCF(str(small_benchmark / "target.vcf.gz"))
     lines = [src.raw_header.rstrip("\n")]
@@ -76,7 +75,7 @@ def test_model_imputes_targets_typed_at_another_density(trained_model, small_ben
     results = {}
     for name, target in (("dense", small_benchmark / "target.vcf.gz"), ("sparse", sparse)):
         out = tmp_path / f"{name}.vcf.gz"
-        impute_job(target_path=target, model_path=trained_model, out_path=out, device=torch.device("cpu"),
+        impute_job(target_path=target, model_path=trained_model, out_path=out, device="cpu",
                    progress=False)
         ev = evaluate(small_benchmark / "truth.vcf.gz", out, ref_path=small_benchmark / "ref.vcf.gz",
                       target_path=target)
@@ -86,21 +85,21 @@ def test_model_imputes_targets_typed_at_another_density(trained_model, small_ben
 
 
 def test_fewer_candidate_states_stay_close_to_the_whole_panel(trained_model, small_benchmark, tmp_path):
-    from spinimpute.vcf import read_dosages
-    from spinimpute.workflows import impute_job
+    from spinimpute.io.reading import read_dosages
+    from spinimpute.jobs import impute_job
 
     doses = {}
     for states in (1000, 150):
         out = tmp_path / f"k{states}.vcf.gz"
         impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=out,
-                   device=torch.device("cpu"), progress=False, copying_states=states)
+                   device="cpu", progress=False, copying_states=states)
         doses[states] = np.stack(list(read_dosages(out)[1].values()))
     difference = np.abs(doses[1000] - doses[150])
     assert difference.mean() < 0.01 and np.quantile(difference, 0.999) < 0.5
 
 
 def test_open_heterozygotes_take_the_likelier_order_relative_to_the_previous_one():
-    from spinimpute.phasing import _chained_orientation
+    from spinimpute.engine.phasing import _chained_orientation
 
     # Heterozygotes at markers 0, 1, 2, 4 and 5 (3 is homozygous); 0 is phased, the rest open.
     alt_first = np.array([True, False, True, True, False, True])  # as written
@@ -115,7 +114,7 @@ def test_open_heterozygotes_take_the_likelier_order_relative_to_the_previous_one
 
 
 def test_drawn_phasings_switch_at_uncertain_heterozygotes_only():
-    from spinimpute.phasing import _other_order_probability, phase_switches
+    from spinimpute.engine.phasing import _other_order_probability, phase_switches
 
     het = np.array([True, True, False, True, True, True])
     open_het = np.array([True, True, False, True, True, False])
@@ -137,7 +136,7 @@ def test_drawn_phasings_switch_at_uncertain_heterozygotes_only():
 
 
 def test_draw_flips_hold_the_slot_order_from_each_switch_on():
-    from spinimpute.vcf import TargetContig
+    from spinimpute.target import TargetContig
 
     n_sites, n_samples = 6, 2
     switches = np.array([[1, 0, 0], [2, 1, 1], [4, 0, 0]])  # (site, sample, draw), sorted by site
@@ -152,7 +151,7 @@ def test_draw_flips_hold_the_slot_order_from_each_switch_on():
 
 
 def test_averaged_phasings_keep_the_mean_dose_and_genotype_probabilities():
-    from spinimpute.impute import _mixture_slots
+    from spinimpute.engine.impute import _mixture_slots
 
     rng = np.random.default_rng(3)
     phasings = rng.random((5, 7, 8)).astype(np.float32)  # (phasing, site, haplotype)
@@ -169,16 +168,16 @@ def test_averaged_phasings_keep_the_mean_dose_and_genotype_probabilities():
 
 
 def test_unphased_targets_are_imputed_over_drawn_phasings(trained_model, small_benchmark, unphased_target, tmp_path):
-    from spinimpute.evaluate import evaluate
-    from spinimpute.vcf import read_dosages
-    from spinimpute.workflows import impute_job
+    from spinimpute.io.reading import read_dosages
+    from spinimpute.jobs import impute_job
+    from spinimpute.tools.evaluate import evaluate
 
     results, doses = {}, {}
     for draws in (0, 4):
         out = tmp_path / f"d{draws}.vcf.gz"
         summary = impute_job(target_path=unphased_target, model_path=trained_model, out_path=out, device="cpu",
                              progress=False, phase_draws=draws, threads=2)
-        assert summary["phase_draws"] == draws
+        assert summary.phase_draws == draws
         results[draws] = evaluate(small_benchmark / "truth.vcf.gz", out, ref_path=small_benchmark / "ref.vcf.gz",
                                   target_path=small_benchmark / "target.vcf.gz")
         doses[draws] = read_dosages(out)[1]

@@ -1,4 +1,4 @@
-"""CPU inference without torch (`spinimpute.inference`) equals the torch module it is read from."""
+"""CPU inference without torch (`spinimpute.engine.cpu`) equals the torch module it is read from."""
 
 import subprocess
 import sys
@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from spinimpute import copying, hmm
-from spinimpute.inference import CpuImputer
-from spinimpute.model import SpinImputer, TorchImputer
-from spinimpute.windows import MASKED, SITE_FEATURES
+from spinimpute.engine.cpu import CpuImputer
+from spinimpute.engine.torch_backend import TorchImputer
+from spinimpute.model import copying, copying_numpy
+from spinimpute.model.config import MASKED, SITE_FEATURES, ModelConfig
+from spinimpute.model.network import SpinImputer
 
 
 def _network(kmer=4, seed=0):
     torch.manual_seed(seed)
-    net = SpinImputer(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2, kmer=kmer, copying_states=12)
+    net = SpinImputer(ModelConfig(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2, kmer=kmer, copying_states=12))
     torch.nn.init.normal_(net.head.weight, std=0.5)  # a trained head, not the zero of a new model
     torch.nn.init.normal_(net.head.bias, std=0.5)
     with torch.no_grad():
@@ -26,9 +27,7 @@ def _network(kmer=4, seed=0):
 
 def _cpu(net: SpinImputer) -> CpuImputer:
     weights = {k: v.detach().numpy() for k, v in net.state_dict().items()}
-    hyperparameters = {"kmer": net.kmer, "n_heads": net.predictor.n_heads, "copying_states": net.copying_states,
-                       "refinement_weight": net.refinement_weight}  # as a model file stores them
-    return CpuImputer.from_hyperparameters(weights, hyperparameters)
+    return CpuImputer(weights, net.config.replace(refinement_weight=net.refinement_weight))
 
 
 @pytest.mark.parametrize("kmer,certain,weight,untrained", [
@@ -50,8 +49,8 @@ def test_predictor_equals_the_module(kmer, certain, weight, untrained, monkeypat
     hmm_prob = torch.rand(n_query, n_sites, generator=g)
     hmm_prob[:, :8] = 1e-5  # certain tokens keep the copying model's logits
     if certain is not None:  # every token refined
-        monkeypatch.setattr("spinimpute.model.CERTAIN", certain)
-        monkeypatch.setattr("spinimpute.inference.CERTAIN", certain)
+        monkeypatch.setattr("spinimpute.model.network.CERTAIN", certain)
+        monkeypatch.setattr("spinimpute.engine.cpu.CERTAIN", certain)
     with torch.no_grad():
         inducing = net.encode(ref, features)
         want = net.predict(inducing=inducing, query_alleles=query, hmm_prob=hmm_prob, site_features=features)
@@ -75,17 +74,17 @@ def test_copying_model_equals_the_torch_hmm(n_ref):
     query = (torch.rand(6, n_typed, generator=g) < 0.3).float()
     observed = torch.rand(6, n_typed, generator=g) < 0.9
     marker_cm = site_cm[typed]
-    # The torch HMM itself (differentiable, as training runs it), not its CPU shortcut to `copying`.
+    # The torch HMM itself (differentiable, as training runs it), not its CPU shortcut to `copying_numpy`.
     args = {"ref_typed": ref[:, typed], "query_typed": query, "observed": observed, "marker_cm": marker_cm,
             "ref_sites": ref, "site_cm": site_cm}
     with torch.enable_grad():
         net.log_ne.requires_grad_(True)
-        assert not hmm.runs_compiled(args["ref_typed"], net.switch_rate(n_ref))
+        assert not copying.runs_compiled(args["ref_typed"], net.switch_rate(n_ref))
         want = net.copy_probabilities(**args).detach()
     markers = ref[:, typed].T.to(torch.uint8).numpy()
     kernel_query = torch.where(observed, query, -1.0).to(torch.int8).numpy()
-    groups = copying.group_packed_sites(np.packbits(ref.T.to(torch.uint8).numpy(), axis=1), n_ref,
-                                        copying.interval_bounds(marker_cm.numpy(), site_cm.numpy()))
+    groups = copying_numpy.group_packed_sites(np.packbits(ref.T.to(torch.uint8).numpy(), axis=1), n_ref,
+                                              copying_numpy.interval_bounds(marker_cm.numpy(), site_cm.numpy()))
     got = _cpu(net).copy_probabilities(markers=markers, query=kernel_query, marker_cm=marker_cm.numpy(),
                                        site_cm=site_cm.numpy(), groups=groups)
     np.testing.assert_allclose(got, want.numpy(), atol=2e-5)
@@ -94,15 +93,15 @@ def test_copying_model_equals_the_torch_hmm(n_ref):
 def test_engine_gives_the_same_dosages_through_torch_and_without(trained_model, small_benchmark, tmp_path):
     import cyvcf2
 
-    from spinimpute.workflows import impute_job
+    from spinimpute.jobs import impute_job
 
     dosages = {}
     for device in ("cpu", "torch"):
         out = tmp_path / f"{device}.vcf.gz"
         if device == "torch":  # the torch module on the CPU, as a GPU run uses it
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr("spinimpute.workflows.CpuImputer.from_hyperparameters",
-                              lambda weights, hyper, threads: _torch_imputer(weights, hyper))
+                patch.setattr("spinimpute.jobs.CpuImputer",
+                              lambda weights, config, threads: _torch_imputer(weights, config))
                 impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=out,
                            progress=False)
         else:
@@ -112,8 +111,8 @@ def test_engine_gives_the_same_dosages_through_torch_and_without(trained_model, 
     assert np.abs(dosages["cpu"] - dosages["torch"]).max() <= 0.011  # DS has two decimals
 
 
-def _torch_imputer(weights, hyper):
-    net = SpinImputer(**hyper)
+def _torch_imputer(weights, config):
+    net = SpinImputer(config)
     net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
     return TorchImputer(net, "cpu")
 
@@ -140,7 +139,7 @@ def test_cpu_imputation_does_not_import_torch(trained_model, small_benchmark, un
 def test_mixed_precision_predictor_gives_nearly_the_same_dosages(trained_model, small_benchmark, tmp_path):
     import cyvcf2
 
-    from spinimpute.workflows import impute_job
+    from spinimpute.jobs import impute_job
 
     dosages = {}
     for precision in ("float32", "mixed"):  # mixed: bfloat16 autocast of the predictor, here on the CPU

@@ -3,11 +3,13 @@ import itertools
 import numpy as np
 import pytest
 
-from spinimpute import kernels
+from spinimpute.engine import phasing_kernels, statistics
+from spinimpute.model import copying_kernels
+from spinimpute.warmup import compile_kernels
 
 
 def test_warm_up_compiles_every_kernel():
-    kernels.warm_up()  # what the Docker image runs at build time
+    compile_kernels()  # what the Docker image runs at build time
 
 
 def test_groups_split_over_threads_equal_one_thread():
@@ -15,8 +17,8 @@ def test_groups_split_over_threads_equal_one_thread():
     by_site = (rng.random((300, 64)) < 0.1).astype(np.uint8)
     bounds = np.array([0, 0, 17, 100, 101, 250, 300])
     packed = np.packbits(by_site, axis=1)
-    one = kernels.group_intervals(packed, 64, bounds, threads=1)
-    three = kernels.group_intervals(packed, 64, bounds, threads=3)
+    one = copying_kernels.group_intervals(packed, 64, bounds, threads=1)
+    three = copying_kernels.group_intervals(packed, 64, bounds, threads=3)
     for a, b in zip(one, three):
         np.testing.assert_array_equal(a, b)
     group_of, _, alt_ptr, alt_group = one
@@ -31,7 +33,7 @@ def test_groups_are_the_distinct_sequences_numbered_by_first_appearance(alt_rate
     by_site = (rng.random((400, n_ref)) < alt_rate).astype(np.uint8)
     by_site[:, n_ref // 2 :] = by_site[:, : n_ref - n_ref // 2]  # repeated sequences
     bounds = np.array([0, 0, 1, 40, 41, 200, 400])
-    group_of, n_groups, _, _ = kernels.group_intervals(np.packbits(by_site, axis=1), n_ref, bounds, threads=2)
+    group_of, n_groups, _, _ = copying_kernels.group_intervals(np.packbits(by_site, axis=1), n_ref, bounds, threads=2)
     for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         sequences, first, inverse = np.unique(by_site[lo:hi].T, axis=0, return_index=True, return_inverse=True)
         order = np.argsort(first)  # groups in order of their first member
@@ -50,8 +52,8 @@ def test_site_sums_follow_ploidy():
     expected_sq = np.where(haploid, dose, dose + 2 * pairs.prod(axis=2))
     want = np.stack([dose.sum(1), (dose**2).sum(1), expected_sq.sum(1), np.where(haploid, 1, 2).sum(1)])
     for threads in (1, 3):
-        np.testing.assert_allclose(kernels.site_sums(p, haploid, threads), want, rtol=1e-12)
-    np.testing.assert_allclose(kernels.site_sums(p, None)[3], np.full(7, 10.0))
+        np.testing.assert_allclose(statistics.site_sums(p, haploid, threads), want, rtol=1e-12)
+    np.testing.assert_allclose(statistics.site_sums(p, None)[3], np.full(7, 10.0))
 
 
 
@@ -64,7 +66,7 @@ def test_pair_viterbi_explains_genotypes_with_two_templates_and_keeps_anchors():
     anchored = np.zeros(genotypes.shape, dtype=bool)
     first[0, 3], second[0, 3], anchored[0, 3] = 1, 0, True  # sample 0: ALT first at marker 3, i.e. template 1
     jump = np.full(4, 0.01)
-    path = kernels.pair_viterbi(genotypes, first, second, anchored, np.stack([t, t]), jump, 1e-3, threads=2)
+    path = phasing_kernels.pair_viterbi(genotypes, first, second, anchored, np.stack([t, t]), jump, 1e-3, threads=2)
     a, b = path // 3, path % 3
     np.testing.assert_array_equal(a[0], 1)
     np.testing.assert_array_equal(b[0], 0)
@@ -75,7 +77,7 @@ def test_pair_viterbi_explains_genotypes_with_two_templates_and_keeps_anchors():
 
 
 def _brute_force_relative_phase(genotypes, first, second, anchored, templates, jump, error):
-    """`kernels.pair_relative_phase` for one sample by summing over every path of template pairs."""
+    """`phasing_kernels.pair_relative_phase` for one sample by summing over every path of template pairs."""
     m_count, k = templates.shape
     states = [(a, b) for a in range(k) for b in range(k)]
     emit = [1.0, error, error * error]
@@ -120,7 +122,7 @@ def test_pair_relative_phase_sums_over_all_paths():
     first[1, 2], second[1, 2], anchored[1, 2] = 1, 0, True  # sample 1's heterozygote at marker 2 is phased
     jump = np.array([0.05, 0.3, 0.02, 0.1])
     stacked = np.stack([templates, templates])
-    got = kernels.pair_relative_phase(genotypes, first, second, anchored, stacked, jump, 0.01, threads=2)
+    got = phasing_kernels.pair_relative_phase(genotypes, first, second, anchored, stacked, jump, 0.01, threads=2)
     for s in range(2):
         want = _brute_force_relative_phase(genotypes[s], first[s], second[s], anchored[s], templates, jump, 0.01)
         np.testing.assert_allclose(got[s], want, rtol=1e-5, equal_nan=True)

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spinimpute.vcf import AMBIGUOUS_MAX_MAF, match_alleles
+from spinimpute.io.matching import AMBIGUOUS_MAX_MAF, match_alleles
 
 BASES = "ACGT"
 COMPLEMENT = {"A": "T", "T": "A", "C": "G", "G": "C"}

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from spinimpute.model import MASKED, SITE_FEATURES, MultiheadAttentionBlock, SpinImputer
+from spinimpute.model.config import MASKED, SITE_FEATURES, ModelConfig
+from spinimpute.model.network import MultiheadAttentionBlock, SpinImputer
 
 
 def _inputs(n_ref=20, n_query=3, n_sites=37, seed=0):
@@ -21,7 +22,7 @@ def test_attention_block_shapes_and_broadcast():
 
 @pytest.mark.parametrize("kmer", [1, 3, 4])
 def test_encoder_and_predictor_shapes(kmer):
-    net = SpinImputer(embed_dim=8, n_latents=4, n_inducing=5, n_layers=2, n_heads=2, kmer=kmer)
+    net = SpinImputer(ModelConfig(embed_dim=8, n_latents=4, n_inducing=5, n_layers=2, n_heads=2, kmer=kmer))
     ref, feats, query, hmm_prob = _inputs()
     inducing = net.encode(ref, feats)
     assert inducing.shape == (5, 4 * 8)
@@ -30,7 +31,7 @@ def test_encoder_and_predictor_shapes(kmer):
 
 
 def test_untrained_predictor_is_the_copying_model():
-    net = SpinImputer(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2)
+    net = SpinImputer(ModelConfig(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2))
     ref, feats, query, hmm_prob = _inputs()
     logits = net.predict(inducing=net.encode(ref, feats), query_alleles=query, hmm_prob=hmm_prob, site_features=feats)
     torch.testing.assert_close(torch.sigmoid(logits), hmm_prob.clamp(1e-6, 1 - 1e-6), atol=1e-5, rtol=1e-5)
@@ -38,7 +39,7 @@ def test_untrained_predictor_is_the_copying_model():
 
 def test_predictor_depends_on_inducing_points_after_training_signal():
     torch.manual_seed(0)
-    net = SpinImputer(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2)
+    net = SpinImputer(ModelConfig(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2))
     torch.nn.init.normal_(net.head.weight, std=0.5)
     ref, feats, query, hmm_prob = _inputs()
     a = net.predict(inducing=net.encode(ref, feats), query_alleles=query, hmm_prob=hmm_prob, site_features=feats)
@@ -47,7 +48,7 @@ def test_predictor_depends_on_inducing_points_after_training_signal():
 
 
 def test_all_parameters_receive_gradients():
-    net = SpinImputer(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2)
+    net = SpinImputer(ModelConfig(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2))
     torch.nn.init.normal_(net.head.weight, std=0.1)
     ref, feats, query, hmm_prob = _inputs()
     logits = net.predict(inducing=net.encode(ref, feats), query_alleles=query, hmm_prob=hmm_prob, site_features=feats)
@@ -63,14 +64,14 @@ def test_switch_rate_scales_with_panel_size():
 
 def test_predictor_refines_only_tokens_the_copying_model_is_unsure_of(monkeypatch):
     torch.manual_seed(0)
-    net = SpinImputer(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2, kmer=4)
+    net = SpinImputer(ModelConfig(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2, kmer=4))
     torch.nn.init.normal_(net.head.weight, std=0.5)
     ref, feats, query, hmm_prob = _inputs(n_sites=38)  # 10 tokens, the last one padded
     hmm_prob[:, :8] = 1e-5  # tokens 0 and 1 certain in every row
     hmm_prob[0, 12:16] = 1 - 1e-5  # token 3 certain in row 0
     inducing = net.encode(ref, feats)
     gated = net.predict(inducing=inducing, query_alleles=query, hmm_prob=hmm_prob, site_features=feats)
-    monkeypatch.setattr("spinimpute.model.CERTAIN", -1.0)  # every token refined
+    monkeypatch.setattr("spinimpute.model.network.CERTAIN", -1.0)  # every token refined
     full = net.predict(inducing=inducing, query_alleles=query, hmm_prob=hmm_prob, site_features=feats)
     hmm_logit = torch.logit(hmm_prob.clamp(1e-6, 1 - 1e-6))
     certain = torch.zeros_like(hmm_prob, dtype=torch.bool)
@@ -83,7 +84,7 @@ def test_predictor_refines_only_tokens_the_copying_model_is_unsure_of(monkeypatc
 
 def test_refinement_weight_scales_the_corrections():
     torch.manual_seed(0)
-    net = SpinImputer(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2)
+    net = SpinImputer(ModelConfig(embed_dim=8, n_latents=4, n_inducing=4, n_heads=2))
     torch.nn.init.normal_(net.head.weight, std=0.5)
     torch.nn.init.normal_(net.head.bias, std=0.5)
     ref, feats, query, hmm_prob = _inputs()

@@ -5,23 +5,22 @@ stitching, VCF output and scoring end to end on real data in well under a minute
 """
 
 import pytest
-import torch
 from conftest import SHARED_BENCH
 
 pytestmark = pytest.mark.skipif(not SHARED_BENCH.exists(), reason="real benchmark in ../shared is absent")
 
 
 def test_real_benchmark_overall_r2(tmp_path):
-    from spinimpute.evaluate import evaluate
-    from spinimpute.training import TrainingOptions
-    from spinimpute.workflows import impute_job, train_job
+    from spinimpute.jobs import impute_job, train_job
+    from spinimpute.tools.evaluate import evaluate
+    from spinimpute.training.trainer import TrainingOptions
 
     model = tmp_path / "real.spin"
     train_job(ref_path=SHARED_BENCH / "ref.vcf.gz", out_path=model, map_path=SHARED_BENCH / "map.txt",
-              options=TrainingOptions(steps=0), device=torch.device("cpu"), threads=2, progress=False)
+              options=TrainingOptions(steps=0), device="cpu", threads=2, progress=False)
     out = tmp_path / "real.vcf.gz"
     impute_job(target_path=SHARED_BENCH / "target.vcf.gz", model_path=model, out_path=out,
-               device=torch.device("cpu"), threads=2, progress=False)
+               device="cpu", threads=2, progress=False)
     ev = evaluate(SHARED_BENCH / "truth.vcf.gz", out, ref_path=SHARED_BENCH / "ref.vcf.gz",
                   target_path=SHARED_BENCH / "target.vcf.gz")
     assert ev.n_sites_missing == 0
@@ -35,12 +34,12 @@ def test_swapped_alleles_give_the_same_dosages(tmp_path):
     import cyvcf2
     import numpy as np
 
-    from spinimpute.training import TrainingOptions
-    from spinimpute.workflows import impute_job, train_job
+    from spinimpute.jobs import impute_job, train_job
+    from spinimpute.training.trainer import TrainingOptions
 
     model = tmp_path / "real.spin"
     train_job(ref_path=SHARED_BENCH / "ref.vcf.gz", out_path=model, map_path=SHARED_BENCH / "map.txt",
-              options=TrainingOptions(steps=0), device=torch.device("cpu"), threads=2, progress=False)
+              options=TrainingOptions(steps=0), device="cpu", threads=2, progress=False)
     src = cyvcf2.VCF(str(SHARED_BENCH / "target.vcf.gz"))
     lines = [src.raw_header.rstrip("\n")]
     for k, rec in enumerate(src):
@@ -54,7 +53,7 @@ def test_swapped_alleles_give_the_same_dosages(tmp_path):
     outputs = []
     for name, target in (("orig", SHARED_BENCH / "target.vcf.gz"), ("swapped", swapped)):
         out = tmp_path / f"{name}.vcf.gz"
-        impute_job(target_path=target, model_path=model, out_path=out, device=torch.device("cpu"), threads=2,
+        impute_job(target_path=target, model_path=model, out_path=out, device="cpu", threads=2,
                    progress=False)
         outputs.append(np.stack([r.format("DS")[:, 0] for r in cyvcf2.VCF(str(out))]))
     assert outputs[0].shape == outputs[1].shape

@@ -1,12 +1,12 @@
 """VCF round trips (property-based) and awkward but valid target inputs."""
 
 import numpy as np
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spinimpute.simulate import write_vcf
-from spinimpute.vcf import MISSING, read_panel, read_target
+from spinimpute.io.reading import read_panel, read_target
+from spinimpute.target import MISSING
+from spinimpute.tools.simulate import write_vcf
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -58,7 +58,7 @@ def test_missing_genotypes_are_imputed_like_untyped(trained_model, small_benchma
     """Blanking a sample's genotypes at typed sites gives the same dosages as not typing them for it."""
     import cyvcf2
 
-    from spinimpute.workflows import impute_job
+    from spinimpute.jobs import impute_job
 
     src = cyvcf2.VCF(str(small_benchmark / "target.vcf.gz"))
     lines = [src.raw_header.rstrip("\n")]
@@ -70,7 +70,7 @@ def test_missing_genotypes_are_imputed_like_untyped(trained_model, small_benchma
     path = tmp_path / "missing.vcf"
     path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "o.vcf.gz"
-    impute_job(target_path=path, model_path=trained_model, out_path=out, device=torch.device("cpu"), progress=False)
+    impute_job(target_path=path, model_path=trained_model, out_path=out, device="cpu", progress=False)
     recs = list(cyvcf2.VCF(str(out)))
     ds = np.stack([r.format("DS")[:, 0] for r in recs])
     assert np.isfinite(ds).all() and (ds >= 0).all() and (ds <= 2).all()

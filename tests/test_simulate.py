@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from spinimpute.genmap import read_genetic_map
-from spinimpute.simulate import SCENARIOS, hotspot_rate_map, make_benchmark
-from spinimpute.vcf import read_panel
+from spinimpute.io.genmap import read_genetic_map
+from spinimpute.io.reading import read_panel
+from spinimpute.tools.simulate import SCENARIOS, hotspot_rate_map, make_benchmark
 
 SMALL = {"n_ref": 40, "n_target": 10, "length": 200_000, "seed": 5}
 

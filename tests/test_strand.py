@@ -6,8 +6,9 @@ import gzip
 import numpy as np
 import pytest
 
-from spinimpute import strand
-from spinimpute.vcf import MISSING, read_panel, read_target
+from spinimpute.io import strand
+from spinimpute.io.reading import read_panel, read_target
+from spinimpute.target import MISSING
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import numpy as np
 import pysam
 import pytest
 
-from spinimpute.tabix import TabixIndexBuilder, region_bin
-from spinimpute.vcf import _BGZF_BLOCK_INPUT, BgzfTextWriter, write_bgzf
+from spinimpute.io.bgzf import BGZF_BLOCK_INPUT, BgzfTextWriter, write_bgzf
+from spinimpute.io.tabix import TabixIndexBuilder, region_bin
 
 
 def test_region_bin_follows_the_specification():
@@ -30,7 +30,7 @@ def _write_indexed(path, records, *, threads=1):
             index.add(contig, beg, beg + np.array([len(r) for _, r in rows]), ends - lengths, ends)
             out.write(b"".join(lines))
             offset = int(ends[-1])
-    write_bgzf(f"{path}.tbi", index.index_bytes(out.block_offsets, _BGZF_BLOCK_INPUT))
+    write_bgzf(f"{path}.tbi", index.index_bytes(out.block_offsets, BGZF_BLOCK_INPUT))
 
 
 @pytest.mark.parametrize("threads", [1, 3])

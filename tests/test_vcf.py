@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 
 from spinimpute.errors import InputFileError
-from spinimpute.vcf import (
-    MISSING,
-    ImputedVcfWriter,
-    atomic_output,
-    format_genotype_block,
-    format_genotype_rows,
-    read_panel,
-    read_target,
-)
+from spinimpute.io.atomic import atomic_output
+from spinimpute.io.genotype_text import format_genotype_block, format_genotype_rows
+from spinimpute.io.reading import read_panel, read_target
+from spinimpute.io.writing import ImputedVcfWriter
+from spinimpute.target import MISSING
 
 HEADER = """##fileformat=VCFv4.2
 ##contig=<ID=20>

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from spinimpute.windows import layout_windows, site_features
+from spinimpute.model.features import site_features
+from spinimpute.panel import layout_windows
 
 
 @pytest.mark.parametrize("n_sites,core,flank", [(1, 5, 2), (10, 3, 2), (1000, 128, 64), (999, 1000, 10)])

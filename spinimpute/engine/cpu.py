@@ -1,8 +1,8 @@
-"""A trained model's imputation on the CPU in numpy: no torch, no autograd.
+"""The CPU backend: a trained model's imputation in numpy and compiled loops, no torch, no autograd.
 
-`spinimpute.model.SpinImputer` is the model, a torch module that training
+`spinimpute.model.network.SpinImputer` is the model, a torch module that training
 differentiates and a GPU runs. Imputing on a CPU needs only its inference: the copying
-model (`spinimpute.copying`, compiled loops) and the SPIN predictor's forward pass over
+model (`spinimpute.model.copying_numpy`, compiled loops) and the SPIN predictor's forward pass over
 the few tokens the copying model is unsure of. `CpuImputer` does both from the module's
 weights, so that a CPU run never imports torch (about a second of every run, more than a
 tenth of imputing a 5 Mb region). Tests hold it equal to the torch module.
@@ -14,13 +14,10 @@ import math
 
 import numpy as np
 
-from spinimpute import copying, kernels
-from spinimpute.windows import MASKED, SITE_FEATURES
+from spinimpute.compiled import compiled
+from spinimpute.model import copying_numpy
+from spinimpute.model.config import CERTAIN, FEED_FORWARD, MASKED, SITE_FEATURES, ModelConfig
 
-# The predictor refines only tokens where the copying model is unsure of some site (ALT
-# probability in (CERTAIN, 1 - CERTAIN)); the others keep its logits. On the 5 Mb, 4,000-haplotype
-# simulation 1.6% of query tokens are unsure at 1e-3, and r² moved by < 1e-6 in every MAF bin.
-CERTAIN = 1e-3
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default
 
 
@@ -43,43 +40,35 @@ class CpuImputer:
 
     Args:
         weights: state dict of the module, float32 arrays by name.
-        kmer, n_heads, copying_states, refinement_weight: the module's hyperparameters of those names.
+        config: the module's hyperparameters.
         threads: threads of the compiled kernels.
     """
 
     compiled = True  # the engine sizes query batches for the compiled copying model
-    memory_budget = None  # the engine's default working memory per batch
+    memory_budget: int | None = None  # the engine's default working memory per batch
 
-    def __init__(self, weights: dict[str, np.ndarray], *, kmer: int, n_heads: int, copying_states: int,
-                 refinement_weight: float = 1.0, threads: int = 1):
+    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig, *, threads: int = 1):
         self.weights = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
-        self.kmer = kmer
-        self.n_heads = n_heads
-        self.copying_states = copying_states
-        self.refinement_weight = refinement_weight
+        self.kmer = config.kmer
+        self.n_heads = config.n_heads
+        self.copying_states = config.copying_states
+        self.refinement_weight = config.refinement_weight
         self.threads = threads
         # A head of zeros (training kept the untrained predictor) or weight 0 corrects nothing:
         # the copying model's logits are the output, without running the attention.
-        self.corrects = bool(refinement_weight != 0 and (
+        self.corrects = bool(self.refinement_weight != 0 and (
             np.any(self.weights["head.weight"]) or np.any(self.weights["head.bias"])))
 
-    @classmethod
-    def from_hyperparameters(cls, weights: dict[str, np.ndarray], hyperparameters: dict, *, threads: int = 1):
-        """From a model file's weights and hyperparameters (defaults as `SpinImputer`'s)."""
-        return cls(weights, kmer=hyperparameters.get("kmer", 4), n_heads=hyperparameters.get("n_heads", 4),
-                   copying_states=hyperparameters.get("copying_states", 400),
-                   refinement_weight=hyperparameters.get("refinement_weight", 1.0), threads=threads)
-
     # ---------------------------------------------------------------- copying model
-    def switch_rate(self, n_reference: int) -> np.float32:
+    def switch_rate(self, n_reference: int) -> np.ndarray:
         """Template switch rate per cM for a panel of n_reference haplotypes (float32, as the module)."""
         return np.float32(0.04) * np.exp(self.weights["log_ne"]) / np.float32(n_reference)
 
-    def mismatch(self) -> np.float32:
+    def mismatch(self) -> np.ndarray:
         return np.float32(1.0) / (np.float32(1.0) + np.exp(-self.weights["logit_mismatch"]))
 
     def copy_probabilities(self, *, markers: np.ndarray, query: np.ndarray, marker_cm: np.ndarray,
-                           site_cm: np.ndarray, groups: copying.SiteGroups) -> np.ndarray:
+                           site_cm: np.ndarray, groups: copying_numpy.SiteGroups) -> np.ndarray:
         """The copying model's ALT probabilities (Q, J) float32 (`SpinImputer.copy_probabilities`).
 
         Args:
@@ -91,8 +80,8 @@ class CpuImputer:
         n_ref = markers.shape[1]
         candidates = None
         if n_ref > self.copying_states:
-            candidates = copying.select_candidates(markers, query, self.copying_states, threads=self.threads)
-        return copying.posteriors(markers, query, candidates, marker_cm, site_cm, groups, self.switch_rate(n_ref),
+            candidates = copying_numpy.select_candidates(markers, query, self.copying_states, threads=self.threads)
+        return copying_numpy.posteriors(markers, query, candidates, marker_cm, site_cm, groups, self.switch_rate(n_ref),
                                   self.mismatch(), threads=self.threads)
 
     # ---------------------------------------------------------------- predictor
@@ -155,5 +144,22 @@ class CpuImputer:
         sums = attn @ (head_of_key[:, None] == head_of_key[None, :]).astype(np.float32)  # each head's sum
         attended = (attn / sums) @ value_block
         out = x + _linear(attended, weights, name + ".mix")
-        hidden = kernels.gelu(_linear(_layer_norm(out, weights, name + ".norm_ff"), weights, name + ".ff.0"))
-        return out + _linear(hidden, weights, name + ".ff.3")
+        hidden = gelu(_linear(_layer_norm(out, weights, name + ".norm_ff"), weights, name + f".{FEED_FORWARD[0]}"))
+        return out + _linear(hidden, weights, name + f".{FEED_FORWARD[1]}")
+
+
+@compiled
+def _gelu(x, out):  # pragma: no cover - compiled
+    flat_in, flat_out = x.ravel(), out.ravel()
+    for i in range(flat_in.size):
+        v = flat_in[i]
+        flat_out[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """GELU with the exact error function (torch.nn.GELU's default), float32; numpy has no erf."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    _gelu(x, out)
+    return out
+

@@ -2,15 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from spinimpute import hmm
+from spinimpute.model import copying
 
 
 def _brute_force(ref_all, query_all, observed_all, cm, rate, error):
     """Posterior ALT probability at every site by a forward-backward over all sites,
     with untyped sites as markers whose allele is unobserved."""
-    alpha, gamma = hmm.forward_backward(ref_all, query_all, observed_all, cm, rate, error)
+    alpha, gamma = copying.forward_backward(ref_all, query_all, observed_all, cm, rate, error)
     n_ref = ref_all.shape[0]
-    p = hmm.switch_probability(cm[1:] - cm[:-1], rate)
+    p = copying.switch_probability(cm[1:] - cm[:-1], rate)
     # Backward without the emission at m: shift gamma one step and apply the transition.
     post = torch.empty_like(alpha)
     for m in range(cm.shape[0]):
@@ -35,7 +35,7 @@ def test_closed_form_sites_match_full_forward_backward(seed):
     rate, error = torch.tensor(20.0, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
     observed_all = typed.expand(n_query, -1).clone()
     expected = _brute_force(ref, query, observed_all, cm, rate, error)
-    got = hmm.impute_sites(
+    got = copying.impute_sites(
         ref[:, typed], query[:, typed], torch.ones(n_query, int(typed.sum()), dtype=torch.bool), cm[typed], ref, cm, rate, error
     )
     torch.testing.assert_close(got, expected, atol=1e-9, rtol=1e-7)
@@ -45,8 +45,8 @@ def test_missing_allele_is_uninformative():
     ref = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     query = torch.tensor([[1.0, 1.0]])
     cm = torch.tensor([0.0, 0.1])
-    a1 = hmm.impute_sites(ref, query, torch.tensor([[True, False]]), cm, ref, cm, torch.tensor(1.0), torch.tensor(0.01))
-    a2 = hmm.impute_sites(ref[:, :1], query[:, :1], torch.tensor([[True]]), cm[:1], ref, cm, torch.tensor(1.0), torch.tensor(0.01))
+    a1 = copying.impute_sites(ref, query, torch.tensor([[True, False]]), cm, ref, cm, torch.tensor(1.0), torch.tensor(0.01))
+    a2 = copying.impute_sites(ref[:, :1], query[:, :1], torch.tensor([[True]]), cm[:1], ref, cm, torch.tensor(1.0), torch.tensor(0.01))
     torch.testing.assert_close(a1, a2)
 
 
@@ -55,7 +55,7 @@ def test_copies_the_matching_template():
     typed = torch.tensor([0, 2, 4])
     query = ref[1:2, typed]
     cm = torch.linspace(0, 0.01, 5)
-    p = hmm.impute_sites(ref[:, typed], query, torch.ones(1, 3, dtype=torch.bool), cm[typed], ref, cm,
+    p = copying.impute_sites(ref[:, typed], query, torch.ones(1, 3, dtype=torch.bool), cm[typed], ref, cm,
                          torch.tensor(1.0), torch.tensor(1e-3))
     assert p[0, 1] > 0.99 and p[0, 3] > 0.99
 
@@ -65,7 +65,7 @@ def test_gradients_reach_parameters():
     typed = torch.arange(0, 30, 5)
     rate = torch.tensor(5.0, requires_grad=True)
     error = torch.tensor(0.01, requires_grad=True)
-    p = hmm.impute_sites(ref[:, typed], ref[:2, typed], torch.ones(2, len(typed), dtype=torch.bool),
+    p = copying.impute_sites(ref[:, typed], ref[:2, typed], torch.ones(2, len(typed), dtype=torch.bool),
                          torch.linspace(0, 1, 30)[typed], ref, torch.linspace(0, 1, 30), rate, error)
     p.sum().backward()
     assert rate.grad is not None and torch.isfinite(rate.grad)
@@ -88,13 +88,13 @@ def _random_problem(seed, n_ref=30, n_query=4, n_sites=60, n_typed=8):
 def test_candidates_equal_a_panel_of_those_rows(seed):
     ref, query, observed, cm, typed = _random_problem(seed)
     rate, error = torch.tensor(5.0, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
-    candidates = hmm.select_candidates(ref[:, typed], query, observed, 9, segment_markers=3)
+    candidates = copying.select_candidates(ref[:, typed], query, observed, 9, segment_markers=3)
     assert candidates.shape == (query.shape[0], 9)
     assert (candidates[:, 1:] > candidates[:, :-1]).all()
-    got = hmm.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error, candidates=candidates)
+    got = copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error, candidates=candidates)
     for q in range(query.shape[0]):
         rows = candidates[q]
-        alone = hmm.impute_sites(ref[rows][:, typed], query[q : q + 1], observed[q : q + 1], cm[typed], ref[rows], cm,
+        alone = copying.impute_sites(ref[rows][:, typed], query[q : q + 1], observed[q : q + 1], cm[typed], ref[rows], cm,
                                  rate, error)
         torch.testing.assert_close(got[q : q + 1], alone, atol=1e-10, rtol=1e-8)
 
@@ -103,9 +103,9 @@ def test_all_rows_as_candidates_is_the_full_panel():
     ref, query, observed, cm, typed = _random_problem(3)
     rate, error = torch.tensor(5.0, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
     every = torch.arange(ref.shape[0]).expand(query.shape[0], -1)
-    full = hmm.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error)
+    full = copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error)
     torch.testing.assert_close(
-        hmm.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error, candidates=every), full
+        copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error, candidates=every), full
     )
 
 
@@ -113,7 +113,7 @@ def test_candidates_include_an_identical_template():
     g = torch.Generator().manual_seed(5)
     ref = (torch.rand(200, 64, generator=g) < 0.4).float()
     query = ref[[17, 123]]
-    candidates = hmm.select_candidates(ref, query, torch.ones_like(query, dtype=torch.bool), 10)
+    candidates = copying.select_candidates(ref, query, torch.ones_like(query, dtype=torch.bool), 10)
     assert 17 in candidates[0].tolist() and 123 in candidates[1].tolist()
 
 
@@ -122,11 +122,11 @@ def test_groups_are_exact():
     block = (g.random((500, 150)) < 0.05).astype(np.uint8)
     block[250:] = block[:250]
     ref = torch.from_numpy(block.astype(np.float32))
-    groups = hmm.group_sites(ref, [0, 40, 40, 150])
+    groups = copying.group_sites(ref, [0, 40, 40, 150])
     for k, (lo, hi) in enumerate([(0, 40), (40, 40), (40, 150)]):
         if lo == hi:
             continue
-        seqs = hmm.group_sequences(groups, k).numpy()
+        seqs = copying.group_sequences(groups, k).numpy()
         np.testing.assert_array_equal(seqs[groups.group_of[k]], block[:, lo:hi])
         assert len(seqs) == len(np.unique(block[:, lo:hi], axis=0)) == groups.n_groups[k]
 
@@ -137,11 +137,11 @@ def test_compiled_kernel_equals_torch_code(with_candidates):
     ref, query, observed, cm, typed = _random_problem(4)
     ref, query, cm = ref.float(), query.float(), cm.float()
     error = torch.tensor(0.01)
-    candidates = hmm.select_candidates(ref[:, typed], query, observed, 9, segment_markers=3) if with_candidates else None
+    candidates = copying.select_candidates(ref[:, typed], query, observed, 9, segment_markers=3) if with_candidates else None
     args = (ref[:, typed], query, observed, cm[typed], ref, cm)
-    compiled = hmm.impute_sites(*args, torch.tensor(5.0), error, candidates=candidates)
+    compiled = copying.impute_sites(*args, torch.tensor(5.0), error, candidates=candidates)
     rate = torch.tensor(5.0, requires_grad=True)
-    differentiable = hmm.impute_sites(*args, rate, error, candidates=candidates)
+    differentiable = copying.impute_sites(*args, rate, error, candidates=candidates)
     assert differentiable.requires_grad and not compiled.requires_grad
     torch.testing.assert_close(compiled, differentiable.detach(), atol=2e-5, rtol=1e-4)
 
@@ -155,6 +155,6 @@ def test_compiled_candidates_equal_torch_code(shape, monkeypatch):
     flip = torch.rand(n_query, n_markers, generator=g) < 0.05
     query[flip] = 1 - query[flip]
     observed = torch.rand(n_query, n_markers, generator=g) < 0.9
-    compiled = hmm.select_candidates(ref, query, observed, n_ref // 5)
-    monkeypatch.setattr(hmm, "runs_compiled", lambda *tensors: False)
-    torch.testing.assert_close(compiled, hmm.select_candidates(ref, query, observed, n_ref // 5), rtol=0, atol=0)
+    compiled = copying.select_candidates(ref, query, observed, n_ref // 5)
+    monkeypatch.setattr(copying, "runs_compiled", lambda *tensors: False)
+    torch.testing.assert_close(compiled, copying.select_candidates(ref, query, observed, n_ref // 5), rtol=0, atol=0)

@@ -75,7 +75,7 @@ class TabixIndexBuilder:
                 if index.linear[w] < 0:
                     index.linear[w] = s
 
-    def index_bytes(self, block_offsets: np.ndarray, block_size: int) -> bytes:
+    def index_bytes(self, block_offsets: np.ndarray | list[int], block_size: int) -> bytes:
         """The .tbi content before BGZF compression.
 
         Args:

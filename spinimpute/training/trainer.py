@@ -6,7 +6,7 @@ sites (1-10 % of sites, favouring common variants, as genotyping arrays do), and
 model learns to predict the rest from the remaining panel. A fixed set of held-out
 individuals measures, before and after training, what training gained; the better of
 the two states is kept. Imputing those individuals through the engine then sets the
-weight of the predictor's corrections (`fit_refinement`, `spinimpute.calibration`).
+weight of the predictor's corrections (`fit_refinement`, `spinimpute.training.calibration`).
 """
 
 from __future__ import annotations
@@ -14,16 +14,20 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from spinimpute.genmap import GeneticMap, constant_rate_cm
-from spinimpute.model import SpinImputer
-from spinimpute.modelfile import ReferenceContig
-from spinimpute.vcf import Panel
-from spinimpute.windows import MASKED, layout_windows, site_features
+from spinimpute.engine.cpu import CpuImputer
+from spinimpute.engine.device import Device
+from spinimpute.io.genmap import GeneticMap, constant_rate_cm
+from spinimpute.model.config import MASKED
+from spinimpute.model.features import site_features
+from spinimpute.model.network import SpinImputer
+from spinimpute.panel import Panel, ReferenceContig, layout_windows
+from spinimpute.training.calibration import cross_entropy, fit_refinement_weight, held_out_logits, split_haplotypes
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +195,7 @@ def train(
     contigs: dict[str, ReferenceContig],
     options: TrainingOptions,
     *,
-    device: torch.device,
+    device: Device,
     progress: bool = True,
 ) -> dict:
     """Train `network` in place and return a summary (losses, validation r²)."""
@@ -221,7 +225,7 @@ def train(
             val_batches.append(
                 _window_batch(contigs[name], i, _haplotypes_of(val_samples), options.validation_typed, val_rng, device, options.encoder_rows)
             )
-    summary = {"options": asdict(options), "validation_samples": int(n_val),
+    summary: dict[str, Any] = {"options": asdict(options), "validation_samples": int(n_val),
                "validation_individuals": sorted(int(i) for i in val_samples)}
     if val_batches:
         summary["validation_before"] = _validate(network, val_batches)
@@ -273,7 +277,7 @@ def encode_panel(
     network: SpinImputer,
     contigs: dict[str, ReferenceContig],
     *,
-    device: torch.device,
+    device: Device,
     rows: int,
     seed: int,
     progress: bool = True,
@@ -307,24 +311,16 @@ def fit_refinement(
     held_out_samples: list[int],
     options: TrainingOptions,
     *,
-    device: torch.device,
+    device: Device,
     threads: int = 1,
     progress: bool = True,
 ) -> dict:
     """Set `network.refinement_weight` from panel individuals held out of training (see
-    `spinimpute.calibration`) and return what the fit measured.
+    `spinimpute.training.calibration`) and return what the fit measured.
 
     They are imputed through the CPU engine from the panel without them, its inducing
     points encoded anew, typed at a MAF-weighted `options.validation_typed` of the sites.
     """
-    from spinimpute.calibration import (
-        cross_entropy,
-        fit_refinement_weight,
-        held_out_logits,
-        split_haplotypes,
-    )
-    from spinimpute.inference import CpuImputer
-
     held = _haplotypes_of(np.asarray(held_out_samples, dtype=np.int64))
     split = {name: split_haplotypes(c, held) for name, c in contigs.items()}
     reduced = {name: rest for name, (rest, _) in split.items()}
@@ -332,8 +328,8 @@ def fit_refinement(
     weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
 
     def model_at(weight: float) -> CpuImputer:
-        return CpuImputer(weights, kmer=network.kmer, n_heads=network.predictor.n_heads,
-                          copying_states=network.copying_states, refinement_weight=weight, threads=threads)
+        config = network.config.replace(copying_states=network.copying_states, refinement_weight=weight)
+        return CpuImputer(weights, config, threads=threads)
 
     rng = np.random.default_rng(options.seed + 2)
     logits = []

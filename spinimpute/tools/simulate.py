@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spinimpute.vcf import BgzfTextWriter
+from spinimpute.io.bgzf import BgzfTextWriter
 
 
 def out_of_africa_demography():
@@ -203,7 +203,7 @@ def array_sites(haplotypes: np.ndarray, positions: np.ndarray, fraction: float |
     freq = haplotypes.mean(axis=1)
     maf = np.minimum(freq, 1 - freq)
     common = np.flatnonzero(maf >= 0.05)
-    n = max(1, round(fraction * len(positions))) if n_sites is None else n_sites
+    n = n_sites if n_sites is not None else max(1, round((fraction or 0.0) * len(positions)))
     if len(common) <= n:
         return common
     targets = np.linspace(positions[0], positions[-1], n)

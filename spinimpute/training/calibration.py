@@ -25,8 +25,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from spinimpute.modelfile import ReferenceContig
-from spinimpute.vcf import TargetContig
+from spinimpute.engine.impute import impute_contig
+from spinimpute.engine.protocol import Imputer
+from spinimpute.panel import ReferenceContig
+from spinimpute.target import TargetContig
 
 # Logits of probabilities rounded to 0 or 1 in float32 are clipped to this.
 MAX_LOGIT = 16.0
@@ -69,18 +71,16 @@ def split_haplotypes(contig: ReferenceContig, held_out: np.ndarray) -> tuple[Ref
     return reduced, np.concatenate(held)
 
 
-def held_out_logits(model_at: Callable[[float], object], reduced: ReferenceContig, truth: np.ndarray,
+def held_out_logits(model_at: Callable[[float], Imputer], reduced: ReferenceContig, truth: np.ndarray,
                     typed: np.ndarray, *, name: str) -> HeldOutLogits:
     """Impute held-out haplotypes from a panel without them, corrections at weight 0 and 1.
 
     Args:
-        model_at: the CpuImputer (or TorchImputer) whose corrections have a given weight.
+        model_at: the backend whose corrections have a given weight.
         reduced: the panel contig without the held-out haplotypes, its inducing points encoded.
         truth: (n_sites, H) uint8 the held-out haplotypes' alleles, sample pairs in adjacent columns.
         typed: (M,) increasing site indices typed in them.
     """
-    from spinimpute.impute import impute_contig  # the engine imports the model modules
-
     n_samples = truth.shape[1] // 2
     target = TargetContig(
         site_index=np.asarray(typed, dtype=np.int64),

@@ -20,8 +20,8 @@ import itertools
 import numpy as np
 import torch
 
-from spinimpute import copying
-from spinimpute.copying import SiteGroups
+from spinimpute.model import copying_numpy
+from spinimpute.model.copying_numpy import SiteGroups
 
 
 def switch_probability(distance_cm: torch.Tensor, rate_per_cm: torch.Tensor) -> torch.Tensor:
@@ -110,7 +110,7 @@ def forward_backward(
         a = emit[m] * (a + jump[m - 1])
         a = a / a.sum(dim=1, keepdim=True)
         alphas.append(a)
-    gammas = [None] * n_markers
+    gammas: list[torch.Tensor] = [emit[0]] * n_markers  # each filled below
     g = emit[n_markers - 1] / emit[n_markers - 1].sum(dim=1, keepdim=True)
     gammas[n_markers - 1] = g
     for m in range(n_markers - 2, -1, -1):
@@ -131,7 +131,7 @@ def select_candidates(
     some segment and its two neighbours comes to the best match there, so that every
     stretch of the window keeps its own close templates (what template switching
     needs); ties go to the better match over the whole window. Over many markers
-    (`copying.chunk_cuts`) each chunk first picks its own `copying.chunk_quota` best rows
+    (`copying_numpy.chunk_cuts`) each chunk first picks its own `copying_numpy.chunk_quota` best rows
     by that rank over its markers, and the rest are filled by the rank over all of them.
     Cost: one (Q, M) x (M, R) product per pass and a top-k per chunk.
 
@@ -144,14 +144,14 @@ def select_candidates(
         (Q, K) long indices into the reference rows, increasing along each row.
     """
     n_markers = ref_typed.shape[1]
-    if runs_compiled(ref_typed) and segment_markers == copying.SEGMENT_MARKERS:
+    if runs_compiled(ref_typed) and segment_markers == copying_numpy.SEGMENT_MARKERS:
         markers, query = _kernel_alleles(ref_typed, query_typed, observed)
-        chosen = copying.select_candidates(markers, query, n_candidates, threads=torch.get_num_threads())
+        chosen = copying_numpy.select_candidates(markers, query, n_candidates, threads=torch.get_num_threads())
         return torch.from_numpy(chosen).long()
     priority = _candidate_priority(ref_typed, query_typed, observed, segment_markers)
-    chunks = copying.chunk_cuts(n_markers)
+    chunks = copying_numpy.chunk_cuts(n_markers)
     if len(chunks) > 2:
-        quota = copying.chunk_quota(n_candidates, len(chunks) - 1)
+        quota = copying_numpy.chunk_quota(n_candidates, len(chunks) - 1)
         local = torch.zeros(priority.shape, dtype=torch.bool, device=priority.device)
         for lo, hi in itertools.pairwise(chunks):
             own = _candidate_priority(ref_typed[:, lo:hi], query_typed[:, lo:hi], observed[:, lo:hi], segment_markers)
@@ -163,7 +163,7 @@ def select_candidates(
 
 def _top_rows(priority: torch.Tensor, k: int) -> torch.Tensor:
     """(Q, k) indices of each row's k highest (exact integer) priorities, increasing; ties to the
-    lower index, as in `copying.top_candidates`."""
+    lower index, as in `copying_numpy.top_candidates`."""
     n_ref = priority.shape[1]
     key = priority.double() * n_ref - torch.arange(n_ref, device=priority.device)
     return torch.topk(key, k, dim=1, sorted=False).indices.sort(dim=1).values
@@ -172,7 +172,7 @@ def _top_rows(priority: torch.Tensor, k: int) -> torch.Tensor:
 def _candidate_priority(ref_typed, query_typed, observed, segment_markers: int) -> torch.Tensor:
     """(Q, R) priorities of `select_candidates` over these markers (`kernels.candidate_priority`)."""
     n_markers = ref_typed.shape[1]
-    cuts = copying.segment_cuts(n_markers, segment_markers)
+    cuts = copying_numpy.segment_cuts(n_markers, segment_markers)
     n_segments = len(cuts) - 1
     x = (2.0 * query_typed - 1.0) * observed  # +1 ALT, -1 REF, 0 missing
     y = 2.0 * ref_typed - 1.0
@@ -181,10 +181,15 @@ def _candidate_priority(ref_typed, query_typed, observed, segment_markers: int) 
         return x[:, cuts[i] : cuts[i + 1]] @ y[:, cuts[i] : cuts[i + 1]].T if 0 <= i < n_segments else None
 
     # Segments are visited with their two neighbours in a rolling window, so memory stays O(Q R).
-    before, here, after = None, matches(0), matches(1)
-    total = here.clone()
-    shortfall = torch.full_like(here, -float("inf"))
+    first = matches(0)
+    assert first is not None  # at least one segment
+    before: torch.Tensor | None = None
+    here: torch.Tensor | None = first
+    after = matches(1)
+    total = first.clone()
+    shortfall = torch.full_like(first, -float("inf"))
     for i in range(n_segments):
+        assert here is not None  # segment i's scores
         local = here.clone()
         for neighbour in (before, after):
             if neighbour is not None:
@@ -208,13 +213,13 @@ def group_sequences(groups: SiteGroups, k: int, device=None) -> torch.Tensor:
 
 def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]:
     """Site index bounds of the M + 1 intervals cut by the markers (see `SiteGroups`)."""
-    return copying.interval_bounds(marker_cm.detach().cpu().numpy(), site_cm.detach().cpu().numpy())
+    return copying_numpy.interval_bounds(marker_cm.detach().cpu().numpy(), site_cm.detach().cpu().numpy())
 
 
 def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
     """Group the reference haplotypes (R, J) within each interval of `bounds`."""
     by_site = ref_sites.detach().to("cpu", torch.uint8).T.numpy()
-    return copying.group_packed_sites(np.packbits(by_site, axis=1), ref_sites.shape[0], bounds,
+    return copying_numpy.group_packed_sites(np.packbits(by_site, axis=1), ref_sites.shape[0], bounds,
                                       threads=torch.get_num_threads())
 
 
@@ -222,7 +227,7 @@ def site_weights(
     marker_cm: torch.Tensor, site_cm: torch.Tensor, bounds: list[int], rate_per_cm: torch.Tensor, n_states: int
 ) -> torch.Tensor:
     """(4, J) weights of the a*g, a, g and uniform terms of each site's posterior, as
-    `copying.site_weights` (which states the formula) computes them, but differentiable in
+    `copying_numpy.site_weights` (which states the formula) computes them, but differentiable in
     the switch rate, which training learns through them."""
     n_markers = marker_cm.shape[0]
     interval = torch.repeat_interleave(
@@ -273,6 +278,8 @@ def impute_sites(
         (Q, J) probabilities in [0, 1].
     """
     if groups is None:
+        if ref_sites is None:
+            raise ValueError("impute_sites needs ref_sites or groups")
         groups = group_sites(ref_sites, interval_bounds(marker_cm, site_cm))
     if runs_compiled(ref_typed, rate_per_cm, error):
         return _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, site_cm, rate_per_cm, error,
@@ -319,7 +326,7 @@ def _kernel_alleles(ref_typed, query_typed, observed) -> tuple[np.ndarray, np.nd
 def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, site_cm, rate_per_cm, error, candidates,
                            groups) -> torch.Tensor:
     markers, query = _kernel_alleles(ref_typed, query_typed, observed)
-    out = copying.posteriors(
+    out = copying_numpy.posteriors(
         markers, query, None if candidates is None else candidates.to(torch.int32).numpy(), marker_cm.numpy(),
         site_cm.numpy(), groups, rate_per_cm.detach().numpy(), float(error), threads=torch.get_num_threads(),
     )

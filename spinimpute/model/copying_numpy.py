@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinimpute import kernels
+from spinimpute.compiled import run_parts
+from spinimpute.model import copying_kernels
 
 # Markers per segment of candidate preselection; the compiled kernel packs a segment into 16 bits.
 SEGMENT_MARKERS = 16
@@ -73,7 +74,7 @@ class SiteGroups:
 def group_packed_sites(packed: np.ndarray, n_ref: int, bounds: list[int], *, threads: int = 1) -> SiteGroups:
     """Group the R haplotypes within each interval of `bounds`, from the sites' np.packbits rows
     (J, ceil(R / 8)), as the model file stores them."""
-    return SiteGroups(bounds, *kernels.group_intervals(packed, n_ref, np.asarray(bounds), threads))
+    return SiteGroups(bounds, *copying_kernels.group_intervals(packed, n_ref, np.asarray(bounds), threads))
 
 
 def site_weights(marker_cm: np.ndarray, site_cm: np.ndarray, bounds: list[int], rate_per_cm, n_states: int):
@@ -110,7 +111,7 @@ def top_candidates(priority: np.ndarray, n_candidates: int, *, threads: int = 1)
     """(Q, K) int32 indices of each row's K highest priorities, ties to the lower index, increasing;
     rows in `threads` parts at once (numpy's partition and sort release the GIL)."""
     out = np.empty((priority.shape[0], n_candidates), dtype=np.int32)
-    kernels.run_parts(_top_rows, priority.shape[0], threads, priority, n_candidates, out)
+    run_parts(_top_rows, priority.shape[0], threads, priority, n_candidates, out)
     return out
 
 
@@ -156,13 +157,13 @@ def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int,
         (Q, K) int32 indices into the reference rows, increasing along each row.
     """
     n_markers = markers.shape[0]
-    priority = kernels.candidate_priority(markers, query, np.asarray(segment_cuts(n_markers)), threads=threads)
+    priority = copying_kernels.candidate_priority(markers, query, np.asarray(segment_cuts(n_markers)), threads=threads)
     chunks = chunk_cuts(n_markers)
     if len(chunks) > 2:
         quota = chunk_quota(n_candidates, len(chunks) - 1)
         local = np.zeros(priority.shape, dtype=bool)
         for lo, hi in itertools.pairwise(chunks):
-            own = kernels.candidate_priority(markers[lo:hi], query[:, lo:hi], np.asarray(segment_cuts(hi - lo)),
+            own = copying_kernels.candidate_priority(markers[lo:hi], query[:, lo:hi], np.asarray(segment_cuts(hi - lo)),
                                              threads=threads)
             np.put_along_axis(local, top_candidates(own, quota, threads=threads).astype(np.int64), True, axis=1)
         priority = local_first(priority, local)
@@ -186,7 +187,7 @@ def posteriors(markers, query, candidates, marker_cm, site_cm, groups: SiteGroup
         candidates = np.broadcast_to(np.arange(n_ref, dtype=np.int32), (query.shape[0], n_ref))
     n_states = candidates.shape[1]
     weights = site_weights(marker_cm, site_cm, groups.bounds, rate_per_cm, n_states)
-    return kernels.copy_posteriors(
+    return copying_kernels.copy_posteriors(
         markers, query, candidates, switch_jump(marker_cm, rate_per_cm, n_states), float(error),
         np.asarray(groups.bounds), (groups.group_of, groups.n_groups, groups.alt_ptr, groups.alt_group),
         weights.astype(np.float64), threads=threads,

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 
 from spinimpute.errors import InputFileError
-from spinimpute.modelfile import ModelBundle
-from spinimpute.vcf import BgzfTextWriter
+from spinimpute.io.bgzf import BgzfTextWriter
+from spinimpute.io.modelfile import ModelBundle
 
 
 @dataclass(frozen=True)
@@ -102,13 +102,13 @@ def ligate(chunk_paths: list, out_tmp_path, *, extra_header: list[str]) -> int:
         header, body = _read_vcf_text(path)
         parsed.append((path, header, body))
     samples = parsed[0][1][-1]
-    contig_order = [re.search(r"ID=([^,>]+)", h).group(1) for h in parsed[0][1] if h.startswith("##contig=")]
+    contig_order = [_contig_id(h) for h in parsed[0][1] if h.startswith("##contig=")]
     for path, header, _ in parsed[1:]:
         if header[-1] != samples:
             raise InputFileError(path, "samples differ from those of the first chunk")
         for h in header:
             if h.startswith("##contig="):
-                name = re.search(r"ID=([^,>]+)", h).group(1)
+                name = _contig_id(h)
                 if name not in contig_order:
                     contig_order.append(name)
 
@@ -139,3 +139,11 @@ def ligate(chunk_paths: list, out_tmp_path, *, extra_header: list[str]) -> int:
                 out.write("\n".join(body) + "\n")
                 n += len(body)
     return n
+
+
+def _contig_id(line: str) -> str:
+    """The ID of a ##contig header line."""
+    found = re.search(r"ID=([^,>]+)", line)
+    if found is None:
+        raise ValueError(f"no ID in the header line {line!r}")
+    return found.group(1)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spinimpute.errors import InputFileError
-from spinimpute.vcf import match_contig
+from spinimpute.io.matching import match_contig
 
 DEFAULT_CM_PER_MB = 1.0
 

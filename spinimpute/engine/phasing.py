@@ -11,11 +11,11 @@ import itertools
 
 import numpy as np
 
-from spinimpute import copying, kernels
-from spinimpute.impute import windows_for
-from spinimpute.modelfile import ReferenceContig
-from spinimpute.vcf import TargetContig
-from spinimpute.windows import Window
+from spinimpute.engine import phasing_kernels
+from spinimpute.engine.cpu import CpuImputer
+from spinimpute.model import copying_numpy
+from spinimpute.panel import ReferenceContig, Window
+from spinimpute.target import TargetContig
 
 # Candidate templates per sample and window of the first pass (most likely path) and the
 # second (posterior orientations); the pair model's cost grows with their square. Real
@@ -43,18 +43,18 @@ CANDIDATE_CHUNK_MARKERS = 40
 PHASE_DRAWS = 4
 
 
-def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites: range | None = None,
+def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetContig, *, sites: range | None = None,
                  draws: int = 0, seed: int = 1, threads: int = 1) -> TargetContig:
     """Resolve the phase of unphased heterozygous target genotypes against the panel.
 
     Window by window (model windows merged until their cores hold PHASING_CORE_MARKERS
     typed markers, `phasing_windows`), each sample's two haplotypes copy a pair of panel
-    haplotypes under a diploid Li-Stephens model (`kernels.pair_viterbi`) over the window's
+    haplotypes under a diploid Li-Stephens model (`phasing_kernels.pair_viterbi`) over the window's
     typed markers. The most likely pair of template paths among the candidates that best
     fit its homozygous genotypes (`pair_candidates`) gives a first phase; among those that
     best fit its two haplotypes so phased (`haplotype_candidates`), the model summed over all
     template paths gives each heterozygote's probability of having its ALT on the same
-    haplotype as the previous heterozygote (`kernels.pair_relative_phase`), and each takes
+    haplotype as the previous heterozygote (`phasing_kernels.pair_relative_phase`), and each takes
     the likelier order relative to the one before (`_chained_orientation`), which minimises
     the expected number of switch errors. Heterozygotes phased in the input or by the
     previous window are fixed in order, which carries one phase across windows.
@@ -84,7 +84,7 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
     rate, error = float(model.switch_rate(contig.n_haplotypes)), float(model.mismatch())
     positions = contig.sites.positions[target.site_index]
     switches = []
-    needed = windows_for(contig, sites)
+    needed = contig.windows_covering(sites)
     reach = set(range(max(0, needed[0] - 1), min(len(contig.windows), needed[-1] + 2))) if needed else set()
     for group in phasing_windows(contig, target.site_index):
         if reach.isdisjoint(group.model_windows):
@@ -100,14 +100,14 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
         first = alleles[lo:hi, 2 * samples].T  # (S, M)
         second = alleles[lo:hi, 2 * samples + 1].T
         genotypes = np.where((first < 0) | (second < 0), -1, first + second).astype(np.int8)
-        jump = copying.switch_probability(np.diff(contig.cm[columns].astype(np.float64)), rate)
+        jump = copying_numpy.switch_probability(np.diff(contig.cm[columns].astype(np.float64)), rate)
         anchored = decided[lo:hi, samples].T & (genotypes == 1)
         # The most likely pair of template paths among the haplotypes that fit the genotypes;
         # then, among those that fit each haplotype of that phase, the posterior of each
         # heterozygote's orientation relative to the previous one, summed over all paths.
         chosen = np.stack([pair_candidates(g, markers) for g in genotypes])  # (S, K)
         templates = _candidate_alleles(markers, chosen)
-        path = kernels.pair_viterbi(genotypes, first, second, anchored, templates, jump, error, threads=threads)
+        path = phasing_kernels.pair_viterbi(genotypes, first, second, anchored, templates, jump, error, threads=threads)
         copied_first, copied_second = _copied_alleles(templates, path)
         het = genotypes == 1
         hap_first = np.where(het & (copied_first != copied_second), copied_first,
@@ -115,7 +115,7 @@ def phase_contig(model, contig: ReferenceContig, target: TargetContig, *, sites:
         hap_second = np.where(het, 1 - hap_first, hap_first)
         chosen = np.stack([haplotype_candidates(hap_first[j], hap_second[j], markers) for j in range(len(samples))])
         templates = _candidate_alleles(markers, chosen)
-        same = kernels.pair_relative_phase(genotypes, first, second, anchored, templates, jump, error,
+        same = phasing_kernels.pair_relative_phase(genotypes, first, second, anchored, templates, jump, error,
                                            threads=threads)
         in_core = (columns >= window.core_start) & (columns < window.core_stop)
         resolved = open_sites[:, samples] & in_core[:, None]
@@ -197,7 +197,7 @@ def _fit_order(misfit: np.ndarray, chunk_total: int) -> np.ndarray:
     chunk of CANDIDATE_CHUNK_MARKERS markers' own best (`chunk_total` over all chunks, when
     there are two or more), then all of them by the count over every marker."""
     overall = np.argsort(misfit.sum(axis=0), kind="stable")
-    cuts = copying.chunk_cuts(len(misfit), CANDIDATE_CHUNK_MARKERS)
+    cuts = copying_numpy.chunk_cuts(len(misfit), CANDIDATE_CHUNK_MARKERS)
     if len(cuts) < 3:
         return overall
     share = max(1, chunk_total // (len(cuts) - 1))

@@ -7,7 +7,7 @@ computed once per window and cached. The predictor combines two paths for each q
 haplotype:
 
 * the semi-parametric path, a Li-Stephens copying HMM over the reference haplotypes
-  (`spinimpute.hmm`), whose switch rate and mismatch rate are learned; it gives each
+  (`spinimpute.model.copying`), whose switch rate and mismatch rate are learned; it gives each
   site an ALT probability that already follows template switches along the window;
 * the parametric path, SPIN's predictor: each token of the query row where the HMM is
   unsure of some site (its typed alleles, mask bits and the HMM's probabilities)
@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
-from spinimpute import hmm
-from spinimpute.inference import CERTAIN
-from spinimpute.windows import MASKED, SITE_FEATURES
+from spinimpute.model import copying
+from spinimpute.model.config import CERTAIN, MASKED, SITE_FEATURES, ModelConfig
 
 
 class MultiheadAttentionBlock(nn.Module):
@@ -52,6 +50,7 @@ class MultiheadAttentionBlock(nn.Module):
         self.mix = nn.Linear(out_dim, out_dim)
         self.residual = nn.Identity() if query_dim == out_dim else nn.Linear(query_dim, out_dim)
         self.norm_ff = nn.LayerNorm(out_dim)
+        # Its linear layers' names (config.FEED_FORWARD) are what model files store and the CPU backend reads.
         self.ff = nn.Sequential(
             nn.Linear(out_dim, 2 * out_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * out_dim, out_dim)
         )
@@ -127,54 +126,25 @@ class SpinImputer(nn.Module):
     """SPIN dataset encoder and predictor fused with a Li-Stephens retrieval path.
 
     Args:
-        embed_dim: token embedding width E.
-        n_latents: latent attributes per row F.
-        n_inducing: inducing points I.
-        n_layers: SPIN layers in the dataset encoder.
-        n_heads: attention heads.
-        kmer: SNPs per token.
-        dropout: dropout in attention blocks.
-        ne: initial effective population size of the copying model; the switch rate per
-            cM is 0.04 * ne / n_reference_haplotypes, as in Beagle.
-        mismatch: initial copying mismatch probability.
-        copying_states: most reference haplotypes the copying model runs over per query
-            haplotype and window; larger panels are cut to the best-matching ones
-            (`spinimpute.hmm.select_candidates`), so imputing costs about the same
-            whatever the panel size.
-        refinement_weight: scale of the predictor's corrections to the copying model's
-            logits: 1 while training; after it, fitted on held-out panel haplotypes
-            (`spinimpute.calibration`), 0 leaving the copying model's logits as they are.
+        config: the hyperparameters (`ModelConfig`, whose defaults are the model's).
     """
 
-    def __init__(
-        self,
-        *,
-        embed_dim: int = 16,
-        n_latents: int = 8,
-        n_inducing: int = 8,
-        n_layers: int = 2,
-        n_heads: int = 4,
-        kmer: int = 4,
-        dropout: float = 0.0,
-        ne: float = 1e5,
-        mismatch: float = 1e-3,
-        copying_states: int = 400,
-        refinement_weight: float = 1.0,
-    ):
+    def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
+        self.config = config
+        embed_dim, n_latents, n_heads, kmer, dropout = (config.embed_dim, config.n_latents, config.n_heads, config.kmer,
+                                                        config.dropout)
         self.kmer = kmer
-        self.copying_states = copying_states
-        self.refinement_weight = refinement_weight
-        self.embed_dim = embed_dim
-        self.n_latents = n_latents
+        self.copying_states = config.copying_states
+        self.refinement_weight = config.refinement_weight
         n_words = 3**kmer  # each SNP of a word is 0, 1 or masked
         self.word_embedding = nn.Embedding(n_words, embed_dim)
         self.site_projection = nn.Linear(kmer * SITE_FEATURES, embed_dim)
         self.latent_init = nn.Parameter(torch.randn(n_latents, embed_dim) * 0.02)
-        self.inducing_init = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_inducing, n_latents * embed_dim)))
+        self.inducing_init = nn.Parameter(nn.init.xavier_uniform_(torch.empty(config.n_inducing, n_latents * embed_dim)))
         self.layers = nn.ModuleList(
             SpinLayer(embed_dim=embed_dim, n_latents=n_latents, n_heads=n_heads, dropout=dropout)
-            for _ in range(n_layers)
+            for _ in range(config.n_layers)
         )
         self.hmm_projection = nn.Linear(2 * kmer, embed_dim)
         self.predictor = MultiheadAttentionBlock(
@@ -183,8 +153,8 @@ class SpinImputer(nn.Module):
         self.head = nn.Linear(embed_dim, 2 * kmer)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.log_ne = nn.Parameter(torch.tensor(math.log(ne)))
-        self.logit_mismatch = nn.Parameter(torch.tensor(math.log(mismatch / (1 - mismatch))))
+        self.log_ne = nn.Parameter(torch.tensor(math.log(config.ne)))
+        self.logit_mismatch = nn.Parameter(torch.tensor(math.log(config.mismatch / (1 - config.mismatch))))
 
     # ---------------------------------------------------------------- helpers
     def switch_rate(self, n_reference: int) -> torch.Tensor:
@@ -289,23 +259,25 @@ class SpinImputer(nn.Module):
         marker_cm: torch.Tensor,
         ref_sites: torch.Tensor | None,
         site_cm: torch.Tensor,
-        groups: hmm.SiteGroups | None = None,
+        groups: copying.SiteGroups | None = None,
     ) -> torch.Tensor:
         """The semi-parametric path: Li-Stephens posterior ALT probabilities (Q, J).
 
-        Shapes as in `spinimpute.hmm.impute_sites`; `groups` may be shared by batches, and
+        Shapes as in `spinimpute.model.copying.impute_sites`; `groups` may be shared by batches, and
         with them and at least one typed marker, `ref_sites` is not read (may be None).
         The switch rate follows the whole panel's size, the states are at most
         `copying_states` candidates per query.
         """
         if ref_typed.shape[1] == 0:
+            if ref_sites is None:
+                raise ValueError("without typed markers the copying model needs ref_sites")
             freq = ref_sites.float().mean(dim=0)
             return freq.expand(query_typed.shape[0], -1).clone()
         n_ref = ref_typed.shape[0]
         candidates = None
         if n_ref > self.copying_states:
-            candidates = hmm.select_candidates(ref_typed, query_typed, observed, self.copying_states)
-        return hmm.impute_sites(
+            candidates = copying.select_candidates(ref_typed, query_typed, observed, self.copying_states)
+        return copying.impute_sites(
             ref_typed,
             query_typed,
             observed,
@@ -317,48 +289,3 @@ class SpinImputer(nn.Module):
             candidates=candidates,
             groups=groups,
         )
-
-
-class TorchImputer:
-    """A `SpinImputer` on a torch device behind the array interface of `spinimpute.inference.CpuImputer`,
-    which the imputation engine calls: numpy arrays in and out, the work on the device."""
-
-    compiled = False  # the engine sizes query batches for the torch copying model
-
-    def __init__(self, network: SpinImputer, device, *, mixed_precision: bool = False):
-        self.device = torch.device(device)
-        # The SPIN predictor under bfloat16 autocast; the copying model stays float32, its
-        # probabilities spanning more orders of magnitude than bfloat16's 8 bits of mantissa keep apart.
-        self.mixed_precision = mixed_precision
-        self.network = network.to(self.device).eval()
-        self.kmer = network.kmer
-        self.copying_states = network.copying_states
-        self.threads = torch.get_num_threads()
-        # On a GPU, batches of target haplotypes fill half the memory free now (all targets at
-        # once where they fit); elsewhere the engine's default budget.
-        self.memory_budget = torch.cuda.mem_get_info(self.device)[0] // 2 if self.device.type == "cuda" else None
-
-    def _tensor(self, array: np.ndarray, dtype=None) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, dtype)
-
-    @torch.inference_mode()
-    def copy_probabilities(self, *, markers, query, marker_cm, site_cm, groups) -> np.ndarray:
-        """(Q, J) float32; arguments as `CpuImputer.copy_probabilities`."""
-        query_t = self._tensor(query, torch.int64)
-        hmm_prob = self.network.copy_probabilities(
-            ref_typed=self._tensor(markers.T, torch.float32), query_typed=query_t.clamp(min=0).float(),
-            observed=query_t >= 0, marker_cm=self._tensor(marker_cm), ref_sites=None, site_cm=self._tensor(site_cm),
-            groups=groups,
-        )
-        return hmm_prob.float().cpu().numpy()
-
-    @torch.inference_mode()
-    def predict(self, *, inducing, query_alleles, hmm_prob, site_features) -> np.ndarray:
-        """(Q, W) float32 logits; arguments as `CpuImputer.predict`."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
-            logits = self.network.predict(
-                inducing=self._tensor(inducing), query_alleles=self._tensor(query_alleles, torch.int64),
-                hmm_prob=self._tensor(hmm_prob), site_features=self._tensor(site_features),
-            )
-        return logits.float().cpu().numpy()
-

@@ -4,25 +4,25 @@ For each group of windows it groups the panel's haplotypes between the target's 
 markers, runs the copying model for the target haplotypes in batches and the SPIN
 predictor per window, and hands back the probabilities of each window's core sites, so
 windows stream and memory does not grow with contig length. The engine works on numpy
-arrays; the model is a `spinimpute.inference.CpuImputer` (numpy and compiled loops, no
-torch) or a `spinimpute.model.TorchImputer` (the torch module on a GPU), which take and
-give the same arrays.
+arrays; the model is a backend behind the `Imputer` protocol: `spinimpute.engine.cpu.CpuImputer`
+(numpy and compiled loops, no torch) or `spinimpute.engine.torch_backend.TorchImputer` (the
+torch module on a GPU), which take and give the same arrays.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from spinimpute import copying, kernels
-from spinimpute.errors import InputFileError
-from spinimpute.modelfile import ModelBundle, ReferenceContig
-from spinimpute.vcf import Target, TargetContig
-from spinimpute.windows import MASKED, site_features
+from spinimpute.engine.protocol import Imputer
+from spinimpute.model import copying_numpy
+from spinimpute.model.config import MASKED
+from spinimpute.model.features import site_features
+from spinimpute.panel import ReferenceContig
+from spinimpute.target import TargetContig
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ CONTEXT_MARKERS = 192
 HMM_BLOCK_SITES = 64000
 
 
-def predict_probabilities(model, *, inducing, hmm_prob, typed_columns, typed_alleles, features) -> np.ndarray:
+def predict_probabilities(model: Imputer, *, inducing, hmm_prob, typed_columns, typed_alleles, features) -> np.ndarray:
     """ALT probabilities (Q, W') of a window's sites from the copying model's (Q, W') and the SPIN predictor.
 
     Args:
@@ -89,17 +89,10 @@ def query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n
     return max(1, (budget or QUERY_BATCH_BUDGET) // max(1, per_query))
 
 
-def windows_for(contig: ReferenceContig, sites: range | None) -> list[int]:
-    """Indices of the windows whose cores hold any of the panel site indices `sites` (all if None)."""
-    if sites is None:
-        return list(range(len(contig.windows)))
-    return [i for i, w in enumerate(contig.windows) if w.core_start < sites.stop and w.core_stop > sites.start]
-
-
 def window_groups(contig: ReferenceContig, sites: range | None) -> list[list[int]]:
     """Consecutive windows imputed together (fixed by the model, whatever `sites` is)."""
     per_group = max(1, HMM_BLOCK_SITES // max(1, max((w.core_stop - w.core_start for w in contig.windows), default=1)))
-    needed = windows_for(contig, sites)
+    needed = contig.windows_covering(sites)
     groups: dict[int, list[int]] = {}
     for w_index in needed:
         first = w_index // per_group * per_group
@@ -108,7 +101,7 @@ def window_groups(contig: ReferenceContig, sites: range | None) -> list[list[int
 
 
 def impute_contig(
-    model,
+    model: Imputer,
     contig: ReferenceContig,
     target: TargetContig,
     *,
@@ -116,8 +109,6 @@ def impute_contig(
     sites: range | None = None,
 ) -> Iterator[ImputedBlock]:
     """Impute the sites of a panel contig (all, or the index range `sites`), one block per window.
-
-    `model` is a `CpuImputer` or a `TorchImputer` (see the module's docstring).
 
     The copying model runs once per group of consecutive windows (`window_groups`), over
     the group's sites and the typed markers from CONTEXT_MARKERS before it to
@@ -127,7 +118,7 @@ def impute_contig(
     """
     typed_sites = np.zeros(len(contig.sites), dtype=bool)
     typed_sites[target.site_index] = True
-    needed = set(windows_for(contig, sites))
+    needed = set(contig.windows_covering(sites))
     for group in window_groups(contig, sites):
         for w_index, block in zip(group, _impute_group(model, contig, target, group, typed_sites, name)):
             if w_index not in needed:
@@ -140,7 +131,10 @@ def impute_contig(
             yield block
 
 
-def _impute_group(model, contig, target, group: list[int], typed_sites, name) -> list[ImputedBlock]:
+def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig, group: list[int],
+                  typed_sites: np.ndarray, name: str) -> list[ImputedBlock]:
+    if contig.inducing is None:
+        raise ValueError("the panel's inducing points are not encoded")
     windows = [contig.windows[i] for i in group]
     k = model.kmer
     # Sites predicted per window: the whole k-mer tokens (counted from the window's start)
@@ -165,8 +159,8 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
     flips = target.draw_flips(c_lo, c_hi)
     n_phasings = 1 + len(flips)
     # Grouped straight from the model file's packed rows: the group's sites are never unpacked.
-    groups = copying.group_packed_sites(
-        contig.packed_haplotypes[g_lo:g_hi], n_ref, copying.interval_bounds(marker_cm, site_cm), threads=model.threads
+    groups = copying_numpy.group_packed_sites(
+        contig.packed_haplotypes[g_lo:g_hi], n_ref, copying_numpy.interval_bounds(marker_cm, site_cm), threads=model.threads
     ) if len(marker_sites) else None
     batch = query_batch_size(len(marker_sites), min(n_ref, model.copying_states), compiled=model.compiled,
                              n_ref=n_ref, n_sites=g_hi - g_lo, budget=model.memory_budget)
@@ -190,7 +184,7 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
     # A drawn phasing whose slot order for a sample does not change over the group's markers
     # imputes that sample as the most likely phase does (slots swapped at most, which the
     # alignment undoes): only the samples whose order changes there are imputed again.
-    changed = flips.any(axis=1) & ~flips.all(axis=1)  # (n_draws, n_samples)
+    changed = np.asarray(flips.any(axis=1) & ~flips.all(axis=1))  # (n_draws, n_samples)
     for phasing in range(n_phasings):
         if phasing == 0:
             haps = np.arange(n_target_haps)
@@ -203,7 +197,7 @@ def _impute_group(model, contig, target, group: list[int], typed_sites, name) ->
         for q0 in range(0, len(haps), batch):
             columns = haps[q0 : q0 + batch]  # whole samples: batch is even
             query = target_alleles[q0 : q0 + batch]
-            if len(marker_sites):
+            if groups is not None:  # typed markers in reach
                 hmm_prob = model.copy_probabilities(markers=markers, query=query, marker_cm=marker_cm,
                                                     site_cm=site_cm, groups=groups)
             else:
@@ -263,67 +257,3 @@ def _swap_slots(values: np.ndarray, swapped: np.ndarray) -> np.ndarray:
     out[:, 0::2] = np.where(swapped, second, first)
     out[:, 1::2] = np.where(swapped, first, second)
     return out
-
-
-def contigs_to_impute(bundle: ModelBundle, target: Target, target_path) -> list[str]:
-    """Panel contigs that the target covers, in model order; errors when none."""
-    names = [c for c in bundle.contigs if c in target.contigs]
-    if not names:
-        raise InputFileError(
-            target_path,
-            "no target site overlaps the model's panel sites (contigs in model: "
-            + ", ".join(bundle.contigs)
-            + ")",
-        )
-    return names
-
-
-def select_device(requested: str) -> str:
-    """'cpu' or 'cuda': 'auto' takes a GPU when there is one, 'cuda' without one falls back with a warning.
-
-    Without a GPU driver on the machine there is no GPU, and torch is not imported to
-    find that out (a CPU run does without it).
-    """
-    if requested == "cpu" or not _gpu_driver_present():
-        available = False
-    else:
-        import torch
-
-        available = torch.cuda.is_available()
-    if available:
-        return "cuda"
-    if requested == "cuda":
-        log.warning("--device cuda was requested but no CUDA device is available; running on the CPU")
-    return "cpu"
-
-
-def _gpu_driver_present() -> bool:
-    """Whether an NVIDIA (or ROCm) kernel driver is loaded, which any CUDA device needs."""
-    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd"))
-
-
-def site_statistics(hap_prob: np.ndarray, haploid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """INFO AF and DR2 of each site.
-
-    Args:
-        hap_prob: (n_sites, n_haplotypes) ALT probabilities, sample i at 2i, 2i+1.
-        haploid: optional (n_sites, n_samples) bool ploidy of each call; a haploid call's
-            probability is the mean of its two slots.
-
-    Returns:
-        AF: estimated ALT frequency, the sum of doses over the sum of ploidies; and
-        Beagle's DR2, the estimated squared correlation between estimated and true dose:
-        (sum d^2 - (sum d)^2 / n) / (sum E[x^2] - (sum d)^2 / n), clipped to [0, 1], with
-        dose d = p1 + p2 and E[x^2] = p1 + p2 + 2 p1 p2 for a diploid call, d = E[x^2] = p
-        for a haploid one.
-    """
-    # One thread: the writer runs this for several blocks at once.
-    total, dose_sq, expected_sq, alleles = kernels.site_sums(hap_prob, haploid)
-    n = hap_prob.shape[1] // 2
-    mean_term = total * total / n
-    num = dose_sq - mean_term
-    den = expected_sq - mean_term
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = np.where(den > 1e-12, num / den, 0.0)
-        af = np.where(alleles > 0, total / alleles, 0.0)
-    return af, np.clip(r2, 0.0, 1.0)

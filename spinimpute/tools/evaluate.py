@@ -19,15 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from spinimpute.errors import InputFileError
-from spinimpute.vcf import (
-    _open_vcf,
-    _records,
-    atomic_output,
-    declared_fields,
-    read_dosages,
-    read_panel,
-    read_site_keys,
-)
+from spinimpute.io.atomic import atomic_output
+from spinimpute.io.reading import declared_fields, open_vcf, read_dosages, read_panel, read_site_keys, records
 
 MAF_BINS = [(0.0, 0.005), (0.005, 0.01), (0.01, 0.05), (0.05, 0.2), (0.2, 0.5)]
 # Finer bins for the r²-against-MAF curve of `plot_r2`.
@@ -108,7 +101,7 @@ def _read_calibration_fields(path, keys: list, sample_idx: np.ndarray, threads: 
         r2: (len(keys),) float64, or None when the header has neither INFO/DR2 nor INFO/R2;
         the name of the INFO field read, or None.
     """
-    vcf = _open_vcf(path, threads)
+    vcf = open_vcf(path, threads)
     declared = declared_fields(vcf)
     has_gp = ("FORMAT", "GP") in declared
     r2_field = next((f for f in ("DR2", "R2") if ("INFO", f) in declared), None)
@@ -116,17 +109,17 @@ def _read_calibration_fields(path, keys: list, sample_idx: np.ndarray, threads: 
     r2 = np.full(len(keys), np.nan) if r2_field else None
     if has_gp or r2_field:
         row_of = {k: i for i, k in enumerate(keys)}
-        for rec in _records(path, vcf):
+        for rec in records(path, vcf):
             if len(rec.ALT) != 1:
                 continue
             i = row_of.get((rec.CHROM, rec.POS, rec.REF, rec.ALT[0]))
             if i is None:
                 continue
-            if has_gp:
+            if gp is not None:
                 values = rec.format("GP")
                 if values is not None and values.shape[1] == 3:
                     gp[i] = values[sample_idx]
-            if r2_field:
+            if r2 is not None and r2_field:
                 value = rec.INFO.get(r2_field)
                 if value is not None:
                     r2[i] = float(np.atleast_1d(value)[0])
@@ -206,12 +199,12 @@ def _stats(label: str, ds: np.ndarray, truth: np.ndarray, gp: np.ndarray | None)
 
 def _phased_haplotypes(path, keys, samples, threads) -> dict:
     """(n_samples, 2) alleles per key, NaN-free only where the record is a phased biallelic call."""
-    vcf = _open_vcf(path, threads)
-    out = {}
+    vcf = open_vcf(path, threads)
+    out: dict = {}
     if ("FORMAT", "GT") not in declared_fields(vcf):
         return out  # a dosage-only file carries no phase
     order = [list(vcf.samples).index(s) for s in samples]
-    for rec in _records(path, vcf):
+    for rec in records(path, vcf):
         if len(rec.ALT) != 1:
             continue
         key = _normalise((rec.CHROM, rec.POS, rec.REF, rec.ALT[0]))
@@ -327,11 +320,11 @@ def scored_sites(truth_path, imputed_path, *, ref_path=None, target_path=None, t
         row_keys.append(ikey)
     ds = np.asarray(ds_rows, dtype=np.float64).reshape(-1, len(common))
     tr = np.asarray(truth_rows, dtype=np.float64).reshape(-1, len(common))
-    mafs = np.asarray(mafs)
-    keep = ~np.isnan(tr).any(axis=1) & ~np.isnan(ds).any(axis=1)
-    row_keys = [k for k, kept in zip(row_keys, keep) if kept]
+    maf_array = np.asarray(mafs)
+    keep = np.asarray(~np.isnan(tr).any(axis=1) & ~np.isnan(ds).any(axis=1))
+    row_keys = [k for k, kept in zip(row_keys, keep.tolist()) if kept]
     gp, r2_estimate, r2_field = _read_calibration_fields(imputed_path, row_keys, i_idx, threads)
-    return ScoredSites(ds=ds[keep], truth=tr[keep], maf=mafs[keep], gp=gp, r2_estimate=r2_estimate,
+    return ScoredSites(ds=ds[keep], truth=tr[keep], maf=maf_array[keep], gp=gp, r2_estimate=r2_estimate,
                        r2_field=r2_field, samples=common, typed_keys=typed_keys, n_typed=n_typed,
                        n_missing=n_missing, maf_source="reference panel" if ref_path is not None else "truth")
 
@@ -396,7 +389,7 @@ def plot_r2(results: dict[str, Evaluation], path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label, ev in results.items():
-        points = [(c["mean_maf"], c["aggregate_r2"]) for c in ev.curve if np.isfinite(c["aggregate_r2"])]
+        points = [(c["mean_maf"], c["aggregate_r2"]) for c in ev.curve or [] if np.isfinite(c["aggregate_r2"])]
         if points:
             x, y = zip(*points)
             ax.plot(x, y, marker="o", label=label)

@@ -17,8 +17,9 @@ import numpy as np
 
 from spinimpute import __version__
 from spinimpute.errors import ModelFileError, OutputFileError
-from spinimpute.vcf import Sites, atomic_output
-from spinimpute.windows import SITE_FEATURES, Window
+from spinimpute.io.atomic import atomic_output
+from spinimpute.model.config import FEED_FORWARD, SITE_FEATURES, ModelConfig
+from spinimpute.panel import ReferenceContig, Sites, Window
 
 FORMAT_NAME = "spinimpute-model"
 FORMAT_VERSION = 1
@@ -75,63 +76,20 @@ def _tensor_offsets(path: Path) -> tuple[int, dict]:
 
 
 @dataclass
-class ReferenceContig:
-    """A contig of the reference panel as the model stores it.
-
-    Attributes:
-        sites: positions and alleles.
-        cm: (n_sites,) float64 genetic positions.
-        packed_haplotypes: (n_sites, ceil(n_haplotypes / 8)) uint8, np.packbits of the
-            0/1 ALT indicators along the haplotype axis.
-        n_haplotypes: number of reference haplotypes.
-        alt_freq: (n_sites,) float32 ALT frequency in the panel.
-        windows: the window layout.
-        inducing: (n_windows, I, F*E) float32 cached inducing points, or None before
-            the panel has been encoded.
-    """
-
-    sites: Sites
-    cm: np.ndarray
-    packed_haplotypes: np.ndarray | PackedRows
-    n_haplotypes: int
-    alt_freq: np.ndarray
-    windows: list[Window]
-    inducing: np.ndarray | None = None
-
-    def haplotypes(self, start: int, stop: int) -> np.ndarray:
-        """(stop - start, n_haplotypes) uint8 ALT indicators of sites [start, stop)."""
-        return np.unpackbits(self.packed_haplotypes[start:stop], axis=1, count=self.n_haplotypes)
-
-    def haplotypes_at(self, site_index: np.ndarray) -> np.ndarray:
-        """(len(site_index), n_haplotypes) uint8 ALT indicators of the given sites."""
-        return np.unpackbits(self.packed_haplotypes[site_index], axis=1, count=self.n_haplotypes)
-
-
-@dataclass
 class ModelBundle:
     """A model file's contents.
 
     Attributes:
         weights: the network's state dict as float32 arrays (`SpinImputer.state_dict()`).
-        hyperparameters: the network's keyword arguments.
+        config: the network's hyperparameters.
         contigs: the panel, per contig.
         metadata: provenance and training summary.
     """
 
     weights: dict[str, np.ndarray]
-    hyperparameters: dict
+    config: ModelConfig
     contigs: dict[str, ReferenceContig]
     metadata: dict
-
-    def network(self):
-        """The trained `SpinImputer` (imports torch, which CPU imputation does without)."""
-        import torch
-
-        from spinimpute.model import SpinImputer
-
-        network = SpinImputer(**self.hyperparameters)
-        network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in self.weights.items()})
-        return network.eval()
 
 
 def _strings_to_array(values: list[str]) -> np.ndarray:
@@ -175,7 +133,7 @@ def save_model(path, bundle: ModelBundle) -> None:
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "spinimpute_version": __version__,
-            "hyperparameters": bundle.hyperparameters,
+            "hyperparameters": bundle.config.hyperparameters(),
             "contigs": contig_meta,
         }
     )
@@ -234,9 +192,9 @@ def load_model(path) -> ModelBundle:
     except Exception as exc:  # noqa: BLE001 - safetensors raises other types on some malformed headers
         raise ModelFileError(path, f"corrupt or truncated model file ({exc})") from None
     try:
-        hyper = metadata["hyperparameters"]
+        config = ModelConfig.from_hyperparameters(metadata["hyperparameters"])
         weights = {k[len("network.") :]: v for k, v in tensors.items() if k.startswith("network.")}
-        _check_weights(weights, hyper)
+        _check_weights(weights, config)
         contigs = {}
         for i, meta in enumerate(metadata["contigs"]):
             p = f"contig{i}."
@@ -262,26 +220,23 @@ def load_model(path) -> ModelBundle:
                 raise ValueError("site arrays disagree")
     except (KeyError, TypeError, ValueError, RuntimeError, UnicodeDecodeError) as exc:
         raise ModelFileError(path, f"inconsistent model file ({exc})") from None
-    return ModelBundle(weights, hyper, contigs, metadata)
+    return ModelBundle(weights, config, contigs, metadata)
 
 
 # Weights that imputation reads, with the width of their last dimension as a function of the hyperparameters.
 _INFERENCE_WEIGHTS = {
     "log_ne": None, "logit_mismatch": None, "word_embedding.weight": "embed_dim", "head.weight": "embed_dim",
     "hmm_projection.weight": "2*kmer", "site_projection.weight": "features*kmer", "predictor.to_q.weight": "embed_dim",
+    **{f"predictor.{layer}.weight": None for layer in FEED_FORWARD},
 }
 
 
-def _check_weights(weights: dict[str, np.ndarray], hyper: dict) -> None:
+def _check_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> None:
     """The weights imputation needs are there and fit the hyperparameters (what loading into
     the torch module would check); ValueError if not."""
-    sizes = {"embed_dim": hyper.get("embed_dim", 16), "2*kmer": 2 * hyper.get("kmer", 4),
-             "features*kmer": SITE_FEATURES * hyper.get("kmer", 4)}
+    sizes = {"embed_dim": config.embed_dim, "2*kmer": 2 * config.kmer, "features*kmer": SITE_FEATURES * config.kmer}
     for name, width in _INFERENCE_WEIGHTS.items():
         if name not in weights:
             raise ValueError(f"missing weight {name}")
         if width is not None and weights[name].shape[-1] != sizes[width]:
             raise ValueError(f"weight {name} has shape {weights[name].shape}")
-    weight = hyper.get("refinement_weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
-        raise ValueError(f"refinement_weight {weight!r} is not a number in [0, 1]")

@@ -1,0 +1,1 @@
+"""Running a trained model: the backends (CPU, torch) behind one protocol, the window-by-window engine, phasing, INFO statistics, device choice."""

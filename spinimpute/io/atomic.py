@@ -1,0 +1,66 @@
+"""Outputs published whole: written under a temporary name, renamed when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+from spinimpute.errors import OutputFileError, check_output_path
+
+
+def _process_umask() -> int:
+    umask = os.umask(0)  # reading the umask means setting it; done once, at import, before any thread starts
+    os.umask(umask)
+    return umask
+
+
+# The permissions open() gives a new file under the process's umask (0644 under 022).
+_NEW_FILE_MODE = 0o666 & ~_process_umask()
+
+
+@contextlib.contextmanager
+def atomic_output(path, *, index: bool = True):
+    """Yield a temporary path to write; publish it (and its .tbi) under `path` on success.
+
+    With `index`, the .tbi is the one the writer left at the temporary path + '.tbi', or
+    else made with tabix.
+
+    On any failure or interrupt the temporary files are removed and nothing appears
+    under the final name. SIGTERM is turned into an exception so that `kill` cleans up
+    too.
+    """
+    path = check_output_path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp_index = Path(tmp_name + ".tbi")
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = None
+    with contextlib.suppress(ValueError):  # not in the main thread
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield tmp
+        if index:
+            if not tmp_index.exists():  # not indexed by its writer
+                import pysam
+
+                pysam.tabix_index(str(tmp), preset="vcf", force=True, keep_original=True)
+            os.replace(tmp_index, str(path) + ".tbi")
+        # mkstemp's 0600, or a writer's own (safetensors replaces the file), would make it private.
+        tmp.chmod(_NEW_FILE_MODE)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputFileError(path, f"could not write: {exc.strerror or exc}") from None
+    finally:
+        for leftover in (tmp, tmp_index):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+

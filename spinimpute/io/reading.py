@@ -1,0 +1,355 @@
+"""Reading VCF/BCF files (cyvcf2, htslib) into the panel's and the target's arrays.
+
+Nothing here knows about models. Every problem with a file is an `InputFileError` naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from spinimpute.errors import InputFileError
+from spinimpute.io import strand
+from spinimpute.io.bgzf import truncated_bgzf
+from spinimpute.io.matching import MATCH_CASES, match_alleles, match_contig
+from spinimpute.panel import Panel, PanelContig, Sites
+from spinimpute.target import MISSING, Target, TargetContig
+
+
+def open_vcf(path, threads: int = 1):
+    import cyvcf2
+
+    path = str(path)
+    if path != "-" and not os.path.exists(path):
+        raise InputFileError(path, "file not found")
+    if path != "-" and not os.access(path, os.R_OK):
+        raise InputFileError(path, "file is not readable")
+    if path != "-" and truncated_bgzf(path):
+        raise InputFileError(path, "truncated BGZF file (no end-of-file marker)")
+    try:
+        return cyvcf2.VCF(path, threads=max(1, threads), lazy=True)
+    except Exception as exc:  # noqa: BLE001 - cyvcf2 raises bare Exception on bad headers
+        raise InputFileError(path, _header_problem(path) or f"not a readable VCF/BCF file ({exc})") from None
+
+
+def _header_problem(path: str) -> str | None:
+    """A specific reason why htslib rejected a text VCF header, where one can be found."""
+    import gzip
+
+    try:
+        with open(path, "rb") as raw:
+            magic = raw.read(2)
+        opener = gzip.open if magic == b"\x1f\x8b" else open
+        with opener(path, "rt", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("#CHROM"):
+                    samples = line.rstrip("\n").split("\t")[9:]
+                    seen = set()
+                    for s in samples:
+                        if s in seen:
+                            return f"duplicate sample name '{s}'"
+                        seen.add(s)
+                    return None
+                if not line.startswith("##"):
+                    return "not a VCF file (no #CHROM header line)"
+    except (OSError, EOFError):
+        return None
+    return "not a VCF file (no #CHROM header line)"
+
+
+def _check_samples(path, samples: list[str]) -> None:
+    if not samples:
+        raise InputFileError(path, "the file has no samples")
+    seen = set()
+    for s in samples:
+        if s in seen:
+            raise InputFileError(path, f"duplicate sample name '{s}'")
+        seen.add(s)
+
+
+def declared_fields(vcf) -> set[tuple[str, str]]:
+    """The (type, ID) pairs the header declares, e.g. ("FORMAT", "DS") or ("INFO", "DR2")."""
+    return {(h.type, h.info().get("ID")) for h in vcf.header_iter()}
+
+
+def records(path, vcf) -> Iterator:
+    """Iterate records, turning htslib read failures into InputFileError."""
+    try:
+        yield from vcf
+    except Exception as exc:  # noqa: BLE001 - cyvcf2 raises bare Exception on a bad record
+        raise InputFileError(path, f"truncated or corrupt file: htslib could not read a record ({exc})") from None
+
+
+def _diploid_view(path, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A record's genotypes as two allele slots per sample.
+
+    Haploid genotypes (male chrX outside the pseudo-autosomal regions) fill both slots
+    with their one allele, so that a haploid sample looks homozygous to the copying model.
+
+    Returns:
+        alleles (n_samples, 2) int (negative = missing), phased (n_samples,) bool (haploid
+        calls count as phased), haploid (n_samples,) bool.
+    """
+    try:
+        gt = rec.genotype.array()
+    except Exception:  # noqa: BLE001 - cyvcf2 raises a bare Exception for a record without GT
+        raise InputFileError(path, f"no genotypes (FORMAT/GT) at {rec.CHROM}:{rec.POS}") from None
+    if gt.shape[1] > 3:
+        raise InputFileError(path, f"ploidy above 2 at {rec.CHROM}:{rec.POS}")
+    if gt.shape[1] == 2:  # every sample haploid
+        first = gt[:, 0]
+        return np.stack([first, first], axis=1), np.ones(len(gt), dtype=bool), np.ones(len(gt), dtype=bool)
+    haploid = gt[:, 1] == -2
+    alleles = gt[:, :2].copy()
+    alleles[haploid, 1] = alleles[haploid, 0]
+    return alleles, gt[:, 2].astype(bool) | haploid, haploid
+
+
+def read_panel(path, *, threads: int = 1) -> Panel:
+    """Read a phased reference panel.
+
+    Multiallelic records are split into one biallelic site per ALT allele. Every
+    genotype must be phased, diploid and non-missing.
+    """
+    vcf = open_vcf(path, threads)
+    samples = list(vcf.samples)
+    _check_samples(path, samples)
+    n_haps = 2 * len(samples)
+    contigs: dict[str, dict] = {}
+    current = None
+    last_pos = 0
+    for rec in records(path, vcf):
+        chrom = rec.CHROM
+        if chrom != current:
+            if chrom in contigs:
+                raise InputFileError(path, f"records of contig '{chrom}' are not contiguous; sort the file")
+            contigs[chrom] = {"pos": [], "id": [], "ref": [], "alt": [], "hap": []}
+            current, last_pos = chrom, 0
+        if rec.POS < last_pos:
+            raise InputFileError(path, f"records are not sorted by position at {chrom}:{rec.POS}")
+        last_pos = rec.POS
+        alts = rec.ALT
+        if not alts:
+            continue  # monomorphic record without ALT carries no information
+        alleles, phased, _ = _diploid_view(path, rec)
+        if (alleles < 0).any():
+            raise InputFileError(path, f"missing genotype at {chrom}:{rec.POS}; the panel must be complete")
+        if not phased.all():
+            raise InputFileError(path, f"unphased genotype at {chrom}:{rec.POS}; the panel must be phased")
+        flat = alleles.reshape(n_haps)
+        entry = contigs[chrom]
+        for k, alt in enumerate(alts, start=1):
+            entry["pos"].append(rec.POS)
+            entry["id"].append(rec.ID or ".")
+            entry["ref"].append(rec.REF)
+            entry["alt"].append(alt)
+            entry["hap"].append((flat == k).astype(np.uint8))
+    vcf.close()
+    if not contigs:
+        raise InputFileError(path, "the file has no variant records")
+    panel_contigs = {}
+    for chrom, e in contigs.items():
+        sites = Sites(chrom, np.asarray(e["pos"], dtype=np.int64), e["id"], e["ref"], e["alt"])
+        haps = np.stack(e["hap"]) if e["hap"] else np.zeros((0, n_haps), np.uint8)
+        panel_contigs[chrom] = PanelContig(sites, haps)
+    return Panel(samples, panel_contigs)
+
+
+def read_target(
+    path, panel_sites: dict[str, Sites], panel_alt_freq: dict[str, np.ndarray] | None = None, *,
+    panel_haplotypes: Callable[[str, np.ndarray], np.ndarray] | None = None, threads: int = 1
+) -> Target:
+    """Read target genotypes at the panel's sites, in panel orientation.
+
+    Multiallelic records are split into biallelic ones. Each is matched to the panel by
+    position and alleles (`match_alleles`): REF/ALT swaps are flipped, strand flips of
+    non-palindromic SNPs are complemented, A/T and C/G SNPs are oriented by allele
+    frequency, or else by linkage with the neighbouring markers (`spinimpute.io.strand`; needs
+    `panel_haplotypes`) or dropped, and other records are dropped. `Target.counts` counts
+    each case.
+
+    Args:
+        panel_haplotypes: (contig, (n,) site indices) -> (n, R) uint8 panel ALT indicators.
+    """
+    vcf = open_vcf(path, threads)
+    samples = list(vcf.samples)
+    _check_samples(path, samples)
+    n_haps = 2 * len(samples)
+    by_position: dict[str, dict[int, list]] = {}
+    for chrom, sites in panel_sites.items():
+        freq = panel_alt_freq[chrom] if panel_alt_freq is not None else np.full(len(sites), np.nan)
+        table: dict[int, list] = {}
+        for i, (p, r, a) in enumerate(zip(sites.positions, sites.refs, sites.alts)):
+            table.setdefault(int(p), []).append((i, r, a, float(freq[i])))
+        by_position[chrom] = table
+    known = list(panel_sites)
+    counts: dict[str, Any] = {"records": 0, "matched": 0, **{c: 0 for c in MATCH_CASES}, "not_in_panel": 0, "duplicate": 0,
+              "other_contig": 0, "unphased_het": 0}
+    per_contig: dict[str, dict[int, tuple]] = {}
+    ambiguous: list[str] = []  # A/T and C/G records and what was done with each
+    pending: dict[str, dict[int, tuple]] = {}  # A/T and C/G SNPs left to orient by linkage
+    name_map: dict[str, str | None] = {}
+    current, last_pos = None, 0
+    for rec in records(path, vcf):
+        chrom = rec.CHROM
+        if chrom != current:
+            current, last_pos = chrom, 0
+        if rec.POS < last_pos:
+            raise InputFileError(path, f"records are not sorted by position at {chrom}:{rec.POS}")
+        last_pos = rec.POS
+        counts["records"] += 1
+        if chrom not in name_map:
+            name_map[chrom] = match_contig(chrom, known)
+        panel_chrom = name_map[chrom]
+        if panel_chrom is None:
+            counts["other_contig"] += 1
+            continue
+        candidates = by_position[panel_chrom].get(rec.POS)
+        if not candidates:
+            counts["not_in_panel"] += len(rec.ALT) or 1
+            continue
+        pairs, phased, haploid = _diploid_view(path, rec)
+        raw = pairs.reshape(n_haps)
+        unphased_gt = ~phased
+        for k, alt in enumerate(rec.ALT, start=1):
+            alleles = np.where(raw < 0, MISSING, (raw == k).astype(np.int8)).astype(np.int8)
+            present = alleles[alleles >= 0]
+            target_freq = float(present.mean()) if len(present) else 0.5
+            idx, flip, case = match_alleles(rec.REF, alt, candidates, target_freq)
+            label = f"{chrom}:{rec.POS}:{rec.REF}:{alt}"
+            if case == "ambiguous_unresolved" and panel_haplotypes is None:
+                idx, case = None, "ambiguous_dropped"
+            if case == "ambiguous_unresolved":
+                assert idx is not None  # its panel site, left to orient by linkage
+                waiting = pending.setdefault(panel_chrom, {})
+                if idx in waiting:
+                    counts["duplicate"] += 1
+                else:
+                    waiting[idx] = (alleles, unphased_gt, haploid, len(ambiguous))
+                    ambiguous.append(label)  # its action is added once it is decided
+                continue
+            counts[case] += 1
+            if case.startswith("ambiguous"):
+                ambiguous.append(f"{label} {'dropped' if idx is None else ('flipped' if flip else 'kept')}")
+            if idx is None:
+                continue
+            if flip:
+                alleles = _flipped(alleles)
+            _store(per_contig.setdefault(panel_chrom, {}), idx, alleles, unphased_gt, haploid, counts)
+    vcf.close()
+    for chrom, waiting_sites in pending.items():
+        _orient_by_linkage(chrom, waiting_sites, per_contig.setdefault(chrom, {}), panel_haplotypes, counts, ambiguous)
+    contigs = {}
+    for chrom in known:
+        found = per_contig.get(chrom)
+        if not found:
+            continue
+        index = np.asarray(sorted(found), dtype=np.int64)
+        contigs[chrom] = TargetContig(
+            index,
+            np.stack([found[i][0] for i in index]),
+            np.stack([found[i][1] for i in index]),
+            np.stack([found[i][2] for i in index]),
+        )
+    for chrom, mapped in name_map.items():
+        if mapped is not None and mapped != chrom:
+            counts.setdefault("renamed_contigs", []).append(f"{chrom}->{mapped}")
+    counts["ambiguous_sites"] = ambiguous
+    return Target(samples, contigs, counts)
+
+
+def _flipped(alleles: np.ndarray) -> np.ndarray:
+    return np.where(alleles == MISSING, MISSING, 1 - alleles).astype(np.int8)
+
+
+def _store(found: dict, idx: int, alleles: np.ndarray, unphased_gt: np.ndarray, haploid: np.ndarray,
+           counts: dict) -> None:
+    """Keep a matched record's alleles at panel site `idx`, unless an earlier record took that site."""
+    if idx in found:
+        counts["duplicate"] += 1
+        return
+    counts["matched"] += 1
+    pairs = alleles.reshape(-1, 2)
+    het = unphased_gt & (pairs[:, 0] != pairs[:, 1]) & (pairs >= 0).all(axis=1)
+    counts["unphased_het"] += int(het.sum())
+    found[idx] = (alleles, het, haploid)
+
+
+def _orient_by_linkage(chrom: str, pending: dict, found: dict, panel_haplotypes, counts: dict,
+                       ambiguous: list[str]) -> None:
+    """Orient a contig's A/T and C/G SNPs that frequency could not by their correlations with the
+    nearest unambiguous markers (`spinimpute.io.strand`); store them or count them dropped."""
+    known = np.asarray(sorted(found), dtype=np.int64)
+    decisions = {}
+    for idx, (alleles, *_rest) in pending.items():
+        at = int(np.searchsorted(known, idx))
+        flanks = known[max(0, at - strand.FLANK_MARKERS) : at + strand.FLANK_MARKERS]
+        panel = panel_haplotypes(chrom, np.concatenate([[idx], flanks]).astype(np.int64))
+        target_flanks = np.stack([found[i][0] for i in flanks]) if len(flanks) else np.zeros((0, len(alleles)))
+        decisions[idx] = strand.linkage_orientation(panel[0], panel[1:], alleles, target_flanks)
+    # Stored only once all are decided, so that no SNP of uncertain strand serves as a neighbour.
+    for idx, (alleles, unphased_gt, haploid, label_at) in pending.items():
+        decision = decisions[idx]
+        if idx in found:  # a later record at the same panel site took it
+            counts["duplicate"] += 1
+            ambiguous[label_at] += " duplicate"
+            continue
+        if decision == strand.UNDECIDED:
+            counts["ambiguous_dropped"] += 1
+            ambiguous[label_at] += " dropped"
+            continue
+        counts["ambiguous_linkage"] += 1
+        ambiguous[label_at] += " flipped by linkage" if decision == strand.FLIP else " kept by linkage"
+        _store(found, idx, _flipped(alleles) if decision == strand.FLIP else alleles, unphased_gt, haploid, counts)
+
+
+def read_dosages(path, *, field: str = "DS", threads: int = 1):
+    """Read per-sample ALT dosages of biallelic records.
+
+    Args:
+        field: FORMAT field holding dosages, or "GT" to count ALT alleles of the genotype.
+
+    Returns:
+        samples, and a dict mapping (contig, pos, ref, alt) to a (n_samples,) float32
+        dosage array (NaN where missing), plus a dict of INFO flags per key
+        ("IMP", "TYPED", "IMPUTED") present on the record.
+    """
+    vcf = open_vcf(path, threads)
+    samples = list(vcf.samples)
+    _check_samples(path, samples)
+    # (Records without GT fail in `_diploid_view`; a header may leave GT undeclared, as htslib tolerates.)
+    if field != "GT" and ("FORMAT", field) not in declared_fields(vcf):
+        raise InputFileError(path, f"no FORMAT/{field} in the header" + (" (dosages)" if field == "DS" else ""))
+    dosages = {}
+    flags = {}
+    for rec in records(path, vcf):
+        if len(rec.ALT) != 1:
+            continue
+        key = (rec.CHROM, rec.POS, rec.REF, rec.ALT[0])
+        if field == "GT":
+            pairs, _, haploid = _diploid_view(path, rec)
+            alleles = pairs.astype(np.float32)
+            alleles[alleles < 0] = np.nan
+            alleles[haploid, 1] = 0.0  # a haploid call counts its one allele once
+            ds = alleles.sum(axis=1)
+        else:
+            values = rec.format(field)
+            if values is None:
+                raise InputFileError(path, f"record {rec.CHROM}:{rec.POS} has no FORMAT/{field}")
+            ds = np.asarray(values, dtype=np.float32)[:, 0]
+        dosages[key] = ds
+        flags[key] = {f for f in ("IMP", "TYPED", "IMPUTED") if rec.INFO.get(f) is not None}
+    vcf.close()
+    return samples, dosages, flags
+
+
+def read_site_keys(path, *, threads: int = 1) -> set[tuple[str, int, str, str]]:
+    """The (contig, pos, ref, alt) keys of a VCF's biallelic records."""
+    vcf = open_vcf(path, threads)
+    keys = {(r.CHROM, r.POS, r.REF, r.ALT[0]) for r in records(path, vcf) if len(r.ALT) == 1}
+    vcf.close()
+    return keys
+

@@ -1,0 +1,107 @@
+"""The imputed VCF: Beagle-style records (GT, DS, GP; INFO AF, DR2, IMP) in BGZF, indexed as written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spinimpute.io.bgzf import BGZF_BLOCK_INPUT, BgzfTextWriter, write_bgzf
+from spinimpute.io.genotype_text import format_genotype_rows
+from spinimpute.io.tabix import TabixIndexBuilder
+from spinimpute.panel import Sites
+
+INFO_HEADER = [
+    '##INFO=<ID=AF,Number=A,Type=Float,Description="Estimated ALT Allele Frequencies">',
+    ('##INFO=<ID=DR2,Number=A,Type=Float,Description="Dosage R-Squared: estimated squared correlation '
+     'between estimated REF dose [P(RA) + 2*P(RR)] and true REF dose">'),
+    '##INFO=<ID=IMP,Number=0,Type=Flag,Description="Imputed marker">',
+    '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+    '##FORMAT=<ID=DS,Number=A,Type=Float,Description="estimated ALT dose [P(RA) + 2*P(AA)]">',
+]
+
+
+GP_HEADER = '##FORMAT=<ID=GP,Number=G,Type=Float,Description="Estimated Genotype Probability">'
+
+
+@dataclass
+class RecordBlock:
+    """VCF records as text, with what their index needs: each record's span (0-based,
+    end exclusive) on `contig` and its length in bytes."""
+
+    contig: str
+    text: bytes
+    beg: np.ndarray
+    end: np.ndarray
+    lengths: np.ndarray
+
+
+class ImputedVcfWriter:
+    """Writes imputed sites as a Beagle-style VCF (GT, DS, GP; INFO AF, DR2, IMP) in BGZF.
+
+    With `index_path`, also writes the file's tabix index there on close. Without `gp`,
+    the FORMAT fields are GT:DS only (as Beagle writes by default).
+    """
+
+    def __init__(self, path, *, samples: list[str], contigs: list[str], extra_header: list[str], threads: int = 1,
+                 index_path=None, gp: bool = True):
+        self._out = BgzfTextWriter(path, threads=threads)
+        self._index = TabixIndexBuilder() if index_path is not None else None
+        self._index_path = index_path
+        self.gp = gp
+        lines = ["##fileformat=VCFv4.2", *extra_header]
+        lines += [f"##contig=<ID={c}>" for c in contigs]
+        lines += INFO_HEADER + ([GP_HEADER] if gp else [])
+        lines.append("\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples]))
+        header = ("\n".join(lines) + "\n").encode()
+        self._out.write(header)
+        self._text_offset = len(header)
+
+    def block_text(
+        self,
+        sites: Sites,
+        start: int,
+        hap_prob: np.ndarray,
+        typed: np.ndarray,
+        af: np.ndarray,
+        dr2: np.ndarray,
+        haploid: np.ndarray | None = None,
+    ) -> RecordBlock:
+        """The records of sites [start, start + len(hap_prob)) of `sites`; changes nothing in
+        the writer, so that blocks can be formatted on several threads and written in order."""
+        genotypes = format_genotype_rows(hap_prob, haploid, gp=self.gp)
+        format_keys = "GT:DS:GP" if self.gp else "GT:DS"
+        parts: list[bytes] = []
+        lengths = np.empty(len(genotypes), dtype=np.int64)
+        ref_lengths = np.empty(len(genotypes), dtype=np.int64)
+        for k, columns in enumerate(genotypes):
+            i = start + k
+            info = f"AF={af[k]:.4g};DR2={dr2[k]:.2f}" + ("" if typed[k] else ";IMP")
+            fixed = (
+                f"{sites.contig}\t{sites.positions[i]}\t{sites.ids[i]}\t{sites.refs[i]}\t{sites.alts[i]}"
+                f"\t.\tPASS\t{info}\t{format_keys}".encode()
+            )
+            parts += (fixed, columns, b"\n")
+            lengths[k] = len(fixed) + len(columns) + 1
+            ref_lengths[k] = len(sites.refs[i])
+        beg = np.asarray(sites.positions[start : start + len(genotypes)], dtype=np.int64) - 1
+        return RecordBlock(sites.contig, b"".join(parts), beg, beg + ref_lengths, lengths)
+
+    def write_records(self, block: RecordBlock) -> None:
+        """Append records made by `block_text`, in file order."""
+        self._out.write(block.text)
+        if self._index is not None:
+            ends = self._text_offset + np.cumsum(block.lengths)
+            self._index.add(block.contig, block.beg, block.end, ends - block.lengths, ends)
+        self._text_offset += len(block.text)
+
+    def write_block(self, sites: Sites, start: int, hap_prob, typed, af, dr2, haploid=None) -> None:
+        """Write sites [start, start + len(hap_prob)) of `sites` (see `block_text`)."""
+        self.write_records(self.block_text(sites, start, hap_prob, typed, af, dr2, haploid))
+
+    def close(self) -> None:
+        self._out.close()
+        if self._index is not None:
+            write_bgzf(self._index_path, self._index.index_bytes(self._out.block_offsets, BGZF_BLOCK_INPUT))
+            self._index = None
+

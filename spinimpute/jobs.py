@@ -1,0 +1,388 @@
+"""The train and impute jobs: file in, file out, composed from the library's parts.
+
+The CLI parses options and calls these; tests and scripts call them the same way. Each
+job resolves its device once, at its start (`spinimpute.engine.device.select_device`),
+and is a sequence of named stages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from spinimpute import __version__
+from spinimpute.engine.cpu import CpuImputer
+from spinimpute.engine.device import Device, DeviceRequest, select_device
+from spinimpute.engine.impute import impute_contig
+from spinimpute.engine.protocol import Imputer
+from spinimpute.engine.statistics import site_statistics
+from spinimpute.errors import InputFileError, check_output_path
+from spinimpute.io.atomic import atomic_output
+from spinimpute.io.matching import match_contig
+from spinimpute.io.modelfile import ModelBundle, load_model
+from spinimpute.io.reading import read_target
+from spinimpute.io.writing import ImputedVcfWriter, RecordBlock
+from spinimpute.model.config import ModelConfig
+from spinimpute.target import Target, TargetContig
+
+# Training and GPUs run torch code; `impute` on a CPU, phasing included, does without it (see
+# `spinimpute.engine.cpu`), so torch and the modules that use it are imported where needed.
+if TYPE_CHECKING:
+    from spinimpute.training.trainer import TrainingOptions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_SITES = 2000
+DEFAULT_FLANK_SITES = 1000
+# Imputed probabilities waiting to be written; bounds the memory that writing behind imputation adds.
+WRITE_QUEUE_BYTES = 256 * 2**20
+
+Precision = Literal["auto", "float32", "mixed"]
+
+
+@dataclasses.dataclass
+class TrainSummary:
+    """What `train_job` did: the training summary stored in the model file, and the time."""
+
+    model: str
+    training: dict
+    seconds: float
+
+
+@dataclasses.dataclass
+class ImputeSummary:
+    """What `impute_job` did, as written to its JSON summary.
+
+    Attributes:
+        target_sites: how the target's records were matched to the panel, each case counted
+            (`spinimpute.io.reading.read_target`), with every A/T and C/G site listed.
+    """
+
+    spinimpute_version: str
+    command_line: str
+    target: str
+    model: str
+    output: str
+    contigs: list[str]
+    region: str | None
+    samples: int
+    samples_in_reference_panel: int
+    sites_written: int
+    phase_draws: int
+    target_sites: dict
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def train_job(
+    *,
+    ref_path,
+    out_path,
+    map_path=None,
+    options: TrainingOptions,
+    window_sites: int = DEFAULT_WINDOW_SITES,
+    flank_sites: int = DEFAULT_FLANK_SITES,
+    config: ModelConfig = ModelConfig(),
+    device: DeviceRequest = "auto",
+    threads: int = 1,
+    command_line: str = "",
+    progress: bool = True,
+) -> TrainSummary:
+    """Read a panel, train a model on it, encode the panel and write the model file."""
+    from spinimpute.engine.torch_backend import configure_torch
+    from spinimpute.io.genmap import DEFAULT_CM_PER_MB, read_genetic_map
+    from spinimpute.io.modelfile import save_model
+    from spinimpute.io.reading import read_panel
+    from spinimpute.model.network import SpinImputer
+    from spinimpute.training.trainer import build_reference, encode_panel, fit_refinement, train
+
+    start = time.time()
+    resolved = select_device(device)
+    configure_torch(threads, options.seed)
+    out_path = check_output_path(out_path)
+    panel = read_panel(ref_path, threads=threads)
+    genetic_map = read_genetic_map(map_path) if map_path else None
+    n_sites = sum(len(c.sites) for c in panel.contigs.values())
+    log.info(
+        "panel %s: %d samples, %d sites on %d contig(s)", ref_path, len(panel.samples), n_sites, len(panel.contigs)
+    )
+    if len(panel.samples) < 2:
+        raise InputFileError(ref_path, "a reference panel needs at least two samples")
+    if genetic_map is not None:
+        unmapped = [name for name in panel.contigs if match_contig(name, list(genetic_map.positions)) is None]
+        if len(unmapped) == len(panel.contigs):
+            raise InputFileError(map_path, f"no rows for the panel's contig(s) {', '.join(unmapped)} "
+                                           f"(the map has {', '.join(genetic_map.positions)})")
+        if unmapped:
+            log.warning("genetic map %s has no rows for contig(s) %s: %g cM/Mb used there", map_path,
+                        ", ".join(unmapped), DEFAULT_CM_PER_MB)
+    contigs = build_reference(panel, genetic_map, core=window_sites, flank=flank_sites)
+    network = SpinImputer(config)
+    summary = train(network, contigs, options, device=resolved, progress=progress)
+    for key in ("validation_before", "validation_after"):
+        if key in summary:
+            log.info("%s: r2 %.4f, loss %.5f", key.replace("_", " "), summary[key]["r2"], summary[key]["loss"])
+    if summary.get("validation_individuals"):
+        refinement = fit_refinement(network, contigs, summary["validation_individuals"], options, device=resolved,
+                                    threads=threads, progress=progress)
+        summary["refinement"] = refinement
+        loss = refinement["cross_entropy"]
+        log.info("predictor corrections weighted %.2f (held-out best %.2f, t %.1f over %d haplotypes; cross-entropy "
+                 "%.5f at weight 1, %.5f for the copying model alone)", refinement["weight"], refinement["best_weight"],
+                 refinement["t"], refinement["held_out_haplotypes"], loss["weight_1"], loss["copying_model"])
+    encode_panel(network, contigs, device=resolved, rows=options.encoder_rows, seed=options.seed, progress=progress)
+    network.cpu()
+    summary["seconds"] = round(time.time() - start, 1)
+    metadata = {
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command_line": command_line,
+        "reference_file": str(ref_path),
+        "genetic_map": str(map_path) if map_path else "constant 1 cM/Mb",
+        "reference_samples": panel.samples,
+        "window_sites": window_sites,
+        "flank_sites": flank_sites,
+        "training": summary,
+    }
+    trained = config.replace(refinement_weight=network.refinement_weight)
+    weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
+    save_model(out_path, ModelBundle(weights, trained, contigs, metadata))
+    log.info("wrote model %s in %.1f s", out_path, summary["seconds"])
+    return TrainSummary(model=str(out_path), training=summary, seconds=summary["seconds"])
+
+
+def impute_job(
+    *,
+    target_path,
+    model_path,
+    out_path,
+    device: DeviceRequest = "auto",
+    threads: int = 1,
+    command_line: str = "",
+    progress: bool = True,
+    summary_path=None,
+    region: str | None = None,
+    copying_states: int | None = None,
+    gp: bool = True,
+    precision: Precision = "auto",
+    phase_draws: int | None = None,
+    seed: int = 1,
+) -> ImputeSummary:
+    """Impute every panel site of the target's contigs and write an indexed VCF.
+
+    The FORMAT fields are GT:DS:GP, or GT:DS without `gp`. `summary_path`, when given,
+    receives the JSON summary (`ImputeSummary`). On the CPU the model runs without torch
+    (`CpuImputer`), as `spinimpute impute` runs it. `precision` "mixed" runs the SPIN
+    predictor under bfloat16 autocast (through the torch module, on the CPU too), "float32"
+    does not, "auto" is mixed on a GPU only. An unphased target is phased against the panel,
+    and `phase_draws` phasings drawn beside the most likely one (`PHASE_DRAWS` by default,
+    seeded by `seed`) are imputed too and averaged with it.
+    """
+    start = time.time()
+    resolved = select_device(device)
+    check_output_path(out_path)
+    if summary_path is not None:
+        check_output_path(summary_path)
+    bundle = load_model(model_path)
+    config = bundle.config if copying_states is None else bundle.config.replace(copying_states=copying_states)
+    target, names, in_panel = prepare_target(target_path, bundle, threads=threads)
+    site_ranges = region_sites(region, bundle, names, target_path)
+    if region is not None:
+        names = list(site_ranges)
+    # The model's CPU inference: it phases on any device and imputes on the CPU.
+    cpu_model = CpuImputer(bundle.weights, config, threads=threads)
+    draws = 0
+    phased = {name: target.contigs[name] for name in names}
+    if target.counts["unphased_het"]:
+        phased, draws = phase_target(cpu_model, bundle, target, site_ranges, draws=phase_draws, seed=seed,
+                                     threads=threads)
+    backend = make_backend(cpu_model, bundle, config, resolved, precision, threads)
+    header = [
+        f"##filedate={datetime.date.today():%Y%m%d}",
+        f'##source="spinimpute {__version__}"',
+        f"##spinimpute_version={__version__}",
+        f"##spinimpute_command={command_line}",
+        f"##spinimpute_model={Path(model_path).name}",
+    ]
+    n_written = write_imputed(out_path, backend, bundle, phased, site_ranges, samples=target.samples, header=header,
+                              gp=gp, threads=threads, progress=progress)
+    seconds = round(time.time() - start, 1)
+    log.info("wrote %s: %d sites x %d samples in %.1f s", out_path, n_written, len(target.samples), seconds)
+    summary = ImputeSummary(
+        spinimpute_version=__version__, command_line=command_line, target=str(target_path), model=str(model_path),
+        output=str(out_path), contigs=names, region=region, samples=len(target.samples),
+        samples_in_reference_panel=len(in_panel), sites_written=n_written, phase_draws=draws,
+        target_sites=target.counts, seconds=seconds,
+    )
+    if summary_path is not None:
+        write_json(summary_path, summary.as_dict())
+    return summary
+
+
+def prepare_target(target_path, bundle: ModelBundle, *, threads: int) -> tuple[Target, list[str], list[str]]:
+    """Read the target at the model's panel sites; return it, the contigs to impute (model order)
+    and the target samples that are also reference samples. Logs how records were matched."""
+    panel_sites = {name: c.sites for name, c in bundle.contigs.items()}
+    alt_freq = {name: c.alt_freq for name, c in bundle.contigs.items()}
+    target = read_target(target_path, panel_sites, alt_freq, threads=threads,
+                         panel_haplotypes=lambda name, index: bundle.contigs[name].haplotypes_at(index))
+    names = [c for c in bundle.contigs if c in target.contigs]
+    if not names:
+        raise InputFileError(target_path, "no target site overlaps the model's panel sites (contigs in model: "
+                                          + ", ".join(bundle.contigs) + ")")
+    in_panel = sorted(set(target.samples) & set(bundle.metadata.get("reference_samples", [])))
+    if in_panel:
+        # A reference sample copies its own haplotypes: its imputation says nothing of accuracy.
+        log.warning("%d of %d target samples are also in the model's reference panel (%s%s): they are imputed "
+                    "from their own haplotypes", len(in_panel), len(target.samples), ", ".join(in_panel[:3]),
+                    ", ..." if len(in_panel) > 3 else "")
+    counts = target.counts
+    log.info(
+        "target %s: %d samples, %d records; %d matched panel sites (%d exact, %d REF/ALT swapped, "
+        "%d strand-flipped, %d strand-flipped and swapped, %d A/T or C/G oriented by frequency, %d by linkage "
+        "with neighbouring markers); dropped: "
+        "%d not in the panel, %d other alleles, %d A/T or C/G that neither could orient, %d duplicates, "
+        "%d on contigs not in the model",
+        target_path, len(target.samples), counts["records"], counts["matched"], counts["exact"], counts["swapped"],
+        counts["strand"], counts["strand_swapped"], counts["ambiguous_resolved"], counts["ambiguous_linkage"],
+        counts["not_in_panel"],
+        counts["allele_mismatch"], counts["ambiguous_dropped"], counts["duplicate"], counts["other_contig"],
+    )
+    if counts.get("renamed_contigs"):
+        log.warning("target contig names reconciled with the model's: %s", ", ".join(counts["renamed_contigs"]))
+    return target, names, in_panel
+
+
+def region_sites(region: str | None, bundle: ModelBundle, names: list[str], target_path) -> dict[str, range | None]:
+    """The panel site indices to impute per contig: all (None) without `region`, else its one contig's range."""
+    if region is None:
+        return {name: None for name in names}
+    chrom, first, last = parse_region(region)
+    name = match_contig(chrom, list(bundle.contigs))
+    if name is None or name not in names:
+        raise InputFileError(target_path, f"region contig '{chrom}' is not among the contigs imputed: {', '.join(names)}")
+    positions = bundle.contigs[name].sites.positions
+    lo = np.searchsorted(positions, first, side="left")
+    hi = np.searchsorted(positions, last, side="right")
+    return {name: range(int(lo), int(hi))}
+
+
+def phase_target(cpu_model: CpuImputer, bundle: ModelBundle, target: Target, site_ranges: dict[str, range | None], *,
+                 draws: int | None, seed: int, threads: int) -> tuple[dict[str, TargetContig], int]:
+    """Phase the unphased heterozygotes of the contigs in `site_ranges`; return the phased contigs
+    and the number of phasings drawn beside the most likely one."""
+    from spinimpute.engine.phasing import PHASE_DRAWS, phase_contig
+
+    n_draws = PHASE_DRAWS if draws is None else draws
+    log.info("phasing %d unphased heterozygous target genotypes against the panel; imputing the most likely "
+             "phase and %d drawn phasings", target.counts["unphased_het"], n_draws)
+    phased = {
+        name: phase_contig(cpu_model, bundle.contigs[name], target.contigs[name], sites=sites, draws=n_draws,
+                           seed=seed, threads=threads)
+        for name, sites in site_ranges.items()
+    }
+    return phased, n_draws
+
+
+def make_backend(cpu_model: CpuImputer, bundle: ModelBundle, config: ModelConfig, device: Device,
+                 precision: Precision, threads: int) -> Imputer:
+    """The backend that imputes: the CPU one, or the torch module on `device` (a GPU, or mixed precision)."""
+    mixed = precision == "mixed" or (precision == "auto" and device != "cpu")
+    if device == "cpu" and not mixed:
+        return cpu_model
+    from spinimpute.engine.torch_backend import TorchImputer, configure_torch, network_from_bundle
+
+    configure_torch(threads)
+    network = network_from_bundle(bundle)
+    network.copying_states = config.copying_states
+    return TorchImputer(network, device, mixed_precision=mixed)
+
+
+def write_imputed(out_path, backend: Imputer, bundle: ModelBundle, phased: dict[str, TargetContig],
+                  site_ranges: dict[str, range | None], *, samples: list[str], header: list[str], gp: bool,
+                  threads: int, progress: bool) -> int:
+    """Impute the contigs window by window and write the indexed VCF; return the sites written.
+
+    Blocks are formatted on `threads` threads behind imputation and written in order
+    (compressed on `threads` more), with up to WRITE_QUEUE_BYTES of probabilities queued.
+    """
+    names = list(site_ranges)
+    total_windows = sum(len(bundle.contigs[n].windows_covering(site_ranges[n])) for n in names)
+    n_written = 0
+    with atomic_output(out_path) as tmp:
+        writer = ImputedVcfWriter(tmp, samples=samples, contigs=names, extra_header=header, threads=threads,
+                                  index_path=f"{tmp}.tbi", gp=gp)
+
+        def block_text(sites, block) -> RecordBlock:
+            af, dr2 = site_statistics(block.hap_prob, block.haploid)
+            return writer.block_text(sites, block.start, block.hap_prob, block.typed, af, dr2, block.haploid)
+
+        try:
+            bar = tqdm(total=total_windows, desc="imputing", unit="window", disable=not progress, leave=False)
+            with ThreadPoolExecutor(max_workers=threads) as formatting:
+                pending: deque = deque()
+                for name in names:
+                    contig = bundle.contigs[name]
+                    for block in impute_contig(backend, contig, phased[name], name=name, sites=site_ranges[name]):
+                        pending.append((formatting.submit(block_text, contig.sites, block), block.hap_prob.nbytes))
+                        while pending and (pending[0][0].done() or sum(n for _, n in pending) > WRITE_QUEUE_BYTES):
+                            writer.write_records(pending.popleft()[0].result())
+                        n_written += block.hap_prob.shape[0]
+                        bar.update()
+                while pending:
+                    writer.write_records(pending.popleft()[0].result())
+            bar.close()
+        finally:
+            writer.close()
+    return n_written
+
+
+def parse_region(text: str) -> tuple[str, int, int]:
+    """'CHR', 'CHR:START-END', 'CHR:START-' or 'CHR:-END' (1-based, inclusive) -> (chrom, start, end)."""
+    chrom, _, span = text.partition(":")
+    if not chrom:
+        raise ValueError(f"region '{text}' has no contig")
+    if not span:
+        return chrom, 1, 2**62
+    first, sep, last = span.replace(",", "").partition("-")
+    try:
+        start = int(first) if first else 1
+        end = int(last) if last else (2**62 if sep else start)
+    except ValueError:
+        raise ValueError(f"region '{text}' is not CHR:START-END") from None
+    if start < 1 or end < start:
+        raise ValueError(f"region '{text}' has an empty or negative span")
+    return chrom, start, end
+
+
+def summary_path_for(out_path) -> str:
+    """OUT.vcf.gz -> OUT.summary.json."""
+    name = str(out_path)
+    for suffix in (".vcf.gz", ".vcf.bgz", ".vcf", ".gz"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name + ".summary.json"
+
+
+def write_json(path, data) -> None:
+    """Write `data` as JSON, atomically (see `atomic_output`)."""
+    with atomic_output(path, index=False) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=_json_default) + "\n")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value)}")

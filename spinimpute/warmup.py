@@ -1,0 +1,35 @@
+"""Compiling every numba kernel ahead of use (the Docker image does it at build time, so that
+its numba cache is filled; without it, the first run after installing compiles for a few seconds)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spinimpute.engine import cpu, phasing_kernels, statistics
+from spinimpute.io import genotype_text
+from spinimpute.model import copying_kernels
+
+
+def compile_kernels() -> None:
+    """Compile (or load from the cache) every kernel with the argument types that imputation uses."""
+    rng = np.random.default_rng(0)
+    by_site = (rng.random((6, 8)) < 0.5).astype(np.uint8)
+    bounds = np.array([0, 2, 4, 6])
+    packed = np.packbits(by_site, axis=1)
+    groups = copying_kernels.group_intervals(packed, 8, bounds)
+    packed.setflags(write=False)  # as the model file's rows are read
+    copying_kernels.group_intervals(packed, 8, bounds)
+    query = np.array([[0, 1]], dtype=np.int8)
+    copying_kernels.copy_posteriors(by_site[[1, 3]], query, np.arange(8, dtype=np.int32)[None], np.array([0.01]), 0.001, bounds, groups,
+                    np.full((4, 6), 0.25))
+    gt_ds, gp = np.zeros((4 * 201, 8), np.uint8), np.zeros((101 * 101, 16), np.uint8)  # as genotype_text's tables
+    genotype_text.diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp, np.ones(len(gp), np.int64))
+    copying_kernels.candidate_priority(by_site[[1, 3]], query, np.array([0, 2]))
+    statistics.site_sums(np.zeros((1, 2), np.float32), None)
+    cpu.gelu(np.zeros((1, 2), np.float32))
+    phasing_kernels.pair_viterbi(np.ones((1, 2), np.int8), np.ones((1, 2), np.int8), np.zeros((1, 2), np.int8),
+                 np.zeros((1, 2), bool), by_site[:2, :2][None], np.array([0.01]), 0.001)
+    phasing_kernels.pair_relative_phase(np.ones((1, 2), np.int8), np.ones((1, 2), np.int8), np.zeros((1, 2), np.int8),
+                        np.zeros((1, 2), bool), by_site[:2, :2][None], np.array([0.01]), 0.001)
+    statistics.site_sums(np.zeros((1, 2), np.float32), np.ones((1, 1), bool))
+
