@@ -25,7 +25,7 @@ def _keep_freed_memory() -> None:
 
     The engine allocates and frees tensors of tens to hundreds of MB per window; with
     glibc's defaults each is a new mmap whose pages the kernel must zero, which measured
-    as more system time than compute (impute of the real benchmark: 13.7 s -> 10.6 s).
+    as more system time than compute (BENCHMARKS.md, constants).
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

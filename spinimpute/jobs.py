@@ -301,11 +301,10 @@ def make_backend(cpu_model: CpuImputer, bundle: ModelBundle, config: ModelConfig
     mixed = precision == "mixed" or (precision == "auto" and device != "cpu")
     if device == "cpu" and not mixed:
         return cpu_model
-    from spinimpute.engine.torch_backend import TorchImputer, configure_torch, network_from_bundle
+    from spinimpute.engine.torch_backend import TorchImputer, configure_torch, network_from_weights
 
     configure_torch(threads)
-    network = network_from_bundle(bundle)
-    network.copying_states = config.copying_states
+    network = network_from_weights(bundle.weights, config)
     return TorchImputer(network, device, mixed_precision=mixed)
 
 

@@ -20,16 +20,16 @@ def compile_kernels() -> None:
     packed.setflags(write=False)  # as the model file's rows are read
     copying_kernels.group_intervals(packed, 8, bounds)
     query = np.array([[0, 1]], dtype=np.int8)
-    copying_kernels.copy_posteriors(by_site[[1, 3]], query, np.arange(8, dtype=np.int32)[None], np.array([0.01]), 0.001, bounds, groups,
-                    np.full((4, 6), 0.25))
+    copying_kernels.copy_posteriors(by_site[[1, 3]], query, np.arange(8, dtype=np.int32)[None], np.array([0.01]),
+                                    0.001, bounds, groups, np.full((4, 6), 0.25))
     gt_ds, gp = np.zeros((4 * 201, 8), np.uint8), np.zeros((101 * 101, 16), np.uint8)  # as genotype_text's tables
-    genotype_text.diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp, np.ones(len(gp), np.int64))
+    genotype_text.diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp,
+                               np.ones(len(gp), np.int64))
     copying_kernels.candidate_priority(by_site[[1, 3]], query, np.array([0, 2]))
     statistics.site_sums(np.zeros((1, 2), np.float32), None)
-    cpu.gelu(np.zeros((1, 2), np.float32))
-    phasing_kernels.pair_viterbi(np.ones((1, 2), np.int8), np.ones((1, 2), np.int8), np.zeros((1, 2), np.int8),
-                 np.zeros((1, 2), bool), by_site[:2, :2][None], np.array([0.01]), 0.001)
-    phasing_kernels.pair_relative_phase(np.ones((1, 2), np.int8), np.ones((1, 2), np.int8), np.zeros((1, 2), np.int8),
-                        np.zeros((1, 2), bool), by_site[:2, :2][None], np.array([0.01]), 0.001)
     statistics.site_sums(np.zeros((1, 2), np.float32), np.ones((1, 1), bool))
-
+    cpu.gelu(np.zeros((1, 2), np.float32))
+    pair_arguments = (np.ones((1, 2), np.int8), np.ones((1, 2), np.int8), np.zeros((1, 2), np.int8),
+                      np.zeros((1, 2), bool), by_site[:2, :2][None], np.array([0.01]), 0.001)
+    phasing_kernels.pair_viterbi(*pair_arguments)
+    phasing_kernels.pair_relative_phase(*pair_arguments)

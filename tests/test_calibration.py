@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spinimpute.engine.torch_backend import network_from_bundle
+from spinimpute.engine.torch_backend import network_from_weights
 from spinimpute.io.modelfile import load_model
 from spinimpute.training.calibration import (
     MIN_T,
@@ -73,4 +73,4 @@ def test_training_stores_the_fitted_weight(trained_model):
     assert fit["held_out_sites"] > 0
     loss = fit["cross_entropy"]
     assert loss["fitted"] <= loss["weight_1"] + 1e-12
-    assert network_from_bundle(bundle).refinement_weight == fit["weight"]
+    assert network_from_weights(bundle.weights, bundle.config).refinement_weight == fit["weight"]

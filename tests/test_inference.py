@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spinimpute.engine.cpu import CpuImputer
-from spinimpute.engine.torch_backend import TorchImputer
+from spinimpute.engine.torch_backend import TorchImputer, network_from_weights
 from spinimpute.model import copying, copying_numpy
 from spinimpute.model.config import MASKED, SITE_FEATURES, ModelConfig
 from spinimpute.model.network import SpinImputer
@@ -112,9 +112,7 @@ def test_engine_gives_the_same_dosages_through_torch_and_without(trained_model, 
 
 
 def _torch_imputer(weights, config):
-    net = SpinImputer(config)
-    net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
-    return TorchImputer(net, "cpu")
+    return TorchImputer(network_from_weights(weights, config), "cpu")
 
 
 @pytest.mark.parametrize("phased", [True, False])

@@ -35,7 +35,7 @@ def test_any_strand_and_orientation_gives_panel_alleles(pair, panel_freq, haps, 
         assert case == {(False, False): "exact", (True, False): "swapped", (False, True): "strand",
                         (True, True): "strand_swapped"}[(swap, strand)]
     elif min(panel_freq, 1 - panel_freq) > AMBIGUOUS_MAX_MAF:
-        # Left to linkage with the neighbouring markers (spinimpute.strand), unflipped.
+        # Left to linkage with the neighbouring markers (spinimpute.io.strand), unflipped.
         assert index == 7 and not flip and case == "ambiguous_unresolved"
     else:
         assert case == "ambiguous_resolved" and index == 7

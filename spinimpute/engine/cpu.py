@@ -69,32 +69,19 @@ class CpuImputer:
 
     def copy_probabilities(self, *, markers: np.ndarray, query: np.ndarray, marker_cm: np.ndarray,
                            site_cm: np.ndarray, groups: copying_numpy.SiteGroups) -> np.ndarray:
-        """The copying model's ALT probabilities (Q, J) float32 (`SpinImputer.copy_probabilities`).
-
-        Args:
-            markers: (M, R) uint8 reference alleles at the typed markers (M >= 1), marker-major.
-            query: (Q, M) int8 query alleles, -1 where missing.
-            marker_cm, site_cm: (M,) and (J,) float32 genetic positions.
-            groups: the reference haplotypes grouped between these markers over these sites.
-        """
+        """The copying model's ALT probabilities (Q, J) float32: `Imputer.copy_probabilities`, as
+        `SpinImputer.copy_probabilities` computes them."""
         n_ref = markers.shape[1]
         candidates = None
         if n_ref > self.copying_states:
             candidates = copying_numpy.select_candidates(markers, query, self.copying_states, threads=self.threads)
-        return copying_numpy.posteriors(markers, query, candidates, marker_cm, site_cm, groups, self.switch_rate(n_ref),
-                                  self.mismatch(), threads=self.threads)
+        return copying_numpy.posteriors(markers, query, candidates, marker_cm, site_cm, groups,
+                                        self.switch_rate(n_ref), self.mismatch(), threads=self.threads)
 
     # ---------------------------------------------------------------- predictor
     def predict(self, *, inducing: np.ndarray, query_alleles: np.ndarray, hmm_prob: np.ndarray,
                 site_features: np.ndarray) -> np.ndarray:
-        """ALT logits (Q, W) float32, as `SpinImputer.predict`.
-
-        Args:
-            inducing: (I, F*E) cached inducing points of the window.
-            query_alleles: (Q, W) typed alleles 0/1, MASKED elsewhere.
-            hmm_prob: (Q, W) ALT probabilities from the copying model.
-            site_features: (W, SITE_FEATURES).
-        """
+        """ALT logits (Q, W) float32: `Imputer.predict`, as `SpinImputer.predict` computes them."""
         k = self.kmer
         q, w = query_alleles.shape
         pad = -w % k

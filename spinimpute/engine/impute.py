@@ -30,8 +30,7 @@ log = logging.getLogger(__name__)
 QUERY_BATCH_BUDGET = 512 * 2**20
 # Typed markers beyond each end of a group of windows that the copying model reads: a
 # window's own flank holds few markers where the panel is dense or the array sparse, and
-# the HMM needs that context (5 Mb simulation, 23,000 sites/Mb, 280 markers/Mb: r² 0.988
-# with the windows' 1,000-site flanks alone, 0.998 with these markers).
+# the HMM needs that context (BENCHMARKS.md, constants).
 CONTEXT_MARKERS = 192
 # Sites of consecutive windows' cores imputed in one run of the copying model, so that
 # the context markers are paid once per group rather than once per window.

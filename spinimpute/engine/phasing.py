@@ -17,29 +17,19 @@ from spinimpute.model import copying_numpy
 from spinimpute.panel import ReferenceContig, Window
 from spinimpute.target import TargetContig
 
+# The measurements behind each constant are in BENCHMARKS.md ("Where the engine's constants come from").
 # Candidate templates per sample and window of the first pass (most likely path) and the
-# second (posterior orientations); the pair model's cost grows with their square. Real
-# benchmark switch error rates, most likely path in both passes: 48 / 48 0.0497 (impute
-# 6.6 s), 64 / 64 0.0478 (9.3 s); posteriors in the second: 48 / 48 0.0425, 32 / 48 0.0421
-# (phasing 2.7 s), 32 / 64 0.0405, 32 / 80 0.0393, 32 / 96 0.0381 (5.1 s), 48 / 96 0.0378,
-# 32 / 112 0.0376 (6.4 s). Simulations (seed 1 of four scenarios, targets written 0/1):
-# 48 / 48 by paths 0.0072-0.0125, 32 / 48 with posteriors 0.0056-0.0095, 32 / 96 0.0058-0.0085.
+# second (posterior orientations); the pair model's cost grows with their square.
 PAIR_CANDIDATES = 32
 HAPLOTYPE_CANDIDATES = 96
 # Typed markers that a phasing window's core holds at least: consecutive model windows are
-# merged until they do, since phase is lost more often where windows join. Real benchmark
-# (model windows of ~90 markers): switch errors 0.0536 unmerged, 0.0526 / 0.0537 / 0.0526 /
-# 0.0550 at 150 / 200 / 250 / 300, 0.058 as one 843-marker window (long ones need more
-# candidates); simulations within 0.0006; the tests' 60-marker windows 0.051 -> 0.023. With
-# posteriors, 32 / 48: 0.0425 / 0.0420 / 0.0442 at 100 / 150 / 250; 32 / 96: 0.0380 / 0.0380 / 0.0397.
+# merged until they do, since phase is lost more often where windows join.
 PHASING_CORE_MARKERS = 150
 # Markers per chunk of candidate selection: each chunk picks its own best templates first,
-# so that a window's candidates cover the recombinations inside it (0.055 -> 0.053).
+# so that a window's candidates cover the recombinations inside it.
 CANDIDATE_CHUNK_MARKERS = 40
 # Phasings drawn beside the most likely one, whose imputations are averaged with it (see
-# `phase_contig`). Real benchmark (unphased targets, switch errors 0.038): overall r² 0.9628 with
-# the most likely phase alone, 0.9635 / 0.9640 with 2 / 4 draws; every bin up, most the rarest
-# (0.668 -> 0.686); imputation runs once per phasing.
+# `phase_contig`); imputation runs once per phasing.
 PHASE_DRAWS = 4
 
 
@@ -116,7 +106,7 @@ def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetConti
         chosen = np.stack([haplotype_candidates(hap_first[j], hap_second[j], markers) for j in range(len(samples))])
         templates = _candidate_alleles(markers, chosen)
         same = phasing_kernels.pair_relative_phase(genotypes, first, second, anchored, templates, jump, error,
-                                           threads=threads)
+                                                   threads=threads)
         in_core = (columns >= window.core_start) & (columns < window.core_stop)
         resolved = open_sites[:, samples] & in_core[:, None]
         other_order = np.zeros((hi - lo, len(samples)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from spinimpute.io.modelfile import ModelBundle
+from spinimpute.model.config import ModelConfig
 from spinimpute.model.network import SpinImputer
 
 
@@ -20,10 +20,10 @@ def configure_torch(threads: int, seed: int | None = None) -> None:
         np.random.seed(seed % 2**32)
 
 
-def network_from_bundle(bundle: ModelBundle) -> SpinImputer:
-    """A model file's network, as a torch module in evaluation mode."""
-    network = SpinImputer(bundle.config)
-    network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in bundle.weights.items()})
+def network_from_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> SpinImputer:
+    """The network of a model file's weights and hyperparameters, as a torch module in evaluation mode."""
+    network = SpinImputer(config)
+    network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
     return network.eval()
 
 

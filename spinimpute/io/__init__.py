@@ -1,1 +1,2 @@
-"""Files in and out: VCF/BCF reading and allele matching, the imputed VCF (BGZF, tabix), model files, genetic maps."""
+"""Files in and out: VCF/BCF reading and allele matching, the imputed VCF (BGZF, tabix), model
+files, genetic maps."""

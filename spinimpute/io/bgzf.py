@@ -15,7 +15,7 @@ BGZF_BLOCK_INPUT = 0xFF00
 # The empty block that ends every complete BGZF file (SAM/BAM specification, 4.1.2).
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 # ISA-L level (0-3): level 1 is many times faster than zlib on genotype text for a third more
-# bytes (BENCHMARKS.md, speed).
+# bytes (BENCHMARKS.md, constants).
 BGZF_LEVEL = 1
 
 

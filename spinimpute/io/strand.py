@@ -9,7 +9,7 @@ these SNPs instead throws away markers that Beagle and Minimac4 use: on a simula
 with random alleles (a third of SNPs palindromic), dropping 3 of 139 markers cost 0.008 of
 r² at common sites.
 
-Pure numpy: `spinimpute.vcf.read_target` calls it with the panel's and the target's alleles.
+Pure numpy: `spinimpute.io.reading.read_target` calls it with the panel's and the target's alleles.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ MIN_PANEL_CORRELATION = 0.3
 MIN_INFORMATIVE = 3
 # Weighted sign agreement (from -1 to 1) needed for a decision either way.
 MIN_AGREEMENT = 0.6
-# Target samples (with both genotypes called) a correlation needs: with 5 samples 2 of 538
-# decisions on the real benchmark's common markers were wrong, with 10 none were.
+# Target samples (with both genotypes called) a correlation needs (BENCHMARKS.md, constants).
 MIN_SAMPLES = 10
 
 KEEP, FLIP, UNDECIDED = 1, -1, 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 SITE_FEATURES = 3  # per site: ALT frequency, log10 MAF, genetic position relative to the window's centre
 MASKED = 2  # allele code of a masked (untyped) SNP inside a token
 # The predictor refines only tokens where the copying model is unsure of some site (ALT
-# probability in (CERTAIN, 1 - CERTAIN)); the others keep its logits (BENCHMARKS.md, ablations).
+# probability in (CERTAIN, 1 - CERTAIN)); the others keep its logits (BENCHMARKS.md, constants).
 CERTAIN = 1e-3
 # State-dict names of the two linear layers of an attention block's feed-forward part
 # (`MultiheadAttentionBlock.ff`, an nn.Sequential), which model files store and the CPU backend reads.

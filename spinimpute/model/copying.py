@@ -7,7 +7,7 @@ pass runs over the typed markers only; posteriors at every other site are obtain
 closed form from the flanking markers, so the cost is O(Q * R * (M + J)) and the
 per-site work is a few matrix products. This torch code is what training
 differentiates and what runs on a GPU; on a CPU without gradients `impute_sites` hands
-the same arithmetic to `spinimpute.copying` (numpy around compiled loops), which CPU
+the same arithmetic to `spinimpute.model.copying_numpy` (numpy around compiled loops), which CPU
 imputation also calls directly, without torch.
 
 Shapes: Q query haplotypes, R reference haplotypes, M typed markers, J sites to impute.
@@ -170,7 +170,7 @@ def _top_rows(priority: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _candidate_priority(ref_typed, query_typed, observed, segment_markers: int) -> torch.Tensor:
-    """(Q, R) priorities of `select_candidates` over these markers (`kernels.candidate_priority`)."""
+    """(Q, R) priorities of `select_candidates` over these markers (`copying_kernels.candidate_priority`)."""
     n_markers = ref_typed.shape[1]
     cuts = copying_numpy.segment_cuts(n_markers, segment_markers)
     n_segments = len(cuts) - 1
@@ -220,7 +220,7 @@ def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
     """Group the reference haplotypes (R, J) within each interval of `bounds`."""
     by_site = ref_sites.detach().to("cpu", torch.uint8).T.numpy()
     return copying_numpy.group_packed_sites(np.packbits(by_site, axis=1), ref_sites.shape[0], bounds,
-                                      threads=torch.get_num_threads())
+                                            threads=torch.get_num_threads())
 
 
 def site_weights(
@@ -258,7 +258,7 @@ def impute_sites(
 ) -> torch.Tensor:
     """Posterior probability of the ALT allele at each site for each query haplotype.
 
-    On a CPU, when no gradient is needed, the compiled kernels of `spinimpute.kernels`
+    On a CPU, when no gradient is needed, the compiled kernels of `spinimpute.model.copying_kernels`
     do the same arithmetic (far fewer, larger steps than torch operations can take).
 
     Args:

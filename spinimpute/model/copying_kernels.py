@@ -198,7 +198,7 @@ def _segment_score(ref_bits, alt, observed, popcount, out):  # pragma: no cover 
 
 
 def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray, *, threads: int = 1) -> np.ndarray:
-    """Each reference row's priority as a copying state of each query (see `spinimpute.hmm.select_candidates`).
+    """Each reference row's priority as a copying state of each query (see `spinimpute.model.copying.select_candidates`).
 
     Over the marker segments [cuts[i], cuts[i + 1]) (at most 16 markers each), a row's
     score in a segment is its matches minus mismatches with the query's observed alleles;
@@ -329,7 +329,7 @@ def _copy_posteriors(markers, query, candidates, jump, error, bounds, group_of, 
 
 def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, weights, *, threads: int = 1,
                     dtype=np.float32) -> np.ndarray:
-    """Posterior ALT probability of each site for each query (see `spinimpute.hmm.impute_sites`).
+    """Posterior ALT probability of each site for each query (see `spinimpute.model.copying.impute_sites`).
 
     Args:
         markers: (M, R) uint8 reference alleles at the typed markers, marker-major.

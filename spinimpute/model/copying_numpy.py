@@ -1,6 +1,6 @@
 """The copying model at inference on the CPU: numpy around the compiled kernels, no torch.
 
-`spinimpute.hmm` holds the same Li-Stephens model as differentiable torch code, which
+`spinimpute.model.copying` holds the same Li-Stephens model as differentiable torch code, which
 training differentiates and a GPU runs; on a CPU without gradients it hands its inputs
 to the functions here, and CPU imputation calls them directly, so that it never has to
 import torch. Tests hold the two equal.
@@ -23,9 +23,7 @@ from spinimpute.model import copying_kernels
 SEGMENT_MARKERS = 16
 # Markers per chunk of candidate preselection: each chunk of a copying-model run contributes
 # its own best templates, so that one run over a long stretch (a group of windows, up to
-# 64,000 sites) keeps close templates for each part of it. 100 markers span ~0.35 Mb at
-# OmniExpress density (real benchmark: rarest bin 0.6808 -> 0.6889, every bin up; neutral
-# on the simulations, whose 1 Mb hold 2-3 chunks).
+# 64,000 sites) keeps close templates for each part of it (BENCHMARKS.md, constants).
 CHUNK_MARKERS = 100
 
 
@@ -143,7 +141,7 @@ def local_first(priority: np.ndarray, local: np.ndarray) -> np.ndarray:
 
 
 def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int, *, threads: int = 1) -> np.ndarray:
-    """Reference haplotypes that each query copies from most plausibly (see `spinimpute.hmm.select_candidates`).
+    """Reference haplotypes that each query copies from most plausibly (see `spinimpute.model.copying.select_candidates`).
 
     Each chunk of markers (`chunk_cuts`) picks its `chunk_quota` best rows by the priority over
     its own markers; those come first, then the rest by the priority over all markers.
@@ -163,8 +161,8 @@ def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int,
         quota = chunk_quota(n_candidates, len(chunks) - 1)
         local = np.zeros(priority.shape, dtype=bool)
         for lo, hi in itertools.pairwise(chunks):
-            own = copying_kernels.candidate_priority(markers[lo:hi], query[:, lo:hi], np.asarray(segment_cuts(hi - lo)),
-                                             threads=threads)
+            own = copying_kernels.candidate_priority(markers[lo:hi], query[:, lo:hi],
+                                                     np.asarray(segment_cuts(hi - lo)), threads=threads)
             np.put_along_axis(local, top_candidates(own, quota, threads=threads).astype(np.int64), True, axis=1)
         priority = local_first(priority, local)
     return top_candidates(priority, n_candidates, threads=threads)

@@ -225,7 +225,7 @@ def write_vcf(path, *, contig: str, positions, refs, alts, haplotypes: np.ndarra
     sep = "|" if phased else "/"
     header = [
         "##fileformat=VCFv4.2",
-        "##source=spinimpute.simulate",
+        "##source=spinimpute.tools.simulate",
         f"##contig=<ID={contig},length={int(positions[-1]) + 1}>",
         *(['##INFO=<ID=AF,Number=A,Type=Float,Description="ALT allele frequency">'] if info else []),
         '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',

@@ -3,17 +3,15 @@
 Training fits the predictor's corrections to the copying model's logits on panel
 haplotypes imputed window by window from all other haplotypes; imputation runs the copying
 model over groups of windows from each target haplotype's preselected candidates, and the
-corrections learned on the former can be too confident on the latter (real benchmark:
-ALT probabilities near 0.99 after correction came true 0.976 of the time, against 0.982
-for the copying model's own near 0.99). So after training, the panel's validation
+corrections learned on the former can be too confident on the latter (BENCHMARKS.md,
+constants). So after training, the panel's validation
 individuals (never a training query) are imputed through the engine, as targets are, from
 the panel without them, typed at an array-like set of sites; the weight w in [0, 1] that
 minimises the cross-entropy of copying_logit + w (corrected_logit - copying_logit) over
 their untyped sites is stored in the model (`SpinImputer.refinement_weight`), and
 imputation scales the corrections by it. Ten individuals are few, so the weight stays at
 the 1 training left unless they show the fitted one better beyond noise (a paired t over
-haplotypes): on a simulated panel a fit to 0 that rested on a few haplotypes (t -0.8) made
-the targets' GP worse, while the real panel's 0.48 (t -3.0) made it better.
+haplotypes), since a fit that rests on a few haplotypes can make the targets' GP worse.
 
 Fitted on the panel only, never on targets; torch-free, as the CPU engine is.
 """
