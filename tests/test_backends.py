@@ -1,4 +1,4 @@
-"""CPU inference without torch (`spinimpute.engine.cpu`) equals the torch module it is read from."""
+"""The CPU backend (`spinimpute.engine.cpu`, no torch) equals the torch module it is read from."""
 
 import subprocess
 import sys
