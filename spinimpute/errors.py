@@ -31,6 +31,10 @@ class OutputFileError(FileProblem):
     """An output path cannot be written."""
 
 
+class DeviceError(SpinImputeError):
+    """A compute device that was asked for by name is not available."""
+
+
 def check_output_path(path) -> Path:
     """`path` as a Path, after checking that a file can be written there; raises OutputFileError.
 

@@ -31,7 +31,7 @@ from spinimpute.io.atomic import atomic_output
 from spinimpute.io.matching import match_contig
 from spinimpute.io.modelfile import ModelBundle, load_model
 from spinimpute.io.reading import read_target
-from spinimpute.io.writing import ImputedVcfWriter, RecordBlock
+from spinimpute.io.writing import ImputedVcfWriter, OutputFormat, RecordBlock, output_format
 from spinimpute.model.config import ModelConfig
 from spinimpute.target import Target, TargetContig
 
@@ -151,6 +151,7 @@ def train_job(
         "reference_file": str(ref_path),
         "genetic_map": str(map_path) if map_path else "constant 1 cM/Mb",
         "reference_samples": panel.samples,
+        "contig_lengths": panel.lengths,
         "window_sites": window_sites,
         "flank_sites": flank_sites,
         "training": summary,
@@ -192,12 +193,13 @@ def impute_job(
     start = time.time()
     resolved = select_device(device)
     check_output_path(out_path)
+    fmt = output_format(out_path)
     if summary_path is not None:
         check_output_path(summary_path)
     bundle = load_model(model_path)
     config = bundle.config if copying_states is None else bundle.config.replace(copying_states=copying_states)
     target, names, in_panel = prepare_target(target_path, bundle, threads=threads)
-    site_ranges = region_sites(region, bundle, names, target_path)
+    site_ranges = region_sites(region, bundle, names, target_path, model_path)
     if region is not None:
         names = list(site_ranges)
     # The model's CPU inference: it phases on any device and imputes on the CPU.
@@ -216,7 +218,7 @@ def impute_job(
         f"##spinimpute_model={Path(model_path).name}",
     ]
     n_written = write_imputed(out_path, backend, bundle, phased, site_ranges, samples=target.samples, header=header,
-                              gp=gp, threads=threads, progress=progress)
+                              gp=gp, fmt=fmt, names=target.names, threads=threads, progress=progress)
     seconds = round(time.time() - start, 1)
     log.info("wrote %s: %d sites x %d samples in %.1f s", out_path, n_written, len(target.samples), seconds)
     summary = ImputeSummary(
@@ -238,6 +240,8 @@ def prepare_target(target_path, bundle: ModelBundle, *, threads: int) -> tuple[T
     target = read_target(target_path, panel_sites, alt_freq, threads=threads,
                          panel_haplotypes=lambda name, index: bundle.contigs[name].haplotypes_at(index))
     names = [c for c in bundle.contigs if c in target.contigs]
+    if not target.counts["records"]:
+        raise InputFileError(target_path, "the file has no variant records")
     if not names:
         raise InputFileError(target_path, "no target site overlaps the model's panel sites (contigs in model: "
                                           + ", ".join(bundle.contigs) + ")")
@@ -253,18 +257,21 @@ def prepare_target(target_path, bundle: ModelBundle, *, threads: int) -> tuple[T
         "%d strand-flipped, %d strand-flipped and swapped, %d A/T or C/G oriented by frequency, %d by linkage "
         "with neighbouring markers); dropped: "
         "%d not in the panel, %d other alleles, %d A/T or C/G that neither could orient, %d duplicates, "
-        "%d on contigs not in the model",
+        "%d on contigs not in the model; %d genotype calls carry an allele the panel lacks (missing at the record's "
+        "other alleles)",
         target_path, len(target.samples), counts["records"], counts["matched"], counts["exact"], counts["swapped"],
         counts["strand"], counts["strand_swapped"], counts["ambiguous_resolved"], counts["ambiguous_linkage"],
         counts["not_in_panel"],
         counts["allele_mismatch"], counts["ambiguous_dropped"], counts["duplicate"], counts["other_contig"],
+        counts["absent_allele_calls"],
     )
     if counts.get("renamed_contigs"):
         log.warning("target contig names reconciled with the model's: %s", ", ".join(counts["renamed_contigs"]))
     return target, names, in_panel
 
 
-def region_sites(region: str | None, bundle: ModelBundle, names: list[str], target_path) -> dict[str, range | None]:
+def region_sites(region: str | None, bundle: ModelBundle, names: list[str], target_path,
+                 model_path) -> dict[str, range | None]:
     """The panel site indices to impute per contig: all (None) without `region`, else its one contig's range."""
     if region is None:
         return {name: None for name in names}
@@ -275,6 +282,9 @@ def region_sites(region: str | None, bundle: ModelBundle, names: list[str], targ
     positions = bundle.contigs[name].sites.positions
     lo = np.searchsorted(positions, first, side="left")
     hi = np.searchsorted(positions, last, side="right")
+    if hi == lo:
+        raise InputFileError(model_path, f"region {region} holds none of the model's panel sites (contig {name}: "
+                                         f"{positions[0]:,}-{positions[-1]:,})")
     return {name: range(int(lo), int(hi))}
 
 
@@ -282,14 +292,15 @@ def phase_target(cpu_model: CpuImputer, bundle: ModelBundle, target: Target, sit
                  draws: int | None, seed: int, threads: int) -> tuple[dict[str, TargetContig], int]:
     """Phase the unphased heterozygotes of the contigs in `site_ranges`; return the phased contigs
     and the number of phasings drawn beside the most likely one."""
-    from spinimpute.engine.phasing import PHASE_DRAWS, phase_contig
+    from spinimpute.engine.phasing import PHASE_DRAWS, phase_contig, sample_keys
 
     n_draws = PHASE_DRAWS if draws is None else draws
+    keys = sample_keys(target.samples)
     log.info("phasing %d unphased heterozygous target genotypes against the panel; imputing the most likely "
              "phase and %d drawn phasings", target.counts["unphased_het"], n_draws)
     phased = {
-        name: phase_contig(cpu_model, bundle.contigs[name], target.contigs[name], sites=sites, draws=n_draws,
-                           seed=seed, threads=threads)
+        name: phase_contig(cpu_model, bundle.contigs[name], target.contigs[name], sample_keys=keys, sites=sites,
+                           draws=n_draws, seed=seed, threads=threads)
         for name, sites in site_ranges.items()
     }
     return phased, n_draws
@@ -310,30 +321,32 @@ def make_backend(cpu_model: CpuImputer, bundle: ModelBundle, config: ModelConfig
 
 def write_imputed(out_path, backend: Imputer, bundle: ModelBundle, phased: dict[str, TargetContig],
                   site_ranges: dict[str, range | None], *, samples: list[str], header: list[str], gp: bool,
-                  threads: int, progress: bool) -> int:
-    """Impute the contigs window by window and write the indexed VCF; return the sites written.
+                  fmt: OutputFormat, names: dict[str, str], threads: int, progress: bool) -> int:
+    """Impute the contigs window by window and write the VCF (indexed where bgzipped); return the
+    sites written. Contigs are written under the target's names (`names`, where they differ).
 
     Blocks are formatted on `threads` threads behind imputation and written in order
     (compressed on `threads` more), with up to WRITE_QUEUE_BYTES of probabilities queued.
     """
-    names = list(site_ranges)
-    total_windows = sum(len(bundle.contigs[n].windows_covering(site_ranges[n])) for n in names)
+    lengths = bundle.metadata.get("contig_lengths", {})
+    contigs = {names.get(n, n): lengths.get(n) for n in site_ranges}
+    total_windows = sum(len(bundle.contigs[n].windows_covering(site_ranges[n])) for n in site_ranges)
     n_written = 0
-    with atomic_output(out_path) as tmp:
-        writer = ImputedVcfWriter(tmp, samples=samples, contigs=names, extra_header=header, threads=threads,
-                                  index_path=f"{tmp}.tbi", gp=gp)
+    with atomic_output(out_path, index=fmt == "bgzf") as tmp:
+        writer = ImputedVcfWriter(tmp, samples=samples, contigs=contigs, extra_header=header, threads=threads,
+                                  index_path=f"{tmp}.tbi" if fmt == "bgzf" else None, gp=gp, fmt=fmt, names=names)
 
         def block_text(sites, block) -> RecordBlock:
             af, dr2 = site_statistics(block.hap_prob, block.haploid)
             return writer.block_text(sites, block.start, block.hap_prob, block.typed, af, dr2, block.haploid)
 
         try:
-            bar = tqdm(total=total_windows, desc="imputing", unit="window", disable=not progress, leave=False)
+            bar = tqdm(total=total_windows, desc="imputing", unit="window", disable=not progress)
             with ThreadPoolExecutor(max_workers=threads) as formatting:
                 pending: deque = deque()
-                for name in names:
+                for name, sites in site_ranges.items():
                     contig = bundle.contigs[name]
-                    for block in impute_contig(backend, contig, phased[name], name=name, sites=site_ranges[name]):
+                    for block in impute_contig(backend, contig, phased[name], name=name, sites=sites):
                         pending.append((formatting.submit(block_text, contig.sites, block), block.hap_prob.nbytes))
                         while pending and (pending[0][0].done() or sum(n for _, n in pending) > WRITE_QUEUE_BYTES):
                             writer.write_records(pending.popleft()[0].result())

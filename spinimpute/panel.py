@@ -50,8 +50,11 @@ class PanelContig:
 
 @dataclass
 class Panel:
+    """A phased reference panel: its samples, its contigs, and the contigs' lengths where the header gives them."""
+
     samples: list[str]
     contigs: dict[str, PanelContig]
+    lengths: dict[str, int] = field(default_factory=dict)
 
 
 

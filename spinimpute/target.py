@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,15 @@ class TargetContig:
 
 @dataclass
 class Target:
+    """Target genotypes by panel contig.
+
+    Attributes:
+        counts: how the file's records were matched to the panel, each case counted.
+        names: the file's name of each panel contig it names otherwise ('chr20' for '20').
+    """
+
     samples: list[str]
     contigs: dict[str, TargetContig]
     counts: dict[str, Any]
+    names: dict[str, str] = field(default_factory=dict)
 

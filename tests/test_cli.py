@@ -1,5 +1,6 @@
 """End-to-end tests of the command line on a seeded simulation."""
 
+import gzip
 import json
 import stat
 
@@ -118,16 +119,35 @@ def test_same_inputs_give_identical_output(imputed, trained_model, small_benchma
         (["beagle", "gt=t.vcf.gz", "ref=m.spin", "out=/nonexistent/dir/p"], "does not exist"),
         (["evaluate", "--truth", "TARGET", "--imputed", "TARGET"], "no FORMAT/DS in the header"),
         (["evaluate", "--truth", "TARGET", "--imputed", "IMPUTED_ELSEWHERE"], "no untyped polymorphic site in common"),
+        # A region of a model contig that holds none of its sites, and output names that say no VCF format.
+        (["impute", "--target", "TARGET", "--model", "MODEL", "--out", "OUT", "--region", "20:50000000-60000000"],
+         "holds none of the model's panel sites"),
+        (["impute", "--target", "TARGET", "--model", "MODEL", "--out", "OUT.bcf"], "format follows its name"),
+        (["impute", "--target", "TARGET", "--model", "MODEL", "--out", "OUT.txt"], "format follows its name"),
+        (["impute", "--target", "EMPTY", "--model", "MODEL", "--out", "OUT"], "has no variant records"),
+        (["beagle", "gt=TARGET", "ref=MISSING.spin", "out=OUTSIDE/bgl"], "file not found"),
     ],
 )
 def test_bad_input_gives_one_line_error_and_no_output(args, problem, trained_model, small_benchmark, imputed,
                                                       tmp_path):
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"  # inputs and logs beside tmp_path, which must stay empty
+    elsewhere.mkdir()
     subst = {"TARGET": str(small_benchmark / "target.vcf.gz"), "MODEL": str(trained_model),
-             "OUT": str(tmp_path / "o.vcf.gz"), "MISSING.vcf.gz": str(tmp_path / "missing.vcf.gz"),
-             "MISSING.spin": str(tmp_path / "missing.spin")}
-    if "IMPUTED_ELSEWHERE" in args:  # written beside tmp_path, which must stay empty
-        subst["IMPUTED_ELSEWHERE"] = str(_moved_copy(imputed, tmp_path.parent / f"{tmp_path.name}-moved"))
-    result = CliRunner().invoke(main, ["-q", *[subst.get(a, a) for a in args]])
+             "OUT": str(tmp_path / "o.vcf.gz"), "OUT.bcf": str(tmp_path / "o.bcf"), "OUT.txt": str(tmp_path / "o.txt"),
+             "MISSING.vcf.gz": str(tmp_path / "missing.vcf.gz"), "MISSING.spin": str(tmp_path / "missing.spin")}
+    if "IMPUTED_ELSEWHERE" in args:
+        subst["IMPUTED_ELSEWHERE"] = str(_moved_copy(imputed, elsewhere))
+    if "EMPTY" in args:  # a header and no records
+        with gzip.open(small_benchmark / "target.vcf.gz", "rt") as src:
+            (elsewhere / "empty.vcf").write_text("".join(line for line in src if line.startswith("#")))
+        subst["EMPTY"] = str(elsewhere / "empty.vcf")
+    subst["OUTSIDE/bgl"] = str(elsewhere / "bgl")
+
+    def concrete(arg):  # a placeholder alone, or the value of a Beagle key=value
+        key, sep, value = arg.rpartition("=")
+        return key + sep + subst.get(value, value)
+
+    result = CliRunner().invoke(main, ["-q", *map(concrete, args)])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and problem in lines[0] and lines[0].startswith("spinimpute: error:")
@@ -137,8 +157,6 @@ def test_bad_input_gives_one_line_error_and_no_output(args, problem, trained_mod
 
 def _moved_copy(imputed, folder):
     """The imputed file with every position moved 10 Mb on: no site in common with the truth."""
-    import gzip
-
     folder.mkdir(exist_ok=True)
     path = folder / "moved.vcf"
     with gzip.open(imputed, "rt") as src, open(path, "w") as out:
@@ -316,8 +334,190 @@ def test_evaluate_several_files_and_plot(imputed, small_benchmark, tmp_path):
     assert result.exit_code == 0, result.output
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads(out_json.read_text())
-    assert list(data) == [str(imputed), str(other)] and data[str(other)]["curve"]
+    assert list(data) == [imputed.name.removesuffix(".vcf.gz"), "copy"] and data["copy"]["curve"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all.json", "copy.vcf.gz", "r2.png"]  # no temporaries
     result = CliRunner().invoke(main, ["evaluate", "--truth", str(small_benchmark / "truth.vcf.gz"),
                                        "--imputed", str(imputed), "--plot", str(tmp_path / "r2.jpeg")])
     assert result.exit_code == 2 and ".png, .pdf or .svg" in result.output
+
+
+def _vcf_lines(path):
+    opener = gzip.open if str(path).endswith((".gz", ".bgz")) else open
+    with opener(path, "rt") as handle:
+        return handle.read().splitlines()
+
+
+def _records(path):
+    return [line for line in _vcf_lines(path) if not line.startswith("#")]
+
+
+def _edit_target(source, out, edit_record=lambda fields: fields, header=lambda line: line):
+    """`source` rewritten as plain text: each record's fields through `edit_record` (None leaves it out),
+    header lines through `header`."""
+    lines = []
+    for line in _vcf_lines(source):
+        fields = None if line.startswith("#") else edit_record(line.split("\t"))
+        if line.startswith("#") or fields is not None:  # None: record left out
+            lines.append(header(line) if fields is None else "\t".join(fields))
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _impute(target, model, out, *extra):
+    result = CliRunner().invoke(main, ["-q", "impute", "--target", str(target), "--model", str(model), "--out",
+                                       str(out), "--threads", "1", *extra])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_a_call_of_an_allele_the_panel_lacks_is_imputed_as_missing(trained_model, small_benchmark, tmp_path):
+    first = _records(small_benchmark / "target.vcf.gz")[0].split("\t")
+    other = next(b for b in "ACGT" if b not in (first[3], first[4]))
+
+    def with_call(call):
+        def edit(fields):
+            if fields[1] == first[1]:
+                fields = [*fields[:4], f"{fields[4]},{other}", *fields[5:]]
+                fields[9] = call + "|" + fields[9].split("|")[1]  # sample 0's first allele
+            return fields
+        return edit
+
+    absent = _edit_target(small_benchmark / "target.vcf.gz", tmp_path / "absent.vcf", with_call("2"))
+    missing = _edit_target(small_benchmark / "target.vcf.gz", tmp_path / "missing.vcf", with_call("."))
+    a = _impute(absent, trained_model, tmp_path / "a.vcf.gz")
+    b = _impute(missing, trained_model, tmp_path / "b.vcf.gz")
+    assert _records(a) == _records(b)  # '2|x' imputed exactly as '.|x'
+    assert json.loads((tmp_path / "a.summary.json").read_text())["target_sites"]["absent_allele_calls"] == 1
+    ref = _impute(_edit_target(small_benchmark / "target.vcf.gz", tmp_path / "ref.vcf", with_call("0")),
+                  trained_model, tmp_path / "r.vcf.gz")
+    site = {name: next(r.split("\t")[9] for r in _records(out) if r.split("\t")[1] == first[1]) for name, out in
+            (("absent", a), ("ref", ref))}
+    assert site["absent"] != site["ref"]  # not silently REF (it was written as the typed '0|x' call)
+
+
+def test_output_format_follows_the_name(imputed, trained_model, small_benchmark, tmp_path):
+    plain = _impute(small_benchmark / "target.vcf.gz", trained_model, tmp_path / "o.vcf")
+    assert plain.read_bytes().startswith(b"##fileformat=VCFv4.2")
+    assert not (tmp_path / "o.vcf.tbi").exists() and (tmp_path / "o.summary.json").exists()
+    assert _records(plain) == _records(imputed)
+    bgz = _impute(small_benchmark / "target.vcf.gz", trained_model, tmp_path / "o.vcf.bgz")
+    assert (tmp_path / "o.vcf.bgz.tbi").exists() and _records(bgz) == _records(imputed)
+
+
+def test_output_keeps_the_panels_contig_length_and_the_targets_contig_name(trained_model, small_benchmark,
+                                                                           tmp_path):
+    renamed = _edit_target(small_benchmark / "target.vcf.gz", tmp_path / "chr.vcf",
+                           lambda fields: ["chr" + fields[0], *fields[1:]],
+                           lambda line: line.replace("##contig=<ID=20", "##contig=<ID=chr20"))
+    out = _impute(renamed, trained_model, tmp_path / "o.vcf.gz", "-r", "chr20:1-100000")
+    vcf = cyvcf2.VCF(str(out))
+    length = cyvcf2.VCF(str(small_benchmark / "ref.vcf.gz")).seqlens[0]
+    assert vcf.seqnames == ["chr20"] and vcf.seqlens == [length]
+    records = _records(out)
+    assert records and all(r.startswith("chr20\t") for r in records)
+    assert len(list(vcf("chr20:1-100000"))) == len(records)  # the index follows the written name
+
+
+@pytest.mark.parametrize("key", ["impute=false", "ap=true", "excludesamples=x.txt", "excludemarkers=x.txt",
+                                 "ped=x.ped"])
+def test_beagle_keys_that_change_the_output_are_refused(key, tmp_path):
+    result = CliRunner().invoke(main, ["beagle", "gt=a.vcf.gz", "ref=m.spin", f"out={tmp_path / 'p'}", key])
+    assert result.exit_code == 2 and key in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_beagle_log_holds_the_error_and_the_executable_names_itself(small_benchmark, tmp_path, monkeypatch, capsys):
+    from spinimpute.cli import beagle_main
+
+    result = CliRunner().invoke(main, ["-q", "beagle", f"gt={small_benchmark / 'target.vcf.gz'}",
+                                       f"ref={tmp_path / 'missing.spin'}", f"out={tmp_path / 'p'}", "impute=true",
+                                       "ap=false"])
+    assert result.exit_code == 1
+    assert (tmp_path / "p.log").read_text().splitlines()[-1] == result.output.strip()
+    monkeypatch.setattr("sys.argv", ["spinimpute-beagle", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        beagle_main()
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("Usage: spinimpute-beagle ")
+
+
+def test_cuda_asked_for_without_one_is_an_error(small_benchmark, trained_model, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    result = CliRunner().invoke(main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"), "--model",
+                                       str(trained_model), "-o", str(tmp_path / "o.vcf.gz"), "--device", "cuda"])
+    assert result.exit_code == 1 and "no CUDA device" in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_threads_default_to_the_cpus_the_process_may_use(monkeypatch):
+    from spinimpute.engine.device import available_cpus
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {3})
+    assert available_cpus() == 1
+    impute_help = CliRunner().invoke(main, ["impute", "--help"]).output
+    evaluate_help = CliRunner().invoke(main, ["evaluate", "--help"]).output
+    assert "the CPUs this process may use" in " ".join(impute_help.split())
+    assert "htslib threads for reading the VCFs" in evaluate_help and "torch" not in evaluate_help
+
+
+def test_plot_needs_are_checked_before_the_work(small_benchmark, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name))
+    result = CliRunner().invoke(main, ["evaluate", "--truth", str(tmp_path / "absent.vcf.gz"), "--imputed",
+                                       str(tmp_path / "absent.vcf.gz"), "--plot", str(tmp_path / "r2.png")])
+    assert result.exit_code == 2 and "needs matplotlib" in result.output  # before reading the missing files
+    result = CliRunner().invoke(main, ["evaluate", "--truth", "t.vcf.gz", "--imputed", "a.vcf.gz", "--label", "x",
+                                       "--label", "y"])
+    assert result.exit_code == 2 and "one distinct label per --imputed file" in result.output
+
+
+def test_progress_bar_ends_at_the_last_window(small_benchmark, trained_model, tmp_path):
+    result = CliRunner().invoke(main, ["impute", "--target", str(small_benchmark / "target.vcf.gz"), "--model",
+                                       str(trained_model), "-o", str(tmp_path / "o.vcf.gz"), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    from spinimpute.io.modelfile import load_model
+
+    n = len(load_model(trained_model).contigs["20"].windows)
+    assert f"{n}/{n}" in result.output.split("imputing")[-1]
+
+
+def test_a_small_panel_is_warned_about_its_held_out_individuals(small_benchmark, tmp_path):
+    def keep_ten(fields):
+        return fields[:19]
+
+    panel = _edit_target(small_benchmark / "ref.vcf.gz", tmp_path / "ten.vcf", keep_ten,
+                         lambda line: "\t".join(line.split("\t")[:19]) if line.startswith("#CHROM") else line)
+    result = CliRunner().invoke(main, ["train", "--ref", str(panel), "-o", str(tmp_path / "m.spin"), "--steps", "1",
+                                       "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "a panel of 10 samples leaves 2 for the held-out checks (of 10)" in result.output
+
+
+@pytest.mark.parametrize("phased", [True, False])
+def test_a_samples_output_does_not_depend_on_its_batch(phased, trained_model, small_benchmark, unphased_target,
+                                                       tmp_path):
+    source = small_benchmark / "target.vcf.gz" if phased else unphased_target
+    columns = _vcf_lines(source)[-1].count("\t") + 1
+    order = list(range(9)) + list(reversed(range(9, columns)))
+    subsets = {"all": order[:9] + list(range(9, columns)), "reversed": order, "alone": order[:9] + [12]}
+    outputs = {}
+    # A/T and C/G SNPs are left out: their strand is decided from the cohort's frequencies and linkage
+    # (one sample cannot show it), the one step that rightly depends on the batch.
+    palindromes = {("A", "T"), ("T", "A"), ("C", "G"), ("G", "C")}
+
+    def subset(fields, keep):
+        return None if (fields[3], fields[4]) in palindromes else [fields[i] for i in keep]
+
+    for name, keep in subsets.items():
+        target = _edit_target(source, tmp_path / f"{name}.vcf", lambda fields, keep=keep: subset(fields, keep),
+                              lambda line, keep=keep: "\t".join(line.split("\t")[i] for i in keep)
+                              if line.startswith("#CHROM") else line)
+        out = _impute(target, trained_model, tmp_path / f"{name}.vcf.gz")
+        header = next(line for line in _vcf_lines(out) if line.startswith("#CHROM")).split("\t")
+        outputs[name] = {sample: [r.split("\t")[header.index(sample)] for r in _records(out)] for sample in header[9:]}
+    sample = _vcf_lines(source)[[line.startswith("#CHROM") for line in _vcf_lines(source)].index(True)].split("\t")[12]
+    assert outputs["alone"][sample] == outputs["all"][sample] == outputs["reversed"][sample]
+    assert outputs["reversed"] == outputs["all"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from spinimpute.engine.cpu import CpuImputer
-from spinimpute.engine.phasing import phase_contig
+from spinimpute.engine.phasing import phase_contig, sample_keys
 from spinimpute.engine.statistics import site_statistics
 from spinimpute.io.modelfile import load_model
 from spinimpute.io.reading import read_target
@@ -32,7 +32,7 @@ def test_phasing_keeps_genotypes_and_recovers_most_phase(trained_model, small_be
     tc = unphased.contigs["20"]
     assert tc.unphased.sum() == unphased.counts["unphased_het"] > 0
     model = CpuImputer(bundle.weights, bundle.config)
-    result = phase_contig(model, bundle.contigs["20"], tc, threads=2)
+    result = phase_contig(model, bundle.contigs["20"], tc, sample_keys=sample_keys(unphased.samples), threads=2)
     truth = phased.contigs["20"].alleles
     assert not result.unphased.any()
     assert np.array_equal(result.alleles.reshape(len(truth), -1, 2).sum(-1), truth.reshape(len(truth), -1, 2).sum(-1))
@@ -123,16 +123,19 @@ def test_drawn_phasings_switch_at_uncertain_heterozygotes_only():
     np.testing.assert_allclose(_other_order_probability(het, open_het, same), [0, 0.1, 0, 0.5, 0, 0])
     other = np.zeros((6, 2))
     other[1, 0], other[3, 1] = 0.1, 0.5
-    positions, samples = np.arange(100, 700, 100), np.array([4, 7])
-    switches = phase_switches(other, 10, positions, samples, 400, seed=1)
+    positions, samples, keys = np.arange(100, 700, 100), np.array([4, 7]), sample_keys(["S4", "S7"])
+    switches = phase_switches(other, 10, positions, samples, keys, 400, seed=1)
     assert set(map(tuple, switches[:, :2])) <= {(11, 4), (13, 7)}
     counts = {key: np.sum((switches[:, 0] == key[0]) & (switches[:, 1] == key[1])) for key in ((11, 4), (13, 7))}
     assert 20 <= counts[(11, 4)] <= 65 and 160 <= counts[(13, 7)] <= 240  # 40 and 200 expected
-    # The draws depend on the seed, the sites' positions and the samples only, not on where a window starts.
-    again = phase_switches(other[1:], 11, positions[1:], samples, 400, seed=1)
+    # The draws depend on the seed, the sites' positions and the samples' keys only, not on where a
+    # window starts or where a sample stands in the file.
+    again = phase_switches(other[1:], 11, positions[1:], samples, keys, 400, seed=1)
     np.testing.assert_array_equal(again, switches)
-    assert not np.array_equal(phase_switches(other, 10, positions, samples, 400, seed=2), switches)
-    assert len(phase_switches(other, 10, positions, samples, 4, seed=-7)) <= 8  # any --seed will do
+    moved = phase_switches(other, 10, positions, samples + 3, keys, 400, seed=1)
+    np.testing.assert_array_equal(moved[:, [0, 2]], switches[:, [0, 2]])
+    assert not np.array_equal(phase_switches(other, 10, positions, samples, keys, 400, seed=2), switches)
+    assert len(phase_switches(other, 10, positions, samples, keys, 4, seed=-7)) <= 8  # any --seed will do
 
 
 def test_draw_flips_hold_the_slot_order_from_each_switch_on():

@@ -92,6 +92,24 @@ def test_target_matching_flips_swapped_alleles_and_renames_contigs(tmp_path):
     assert target.counts["renamed_contigs"] == ["chr20->20"]
 
 
+def test_a_typed_allele_the_panel_lacks_is_missing_not_ref(tmp_path):
+    # The panel has A>C at 100 and both ALTs of A>C,G at 300; the target's A>C,G at 100 carries a G
+    # that the panel lacks: its calls say nothing of C, so they are missing there, as '.' is.
+    panel = read_panel(_write(tmp_path, "20\t100\t.\tA\tC\t.\t.\t.\tGT\t0|1\t1|1\n"
+                                        "20\t300\t.\tA\tC,G\t.\t.\t.\tGT\t0|1\t2|1\n"))
+    header = HEADER.replace("\tA\tB\n", "\tA\tB\tC\tD\n")
+    target = read_target(_write(tmp_path, "20\t100\t.\tA\tC,G\t.\t.\t.\tGT\t0/2\t2|1\t.|1\t1|1\n"
+                                          "20\t300\t.\tA\tC,G\t.\t.\t.\tGT\t0/2\t2|1\t.|1\t1|1\n",
+                                name="t.vcf", header=header),
+                         {"20": panel.contigs["20"].sites})
+    alleles = target.contigs["20"].alleles
+    assert alleles[0].tolist() == [0, MISSING, MISSING, 1, MISSING, 1, 1, 1]  # '2|1' reads as '.|1'
+    assert alleles[1].tolist() == [0, 0, 0, 1, MISSING, 1, 1, 1]  # the panel has G here: 'not C'
+    assert alleles[2].tolist() == [0, 1, 1, 0, MISSING, 0, 0, 0]
+    assert target.counts["absent_allele_calls"] == 2 and target.counts["allele_mismatch"] == 1
+    assert target.counts["unphased_het"] == 1  # only 0/2 at 300, where both alleles are known
+
+
 def test_genotype_block_formatting():
     probs = np.array([[0.0, 1.0, 0.25, 0.5], [1.0, 1.0, 0.0, 0.0]])
     fields = format_genotype_block(probs)
@@ -122,7 +140,7 @@ def test_imputed_writer_output_is_indexed_and_readable(tmp_path, own_index):
     sites = panel.contigs["20"].sites
     out = tmp_path / "imp.vcf.gz"
     with atomic_output(out) as tmp:
-        w = ImputedVcfWriter(tmp, samples=["S1", "S2"], contigs=["20"], extra_header=["##spinimpute_command=x"],
+        w = ImputedVcfWriter(tmp, samples=["S1", "S2"], contigs={"20": 64444167}, extra_header=["##spinimpute_command=x"],
                              index_path=f"{tmp}.tbi" if own_index else None)
         w.write_block(sites, 0, np.array([[0.1, 0.9, 1.0, 0.0], [0.0, 0.0, 0.5, 0.5]]), np.array([False, True]),
                       np.array([0.5, 0.25]), np.array([0.8, 1.0]))
@@ -134,3 +152,7 @@ def test_imputed_writer_output_is_indexed_and_readable(tmp_path, own_index):
     assert recs[0].INFO.get("IMP") is True
     assert recs[0].format("DS")[:, 0].tolist() == pytest.approx([1.0, 1.0])
     assert recs[0].format("GP").shape == (2, 3)
+    assert vcf.seqlens == [64444167]  # the panel's contig length is kept
+    with gzip.open(out, "rt") as handle:
+        records = [line.split("\t") for line in handle if not line.startswith("#")]
+    assert [r[7] for r in records] == ["DR2=0.80;AF=0.5000;IMP", "DR2=1.00;AF=0.2500"]  # Beagle's order and digits

@@ -41,3 +41,5 @@ def test_workflow_runs_and_covers_every_panel_site(executor, tmp_path):
     panel = [(r.POS, r.ALT[0]) for r in cyvcf2.VCF(str(REPO / "data" / "example" / "ref.vcf.gz"))]
     imputed = [(r.POS, r.ALT[0]) for r in cyvcf2.VCF(str(out / "imputed" / "20.vcf.gz"))]
     assert imputed == panel
+    left = sorted(p.name for p in (out / "chunks").iterdir())
+    assert left == sorted(f"{i}.summary.json" for i in range(len(chunks)))  # chunk VCFs are temporary

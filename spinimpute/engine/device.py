@@ -1,19 +1,20 @@
-"""Choosing the compute device, once per job: `--device auto|cpu|cuda` becomes "cpu" or "cuda"."""
+"""Compute resources: the device, chosen once per job (`--device auto|cpu|cuda` becomes "cpu" or
+"cuda"), and the CPUs the process may use."""
 
 from __future__ import annotations
 
-import logging
 import os
+from pathlib import Path
 from typing import Literal, get_args
 
-log = logging.getLogger(__name__)
+from spinimpute.errors import DeviceError
 
 DeviceRequest = Literal["auto", "cpu", "cuda"]
 Device = Literal["cpu", "cuda"]
 
 
 def select_device(requested: DeviceRequest) -> Device:
-    """'cpu' or 'cuda': 'auto' takes a GPU when there is one, 'cuda' without one falls back with a warning.
+    """'cpu' or 'cuda': 'auto' takes a GPU when there is one; 'cuda' without one is a DeviceError.
 
     Jobs call this once, at their start, and pass the answer on: a device is one of these
     strings everywhere (a torch.device, say, is a TypeError here rather than a silent other path).
@@ -31,7 +32,7 @@ def select_device(requested: DeviceRequest) -> Device:
     if available:
         return "cuda"
     if requested == "cuda":
-        log.warning("--device cuda was requested but no CUDA device is available; running on the CPU")
+        raise DeviceError("--device cuda: no CUDA device is available (--device auto falls back to the CPU)")
     return "cpu"
 
 
@@ -39,3 +40,18 @@ def _gpu_driver_present() -> bool:
     """Whether an NVIDIA (or ROCm) kernel driver is loaded, which any CUDA device needs."""
     return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd"))
 
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask (a cluster job's allocation, taskset), capped by a
+    cgroup v2 CPU quota (a container's or a batch system's limit), as `--threads` defaults to."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)

@@ -7,6 +7,7 @@ phased here first, window by window (see `phase_contig`), on the CPU without tor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 
 import numpy as np
@@ -33,8 +34,8 @@ CANDIDATE_CHUNK_MARKERS = 40
 PHASE_DRAWS = 4
 
 
-def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetContig, *, sites: range | None = None,
-                 draws: int = 0, seed: int = 1, threads: int = 1) -> TargetContig:
+def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetContig, *, sample_keys: np.ndarray,
+                 sites: range | None = None, draws: int = 0, seed: int = 1, threads: int = 1) -> TargetContig:
     """Resolve the phase of unphased heterozygous target genotypes against the panel.
 
     Window by window (model windows merged until their cores hold PHASING_CORE_MARKERS
@@ -56,11 +57,14 @@ def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetConti
 
     Args:
         model: gives `switch_rate(n_reference)` and `mismatch()` (a `CpuImputer`).
+        sample_keys: (n_samples,) uint64 each target sample's key (`sample_keys` of its name),
+            which its draws depend on rather than its place in the file.
         sites: only the phasing windows that reach the model windows imputing those sites
             or one window either side are phased; other unphased genotypes are left as written.
         draws: phasings drawn beside the most likely one.
-        seed: seeds the draws, which depend on it, the samples' order and the sites' positions
-            only, so that a run over a region draws what a whole-contig run draws there.
+        seed: seeds the draws, which depend on it, the samples' keys and the sites' positions
+            only, so that a run over a region draws what a whole-contig run draws there, and a
+            sample draws the same alone as in any batch.
 
     Returns:
         A TargetContig whose alleles are phased (where `sites` reaches), whose `unphased`
@@ -118,7 +122,8 @@ def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetConti
             other_order[:, j] = np.where(resolved[:, j], _other_order_probability(genotypes[j] == 1, open_sites[:, sample],
                                                                                   same[j]), 0.0)
         if draws:
-            switches.append(phase_switches(other_order, lo, positions[lo:hi], samples, draws, seed))
+            switches.append(phase_switches(other_order, lo, positions[lo:hi], samples, sample_keys[samples], draws,
+                                           seed))
         r, c = np.nonzero(resolved)
         decided[lo + r, samples[c]] = True
     switch_rows = np.concatenate(switches) if switches else np.zeros((0, 3), dtype=np.int64)
@@ -126,31 +131,38 @@ def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetConti
                         n_draws=draws, draw_switches=switch_rows[np.argsort(switch_rows[:, 0], kind="stable")])
 
 
-def phase_switches(other_order: np.ndarray, row_offset: int, positions: np.ndarray, samples: np.ndarray, draws: int,
-                   seed: int) -> np.ndarray:
+def sample_keys(names: list[str]) -> np.ndarray:
+    """(n,) uint64 keys of sample names (the first 8 bytes of their BLAKE2b digest)."""
+    return np.array([int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+                     for name in names], dtype=np.uint64)
+
+
+def phase_switches(other_order: np.ndarray, row_offset: int, positions: np.ndarray, samples: np.ndarray,
+                   keys: np.ndarray, draws: int, seed: int) -> np.ndarray:
     """(n, 3) int64 (typed-site row, sample, draw) where a drawn phasing takes the other order.
 
     Args:
         other_order: (M, S) probability of the order the most likely phase did not take at
             each heterozygote, relative to the previous one (0 where nothing was decided).
         row_offset: the typed-site row of other_order's first row.
-        positions: (M,) the sites' positions, samples: (S,) the samples' indices; with `seed`
-            and the draw, they alone decide each uniform number (`_uniform`).
+        positions: (M,) the sites' positions; samples: (S,) the samples' indices, keys: (S,)
+            their keys; with `seed` and the draw, positions and keys alone decide each uniform
+            number (`_uniform`).
     """
     rows, cols = np.nonzero(other_order > 0)
     out = []
     for draw in range(draws):
-        taken = _uniform(seed, draw, positions[rows], samples[cols]) < other_order[rows, cols]
+        taken = _uniform(seed, draw, positions[rows], keys[cols]) < other_order[rows, cols]
         out.append(np.stack([rows[taken] + row_offset, samples[cols[taken]], np.full(taken.sum(), draw)], axis=1))
     return np.concatenate(out).astype(np.int64) if out else np.zeros((0, 3), dtype=np.int64)
 
 
-def _uniform(seed: int, draw: int, positions: np.ndarray, samples: np.ndarray) -> np.ndarray:
+def _uniform(seed: int, draw: int, positions: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Uniform numbers in [0, 1), one per (position, sample), from a hash of the four (splitmix64's finaliser)."""
     with np.errstate(over="ignore"):
         x = (np.uint64(seed % 2**64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(draw) * np.uint64(0xD1B54A32D192ED03)
              + positions.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
-             + samples.astype(np.uint64) * np.uint64(0x94D049BB133111EB))
+             + keys.astype(np.uint64) * np.uint64(0x94D049BB133111EB))
         for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
             x = (x ^ (x >> np.uint64(shift))) * np.uint64(factor)
         x ^= x >> np.uint64(31)

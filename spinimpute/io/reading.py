@@ -75,6 +75,14 @@ def declared_fields(vcf) -> set[tuple[str, str]]:
     return {(h.type, h.info().get("ID")) for h in vcf.header_iter()}
 
 
+def contig_lengths(vcf) -> dict[str, int]:
+    """The lengths of the header's ##contig lines that give one."""
+    try:
+        return {name: int(length) for name, length in zip(vcf.seqnames, vcf.seqlens) if length > 0}
+    except AttributeError:  # cyvcf2: "no sequence lengths found in header"
+        return {}
+
+
 def records(path, vcf) -> Iterator:
     """Iterate records, turning htslib read failures into InputFileError."""
     try:
@@ -116,6 +124,7 @@ def read_panel(path, *, threads: int = 1) -> Panel:
     """
     vcf = open_vcf(path, threads)
     samples = list(vcf.samples)
+    lengths = contig_lengths(vcf)
     _check_samples(path, samples)
     n_haps = 2 * len(samples)
     contigs: dict[str, dict] = {}
@@ -155,7 +164,7 @@ def read_panel(path, *, threads: int = 1) -> Panel:
         sites = Sites(chrom, np.asarray(e["pos"], dtype=np.int64), e["id"], e["ref"], e["alt"])
         haps = np.stack(e["hap"]) if e["hap"] else np.zeros((0, n_haps), np.uint8)
         panel_contigs[chrom] = PanelContig(sites, haps)
-    return Panel(samples, panel_contigs)
+    return Panel(samples, panel_contigs, lengths)
 
 
 def read_target(
@@ -186,8 +195,8 @@ def read_target(
             table.setdefault(int(p), []).append((i, r, a, float(freq[i])))
         by_position[chrom] = table
     known = list(panel_sites)
-    counts: dict[str, Any] = {"records": 0, "matched": 0, **{c: 0 for c in MATCH_CASES}, "not_in_panel": 0, "duplicate": 0,
-              "other_contig": 0, "unphased_het": 0}
+    counts: dict[str, Any] = {"records": 0, "matched": 0, **{c: 0 for c in MATCH_CASES}, "not_in_panel": 0,
+                              "duplicate": 0, "other_contig": 0, "unphased_het": 0, "absent_allele_calls": 0}
     per_contig: dict[str, dict[int, tuple]] = {}
     ambiguous: list[str] = []  # A/T and C/G records and what was done with each
     pending: dict[str, dict[int, tuple]] = {}  # A/T and C/G SNPs left to orient by linkage
@@ -214,14 +223,25 @@ def read_target(
         pairs, phased, haploid = _diploid_view(path, rec)
         raw = pairs.reshape(n_haps)
         unphased_gt = ~phased
+        matches = []
         for k, alt in enumerate(rec.ALT, start=1):
             alleles = np.where(raw < 0, MISSING, (raw == k).astype(np.int8)).astype(np.int8)
             present = alleles[alleles >= 0]
             target_freq = float(present.mean()) if len(present) else 0.5
             idx, flip, case = match_alleles(rec.REF, alt, candidates, target_freq)
-            label = f"{chrom}:{rec.POS}:{rec.REF}:{alt}"
             if case == "ambiguous_unresolved" and panel_haplotypes is None:
                 idx, case = None, "ambiguous_dropped"
+            matches.append((k, alt, idx, flip, case))
+        # An allele of this record that matches no panel site says nothing of the panel's alleles
+        # here: its calls are missing at the record's other sites, as '.' is, not REF.
+        absent = [k for k, _, idx, _, _ in matches if idx is None]
+        if absent and len(absent) < len(matches):
+            unknown = np.isin(raw, absent)
+            counts["absent_allele_calls"] += int(unknown.reshape(-1, 2).any(axis=1).sum())
+            raw = np.where(unknown, MISSING, raw)
+        for k, alt, idx, flip, case in matches:
+            alleles = np.where(raw < 0, MISSING, (raw == k).astype(np.int8)).astype(np.int8)
+            label = f"{chrom}:{rec.POS}:{rec.REF}:{alt}"
             if case == "ambiguous_unresolved":
                 assert idx is not None  # its panel site, left to orient by linkage
                 waiting = pending.setdefault(panel_chrom, {})
@@ -254,11 +274,11 @@ def read_target(
             np.stack([found[i][1] for i in index]),
             np.stack([found[i][2] for i in index]),
         )
-    for chrom, mapped in name_map.items():
-        if mapped is not None and mapped != chrom:
-            counts.setdefault("renamed_contigs", []).append(f"{chrom}->{mapped}")
+    names = {mapped: chrom for chrom, mapped in name_map.items() if mapped is not None and mapped != chrom}
+    if names:
+        counts["renamed_contigs"] = [f"{chrom}->{mapped}" for mapped, chrom in names.items()]
     counts["ambiguous_sites"] = ambiguous
-    return Target(samples, contigs, counts)
+    return Target(samples, contigs, counts, names)
 
 
 def _flipped(alleles: np.ndarray) -> np.ndarray:

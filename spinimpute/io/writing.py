@@ -1,11 +1,14 @@
-"""The imputed VCF: Beagle-style records (GT, DS, GP; INFO AF, DR2, IMP) in BGZF, indexed as written."""
+"""The imputed VCF: Beagle-style records (GT, DS, GP; INFO DR2, AF, IMP), in BGZF indexed as written
+or as plain text, as the output's name says."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import BinaryIO, Literal
 
 import numpy as np
 
+from spinimpute.errors import OutputFileError
 from spinimpute.io.bgzf import BGZF_BLOCK_INPUT, BgzfTextWriter, write_bgzf
 from spinimpute.io.genotype_text import format_genotype_rows
 from spinimpute.io.tabix import TabixIndexBuilder
@@ -36,21 +39,56 @@ class RecordBlock:
     lengths: np.ndarray
 
 
-class ImputedVcfWriter:
-    """Writes imputed sites as a Beagle-style VCF (GT, DS, GP; INFO AF, DR2, IMP) in BGZF.
+OutputFormat = Literal["bgzf", "text"]
 
-    With `index_path`, also writes the file's tabix index there on close. Without `gp`,
-    the FORMAT fields are GT:DS only (as Beagle writes by default).
+
+def output_format(path) -> OutputFormat:
+    """The format an output's name asks for, as htslib's tools read names: '.vcf.gz' or '.vcf.bgz'
+    BGZF (indexed with .tbi), '.vcf' plain text; OutputFileError for any other name."""
+    name = str(path)
+    if name.endswith((".vcf.gz", ".vcf.bgz")):
+        return "bgzf"
+    if name.endswith(".vcf"):
+        return "text"
+    raise OutputFileError(path, "the output's format follows its name: .vcf.gz or .vcf.bgz (bgzipped, with a .tbi "
+                                "index) or .vcf (plain text); for BCF convert with 'bcftools view -Ob'")
+
+
+class PlainTextWriter:
+    """The BgzfTextWriter interface for plain text."""
+
+    def __init__(self, path):
+        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by close()
+
+    def write(self, text: bytes) -> None:
+        self._file.write(text)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ImputedVcfWriter:
+    """Writes imputed sites as a Beagle-style VCF (GT, DS, GP; INFO DR2, AF, IMP), BGZF or plain text.
+
+    With `index_path` (BGZF only), also writes the file's tabix index there on close. Without
+    `gp`, the FORMAT fields are GT:DS only (as Beagle writes by default). `contigs` maps each
+    contig's name as written to its length (None where unknown); `names` maps the panel's
+    contig names to those written, where they differ.
     """
 
-    def __init__(self, path, *, samples: list[str], contigs: list[str], extra_header: list[str], threads: int = 1,
-                 index_path=None, gp: bool = True):
-        self._out = BgzfTextWriter(path, threads=threads)
+    def __init__(self, path, *, samples: list[str], contigs: dict[str, int | None], extra_header: list[str],
+                 threads: int = 1, index_path=None, gp: bool = True, fmt: OutputFormat = "bgzf",
+                 names: dict[str, str] | None = None):
+        if fmt == "text" and index_path is not None:
+            raise ValueError("a plain-text VCF has no tabix index")
+        self._out = BgzfTextWriter(path, threads=threads) if fmt == "bgzf" else PlainTextWriter(path)
         self._index = TabixIndexBuilder() if index_path is not None else None
         self._index_path = index_path
+        self._names = dict(names or {})
         self.gp = gp
         lines = ["##fileformat=VCFv4.2", *extra_header]
-        lines += [f"##contig=<ID={c}>" for c in contigs]
+        lines += [f"##contig=<ID={c}>" if length is None else f"##contig=<ID={c},length={length}>"
+                  for c, length in contigs.items()]
         lines += INFO_HEADER + ([GP_HEADER] if gp else [])
         lines.append("\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples]))
         header = ("\n".join(lines) + "\n").encode()
@@ -71,21 +109,22 @@ class ImputedVcfWriter:
         the writer, so that blocks can be formatted on several threads and written in order."""
         genotypes = format_genotype_rows(hap_prob, haploid, gp=self.gp)
         format_keys = "GT:DS:GP" if self.gp else "GT:DS"
+        contig = self._names.get(sites.contig, sites.contig)
         parts: list[bytes] = []
         lengths = np.empty(len(genotypes), dtype=np.int64)
         ref_lengths = np.empty(len(genotypes), dtype=np.int64)
         for k, columns in enumerate(genotypes):
             i = start + k
-            info = f"AF={af[k]:.4g};DR2={dr2[k]:.2f}" + ("" if typed[k] else ";IMP")
+            info = f"DR2={dr2[k]:.2f};AF={af[k]:.4f}" + ("" if typed[k] else ";IMP")  # as Beagle writes it
             fixed = (
-                f"{sites.contig}\t{sites.positions[i]}\t{sites.ids[i]}\t{sites.refs[i]}\t{sites.alts[i]}"
+                f"{contig}\t{sites.positions[i]}\t{sites.ids[i]}\t{sites.refs[i]}\t{sites.alts[i]}"
                 f"\t.\tPASS\t{info}\t{format_keys}".encode()
             )
             parts += (fixed, columns, b"\n")
             lengths[k] = len(fixed) + len(columns) + 1
             ref_lengths[k] = len(sites.refs[i])
         beg = np.asarray(sites.positions[start : start + len(genotypes)], dtype=np.int64) - 1
-        return RecordBlock(sites.contig, b"".join(parts), beg, beg + ref_lengths, lengths)
+        return RecordBlock(contig, b"".join(parts), beg, beg + ref_lengths, lengths)
 
     def write_records(self, block: RecordBlock) -> None:
         """Append records made by `block_text`, in file order."""
@@ -101,7 +140,7 @@ class ImputedVcfWriter:
 
     def close(self) -> None:
         self._out.close()
-        if self._index is not None:
+        if self._index is not None and isinstance(self._out, BgzfTextWriter):
             write_bgzf(self._index_path, self._index.index_bytes(self._out.block_offsets, BGZF_BLOCK_INPUT))
             self._index = None
 

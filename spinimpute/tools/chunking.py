@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from spinimpute.errors import InputFileError
 from spinimpute.io.bgzf import BgzfTextWriter
 from spinimpute.io.modelfile import ModelBundle
+from spinimpute.io.writing import OutputFormat, PlainTextWriter
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,9 @@ def _read_vcf_text(path) -> tuple[list[str], list[str]]:
     return header, lines[len(header) :]
 
 
-def ligate(chunk_paths: list, out_tmp_path, *, extra_header: list[str]) -> int:
-    """Concatenate chunk outputs in genome order into `out_tmp_path`; returns records written.
+def ligate(chunk_paths: list, out_tmp_path, *, extra_header: list[str], fmt: OutputFormat = "bgzf") -> int:
+    """Concatenate chunk outputs in genome order into `out_tmp_path` (bgzipped or plain text); returns
+    records written.
 
     Chunks are ordered by their first record (contigs in the first chunk's header order);
     they must have the same samples and must not overlap.
@@ -102,15 +104,14 @@ def ligate(chunk_paths: list, out_tmp_path, *, extra_header: list[str]) -> int:
         header, body = _read_vcf_text(path)
         parsed.append((path, header, body))
     samples = parsed[0][1][-1]
-    contig_order = [_contig_id(h) for h in parsed[0][1] if h.startswith("##contig=")]
-    for path, header, _ in parsed[1:]:
+    contig_lines: dict[str, str] = {}  # each contig's header line (with its length), in order of first mention
+    for path, header, _ in parsed:
         if header[-1] != samples:
             raise InputFileError(path, "samples differ from those of the first chunk")
         for h in header:
             if h.startswith("##contig="):
-                name = _contig_id(h)
-                if name not in contig_order:
-                    contig_order.append(name)
+                contig_lines.setdefault(_contig_id(h), h)
+    contig_order = list(contig_lines)
 
     def first_key(item):
         _, _, body = item
@@ -122,11 +123,12 @@ def ligate(chunk_paths: list, out_tmp_path, *, extra_header: list[str]) -> int:
     parsed.sort(key=first_key)
     header = [h for h in parsed[0][1][:-1] if not h.startswith("##contig=")]
     header = [h for h in header if not h.startswith("##spinimpute_command=")]
-    header += [f"##contig=<ID={c}>" for c in contig_order] + extra_header + [samples]
+    header += list(contig_lines.values()) + extra_header + [samples]
     n = 0
     last = None
-    with BgzfTextWriter(out_tmp_path) as out:
-        out.write("\n".join(header) + "\n")
+    out = BgzfTextWriter(out_tmp_path) if fmt == "bgzf" else PlainTextWriter(out_tmp_path)
+    try:
+        out.write(("\n".join(header) + "\n").encode())
         for path, _, body in parsed:
             for k, line in enumerate(body):
                 chrom, pos = line.split("\t", 2)[:2]
@@ -136,8 +138,10 @@ def ligate(chunk_paths: list, out_tmp_path, *, extra_header: list[str]) -> int:
                     raise InputFileError(path, f"chunk overlaps another or is out of order at {chrom}:{pos}")
                 last = key
             if body:
-                out.write("\n".join(body) + "\n")
+                out.write(("\n".join(body) + "\n").encode())
                 n += len(body)
+    finally:
+        out.close()
     return n
 
 

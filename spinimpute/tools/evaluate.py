@@ -380,26 +380,47 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
     )
 
 
+def file_label(path) -> str:
+    """A file's name without its VCF suffix, as plots and JSON name it by default."""
+    name = Path(path).name
+    for suffix in (".vcf.gz", ".vcf.bgz", ".vcf", ".bcf"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def plot_r2(results: dict[str, Evaluation], path) -> None:
-    """Aggregate r² against minor allele frequency, one line per imputed file (needs matplotlib)."""
+    """The table's r² by MAF bin, one line per imputed file: aggregate and mean per-site r², and, for
+    several files, each one's aggregate r² minus the first's (needs matplotlib)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for label, ev in results.items():
-        points = [(c["mean_maf"], c["aggregate_r2"]) for c in ev.curve or [] if np.isfinite(c["aggregate_r2"])]
-        if points:
-            x, y = zip(*points)
-            ax.plot(x, y, marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("minor allele frequency in the reference panel" if next(iter(results.values())).maf_source
-                  == "reference panel" else "minor allele frequency in the truth")
-    ax.set_ylabel("aggregate dosage r²")
-    ax.set_ylim(0, 1.02)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    labels = list(results)
+    first = results[labels[0]]
+    x = np.arange(len(first.bins))
+    ticks = [f"{b['bin']}\n{b['n_sites']:,} sites" for b in first.bins]
+    panels = [("aggregate_r2", "aggregate dosage r²"), ("mean_site_r2", "mean per-site dosage r²")]
+    fig, axes = plt.subplots(1, 3 if len(labels) > 1 else 2, figsize=(14 if len(labels) > 1 else 9.5, 4), dpi=120)
+    for ax, (key, title) in zip(axes, panels):
+        for i, label in enumerate(labels):
+            ax.plot(x, [b[key] for b in results[label].bins], marker="o", color=f"C{i}", label=label)
+        ax.set_title(title, fontsize=10)
+    if len(labels) > 1:
+        ax = axes[2]
+        for i, label in enumerate(labels[1:], start=1):
+            difference = [b["aggregate_r2"] - f["aggregate_r2"] for b, f in zip(results[label].bins, first.bins)]
+            ax.plot(x, difference, marker="o", color=f"C{i}", label=label)
+        ax.axhline(0.0, color="C0", linewidth=1)
+        ax.set_title(f"aggregate r² minus {labels[0]}'s", fontsize=10)
+    for ax in axes:
+        ax.set_xticks(x, ticks, fontsize=7)
+        ax.set_xlabel("minor allele frequency bin")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{first.n_untyped_sites:,} untyped sites (typed sites are not scored), {first.n_samples} samples; "
+                 f"MAF from the {first.maf_source}", fontsize=9)
     fig.tight_layout()
     with atomic_output(path, index=False) as tmp:  # the temporary name has no suffix to tell the format
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".").lower())

@@ -210,6 +210,11 @@ def train(
     window_p = sizes / sizes.sum()
 
     n_val = min(options.validation_samples, max(0, n_samples // 5))
+    if n_val < options.validation_samples:
+        log.warning("a panel of %d samples leaves %d for the held-out checks (of %d): training's effect and the "
+                    "corrections' weight rest on %s; with %d or more samples they use %d", n_samples, n_val,
+                    options.validation_samples, f"{n_val} individuals" if n_val else "none (corrections kept at 1)",
+                    5 * options.validation_samples, options.validation_samples)
     order = rng.permutation(n_samples)
     val_samples, train_samples = order[:n_val], order[n_val:]
     n_query = max(1, min(options.query_samples, len(train_samples) // 4))
