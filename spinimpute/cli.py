@@ -16,7 +16,7 @@ from spinimpute.engine.device import available_cpus
 from spinimpute.errors import SpinImputeError, check_output_path
 
 # OpenMP's idle threads (torch's) sleep rather than spin: on a machine shared with other jobs,
-# spinning threads slowed training steps many times over (BENCHMARKS.md, constants).
+# spinning threads slow training down (BENCHMARKS.md, "Training beside other jobs").
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 log = logging.getLogger("spinimpute")
@@ -260,12 +260,12 @@ BEAGLE_TUNING_KEYS = frozenset([
 ])
 # Beagle keys that change what it writes, with the one value this shim writes as Beagle does (None: none).
 BEAGLE_OUTPUT_KEYS = {
-    "impute": ("true", "spinimpute always imputes; impute=false (only the typed markers, phased) is not offered"),
-    "ap": ("false", "ap=true (AP1/AP2 allele probabilities) is not written"),
-    "excludesamples": (None, "excludesamples= is not supported: subset the target first (bcftools view -S ^FILE)"),
-    "excludemarkers": (None, "excludemarkers= is not supported: subset the target first (bcftools view -T ^FILE)"),
-    "ped": (None, "ped= (pedigree-aware phasing) is not supported"),
-    "truth": (None, "truth= is not supported: score the output with 'spinimpute evaluate --truth'"),
+    "impute": ("true", "spinimpute always imputes (Beagle would write only the typed markers, phased)"),
+    "ap": ("false", "AP1/AP2 allele probabilities are not written"),
+    "excludesamples": (None, "not supported: subset the target first (bcftools view -S ^FILE)"),
+    "excludemarkers": (None, "not supported: subset the target first (bcftools view -T ^FILE)"),
+    "ped": (None, "pedigree-aware phasing is not supported"),
+    "truth": (None, "not supported: score the output with 'spinimpute evaluate --truth'"),
 }
 BEAGLE_KEYS = {"gt", "ref", "out", "map", "nthreads", "chrom", "gp"} | BEAGLE_TUNING_KEYS | set(BEAGLE_OUTPUT_KEYS)
 
