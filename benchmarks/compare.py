@@ -70,7 +70,7 @@ def timed(cmd: list[str], log: Path, stdout: Path | None = None) -> dict:
 # Each tool's command lines, shared with speed.py so both benchmarks run the tools alike.
 def spinimpute_train(*, ref: Path, genetic_map: Path, model: Path, threads: int, steps: int | None = None,
                      device: str = "auto") -> list[str]:
-    steps_args = ["--steps", str(steps)] if steps is not None else []
+    steps_args = ["--fine-tune", str(steps)] if steps is not None else []
     return [sys.executable, "-m", "spinimpute", "-q", "train", "--ref", str(ref), "--map", str(genetic_map),
             "--out", str(model), "--threads", str(threads), "--device", device, *steps_args]
 
@@ -262,7 +262,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results",
                         help="folder for the runs (default benchmarks/results)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, help="spinimpute training steps (default: the CLI default)")
+    parser.add_argument("--fine-tune", dest="steps", type=int,
+                        help="spinimpute train --fine-tune steps (default: the CLI default, none)")
     parser.add_argument("--thin", type=int, metavar="K",
                         help="real only: keep one typed site in K (a sparser array) and impute with the model "
                              "that `compare.py real` trained, without retraining; works in <out>/real-thinK")

@@ -14,19 +14,18 @@ Sections (name one or more; `all` runs them in this order):
     targets  spinimpute impute time for 50, 100 and 200 target samples (one model, GT:DS:GP)
 
     python benchmarks/speed.py SECTION... [--threads 2] [--out benchmarks/results/speed]
-        [--train-steps N] [--scale 1.0] [--seed 1] [--mutation-rate 5.5e-8] [--device cpu] [--repeats 3]
+        [--fine-tune N] [--scale 1.0] [--seed 1] [--mutation-rate 5.5e-8] [--device cpu] [--repeats 3]
 
     python benchmarks/speed.py compare panel              # spinimpute train with its defaults
-    python benchmarks/speed.py region targets --train-steps 20   # impute figures; a cheap model will do
-    python benchmarks/speed.py all --scale 0.05 --train-steps 3  # quick check of the whole script
+    python benchmarks/speed.py all --scale 0.05           # quick check of the whole script
 
 Targets are typed at array density (280 sites per Mb, OmniExpress-like): common SNPs
 spread evenly (spinimpute.tools.simulate.array_sites). One msprime simulation of the longest
 region with the most samples is made and cached; every data set is a subset of it (the
 first N reference samples, the first M targets, the first L bp), so the data sets nest.
 `--scale` shrinks every region length and sample count (not the array density) for a quick
-check. `--train-steps` sets spinimpute train --steps for every model of the invocation
-(default: the CLI default, as the compare section asks); each table states the steps used.
+check. `--fine-tune` sets spinimpute train --fine-tune for every model of the invocation
+(default: the CLI default, none, as the compare section asks); each table states the steps used.
 A run is made once per invocation and shared by the sections that need it (the 5 Mb,
 4,000-haplotype, 200-target run serves all four). Sections of earlier invocations are kept
 in results.json, each with its own settings. Every run is under /usr/bin/time -v (each
@@ -373,8 +372,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads for every tool (default 2)")
     parser.add_argument("--out", type=Path,
                         help="working folder (default benchmarks/results/speed, or speed-scale<S> with --scale S)")
-    parser.add_argument("--train-steps", type=int,
-                        help="spinimpute train --steps for every model of this run (default: the CLI default)")
+    parser.add_argument("--fine-tune", dest="train_steps", type=int,
+                        help="spinimpute train --fine-tune steps for every model of this run (default: the CLI "
+                             "default, none)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="multiply region lengths and sample counts by this, for a quick check (default 1)")
     parser.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")

@@ -63,7 +63,7 @@ docker run --rm --network none "$image" --version
 echo "== docker run: tiny train + impute on data/example"
 work="$scratch/work"
 mkdir -p "$work" && cp "$repo"/data/example/*.vcf.gz "$work/" && chmod -R a+rwX "$work"
-docker run --rm --network none -v "$work:/data" "$image" -q train --ref ref.vcf.gz --out model.spin --steps 2
+docker run --rm --network none -v "$work:/data" "$image" -q train --ref ref.vcf.gz --out model.spin
 docker run --rm --network none -v "$work:/data" "$image" -q impute --target target.vcf.gz --model model.spin \
   --out imputed.vcf.gz
 docker run --rm --network none -v "$work:/data" "$image" evaluate --truth truth.vcf.gz --imputed imputed.vcf.gz \

@@ -121,8 +121,12 @@ def main(ctx, verbose, quiet, debug):
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Genetic map (PLINK, or 'pos chr cM'). Default 1 cM/Mb (also, with a warning, for a chromosome "
                    "the map lacks).")
-@click.option("--steps", type=click.IntRange(min=0), default=300, show_default=True, metavar="N",
-              help="Training steps.")
+@click.option("--fine-tune", "fine_tune", type=click.IntRange(min=0), default=0, show_default=True, metavar="STEPS",
+              help="Training steps on this panel, starting from the network's weights; by default none: the "
+                   "pretrained network reads any panel as it is.")
+@click.option("--weights", "weights_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Network weights to start from: a file of 'python -m spinimpute.training.pretrain', or a model "
+                   "file (its network is read). Default: the pretrained weights shipped with spinimpute.")
 @click.option("--window", "window_sites", type=click.IntRange(min=10), default=2000, show_default=True, metavar="N",
               help="Sites written per window.")
 @click.option("--flank", "flank_sites", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
@@ -131,8 +135,12 @@ def main(ctx, verbose, quiet, debug):
 @threads_option
 @device_option
 @click.pass_context
-def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, seed, threads, device):
-    """Train a model on a reference panel and store the panel with it."""
+def train(ctx, ref_path, out_path, map_path, fine_tune, weights_path, window_sites, flank_sites, seed, threads, device):
+    """Prepare a reference panel into a model file: the pretrained network reads it, no training needed.
+
+    Encodes the panel's inducing points, fits the weight of the network's corrections on held-out panel
+    individuals, and stores the panel with the network; --fine-tune trains on the panel first.
+    """
     from spinimpute.jobs import train_job
     from spinimpute.training.trainer import TrainingOptions
 
@@ -141,7 +149,8 @@ def train(ctx, ref_path, out_path, map_path, steps, window_sites, flank_sites, s
         ref_path=ref_path,
         out_path=out_path,
         map_path=map_path,
-        options=TrainingOptions(steps=steps, seed=seed),
+        options=TrainingOptions(steps=fine_tune, seed=seed),
+        weights_path=weights_path,
         window_sites=window_sites,
         flank_sites=flank_sites,
         device=device,

@@ -33,6 +33,7 @@ from spinimpute.io.modelfile import ModelBundle, load_model
 from spinimpute.io.reading import read_target
 from spinimpute.io.writing import ImputedVcfWriter, OutputFormat, RecordBlock, output_format
 from spinimpute.model.config import ModelConfig
+from spinimpute.panel import ReferenceContig
 from spinimpute.target import Target, TargetContig
 
 # Training and GPUs run torch code; `impute` on a CPU, phasing included, does without it (see
@@ -92,26 +93,81 @@ def train_job(
     out_path,
     map_path=None,
     options: TrainingOptions,
+    weights_path=None,
     window_sites: int = DEFAULT_WINDOW_SITES,
     flank_sites: int = DEFAULT_FLANK_SITES,
-    config: ModelConfig = ModelConfig(),
     device: DeviceRequest = "auto",
     threads: int = 1,
     command_line: str = "",
     progress: bool = True,
 ) -> TrainSummary:
-    """Read a panel, train a model on it, encode the panel and write the model file."""
-    from spinimpute.engine.torch_backend import configure_torch
-    from spinimpute.io.genmap import DEFAULT_CM_PER_MB, read_genetic_map
-    from spinimpute.io.modelfile import save_model
-    from spinimpute.io.reading import read_panel
-    from spinimpute.model.network import SpinImputer
-    from spinimpute.training.trainer import build_reference, encode_panel, fit_refinement, train
+    """Prepare a reference panel into a model file.
+
+    Reads the panel, starts from the network pretrained on simulated panels (or the one in
+    `weights_path`), fine-tunes it on the panel for `options.steps` steps (none by default),
+    fits the weight of its corrections on held-out panel individuals, encodes the panel's
+    inducing points and writes the model file, which records the starting weights' checksum.
+    """
+    from spinimpute.engine.torch_backend import configure_torch, network_from_weights
+    from spinimpute.io.modelfile import load_weights, save_model
+    from spinimpute.training.trainer import encode_panel, fit_refinement, held_out_samples, train
 
     start = time.time()
     resolved = select_device(device)
     configure_torch(threads, options.seed)
     out_path = check_output_path(out_path)
+    starting = load_weights(weights_path)
+    samples, lengths, contigs = read_reference(ref_path, map_path, window_sites=window_sites,
+                                               flank_sites=flank_sites, threads=threads)
+    network = network_from_weights(starting.weights, starting.config.replace(refinement_weight=1.0))
+    summary: dict = {"options": dataclasses.asdict(options),
+                     "weights": {"file": str(weights_path) if weights_path else "pretrained", "sha256": starting.sha256}}
+    log.info("starting from %s network weights (sha256 %s)", summary["weights"]["file"], starting.sha256[:12])
+    if options.steps:
+        summary.update(train(network, [contigs], options, device=resolved, progress=progress))
+        for key in ("validation_before", "validation_after"):
+            if key in summary:
+                log.info("%s: r2 %.4f, loss %.5f", key.replace("_", " "), summary[key]["r2"], summary[key]["loss"])
+    held_out = held_out_samples(len(samples), options)  # those training held out
+    summary["validation_samples"] = len(held_out)
+    summary["validation_individuals"] = held_out.tolist()
+    if len(held_out):
+        refinement = fit_refinement(network, contigs, held_out, options, device=resolved, threads=threads,
+                                    progress=progress)
+        summary["refinement"] = refinement
+        loss = refinement["cross_entropy"]
+        log.info("predictor corrections weighted %.2f (held-out best %.2f, t %.1f over %d haplotypes; cross-entropy "
+                 "%.5f at weight 1, %.5f for the copying model alone)", refinement["weight"], refinement["best_weight"],
+                 refinement["t"], refinement["held_out_haplotypes"], loss["weight_1"], loss["copying_model"])
+    encode_panel(network, contigs, device=resolved, rows=options.encoder_rows, seed=options.seed, progress=progress)
+    network.cpu()
+    summary["seconds"] = round(time.time() - start, 1)
+    metadata = {
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command_line": command_line,
+        "reference_file": str(ref_path),
+        "genetic_map": str(map_path) if map_path else "constant 1 cM/Mb",
+        "reference_samples": samples,
+        "contig_lengths": lengths,
+        "window_sites": window_sites,
+        "flank_sites": flank_sites,
+        "training": summary,
+    }
+    config = network.config.replace(refinement_weight=network.refinement_weight)
+    weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
+    save_model(out_path, ModelBundle(weights, config, contigs, metadata))
+    log.info("wrote model %s in %.1f s", out_path, summary["seconds"])
+    return TrainSummary(model=str(out_path), training=summary, seconds=summary["seconds"])
+
+
+def read_reference(ref_path, map_path, *, window_sites: int, flank_sites: int,
+                   threads: int) -> tuple[list[str], dict[str, int], dict[str, ReferenceContig]]:
+    """A phased panel read and laid out as the model stores it: its samples, its contigs' lengths and
+    its contigs placed on the genetic map (1 cM/Mb without one) and cut into windows."""
+    from spinimpute.io.genmap import DEFAULT_CM_PER_MB, read_genetic_map
+    from spinimpute.io.reading import read_panel
+    from spinimpute.training.trainer import build_reference
+
     panel = read_panel(ref_path, threads=threads)
     genetic_map = read_genetic_map(map_path) if map_path else None
     n_sites = sum(len(c.sites) for c in panel.contigs.values())
@@ -128,39 +184,7 @@ def train_job(
         if unmapped:
             log.warning("genetic map %s has no rows for contig(s) %s: %g cM/Mb used there", map_path,
                         ", ".join(unmapped), DEFAULT_CM_PER_MB)
-    contigs = build_reference(panel, genetic_map, core=window_sites, flank=flank_sites)
-    network = SpinImputer(config)
-    summary = train(network, contigs, options, device=resolved, progress=progress)
-    for key in ("validation_before", "validation_after"):
-        if key in summary:
-            log.info("%s: r2 %.4f, loss %.5f", key.replace("_", " "), summary[key]["r2"], summary[key]["loss"])
-    if summary.get("validation_individuals"):
-        refinement = fit_refinement(network, contigs, summary["validation_individuals"], options, device=resolved,
-                                    threads=threads, progress=progress)
-        summary["refinement"] = refinement
-        loss = refinement["cross_entropy"]
-        log.info("predictor corrections weighted %.2f (held-out best %.2f, t %.1f over %d haplotypes; cross-entropy "
-                 "%.5f at weight 1, %.5f for the copying model alone)", refinement["weight"], refinement["best_weight"],
-                 refinement["t"], refinement["held_out_haplotypes"], loss["weight_1"], loss["copying_model"])
-    encode_panel(network, contigs, device=resolved, rows=options.encoder_rows, seed=options.seed, progress=progress)
-    network.cpu()
-    summary["seconds"] = round(time.time() - start, 1)
-    metadata = {
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command_line": command_line,
-        "reference_file": str(ref_path),
-        "genetic_map": str(map_path) if map_path else "constant 1 cM/Mb",
-        "reference_samples": panel.samples,
-        "contig_lengths": panel.lengths,
-        "window_sites": window_sites,
-        "flank_sites": flank_sites,
-        "training": summary,
-    }
-    trained = config.replace(refinement_weight=network.refinement_weight)
-    weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
-    save_model(out_path, ModelBundle(weights, trained, contigs, metadata))
-    log.info("wrote model %s in %.1f s", out_path, summary["seconds"])
-    return TrainSummary(model=str(out_path), training=summary, seconds=summary["seconds"])
+    return panel.samples, panel.lengths, build_reference(panel, genetic_map, core=window_sites, flank=flank_sites)
 
 
 def impute_job(

@@ -3,7 +3,7 @@
 Test data are seeded msprime simulations made once per session in a temporary folder:
 `small_benchmark` is a 300 kb panel of 150 reference and 20 target samples, typed at
 5 % of sites, in the layout of the real benchmark (ref, target, truth VCFs).
-`trained_model` is a model trained on it for a few steps; `unphased_target` is its target
+`trained_model` is that panel prepared as `spinimpute train` prepares it (the pretrained network); `unphased_target` is its target
 with every genotype written unphased ('/', the ALT allele second).
 """
 
@@ -42,7 +42,7 @@ def trained_model(small_benchmark, tmp_path_factory) -> Path:
     train_job(
         ref_path=small_benchmark / "ref.vcf.gz",
         out_path=out,
-        options=TrainingOptions(steps=6, seed=3),
+        options=TrainingOptions(seed=3),  # the pretrained network, as `spinimpute train` prepares a panel
         window_sites=300,
         flank_sites=150,
         device="cpu",

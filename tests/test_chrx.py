@@ -41,7 +41,7 @@ def test_haploid_males_are_imputed_and_written_haploid(tmp_path):
              keep=typed)
     _write_x(tmp_path / "truth.vcf", pos, refs, alts, haps[:, 2 * n_ref :], samples[n_ref:], male[n_ref:], par_end)
     model, out = tmp_path / "x.spin", tmp_path / "x.vcf.gz"
-    train_job(ref_path=tmp_path / "ref.vcf", out_path=model, options=TrainingOptions(steps=2),
+    train_job(ref_path=tmp_path / "ref.vcf", out_path=model, options=TrainingOptions(),
               window_sites=400, flank_sites=200, device="cpu", progress=False)
     impute_job(target_path=tmp_path / "target.vcf", model_path=model, out_path=out, device="cpu",
                progress=False)

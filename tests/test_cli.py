@@ -174,7 +174,7 @@ def test_genetic_map_without_the_panels_contig_is_an_error(small_benchmark, tmp_
     genetic_map.write_text("7\t.\t0.0\t1\n7\t.\t1.0\t1000000\n")
     out = tmp_path / "m.spin"
     result = CliRunner().invoke(main, ["-q", "train", "--ref", str(small_benchmark / "ref.vcf.gz"), "--map",
-                                       str(genetic_map), "--out", str(out), "--steps", "1"])
+                                       str(genetic_map), "--out", str(out)])
     assert result.exit_code == 1
     expected = f"spinimpute: error: {genetic_map}: no rows for the panel's contig(s) 20 (the map has 7)"
     assert result.output.strip() == expected
@@ -371,27 +371,28 @@ def _impute(target, model, out, *extra):
 
 
 def test_a_call_of_an_allele_the_panel_lacks_is_imputed_as_missing(trained_model, small_benchmark, tmp_path):
-    first = _records(small_benchmark / "target.vcf.gz")[0].split("\t")
+    # A typed site and a sample whose first allele is ALT: the absent allele must not be read as REF.
+    first, column = next((fields, i) for fields in (r.split("\t") for r in _records(small_benchmark / "target.vcf.gz"))
+                         for i in range(9, len(fields)) if fields[i].startswith("1|"))
     other = next(b for b in "ACGT" if b not in (first[3], first[4]))
 
     def with_call(call):
         def edit(fields):
             if fields[1] == first[1]:
                 fields = [*fields[:4], f"{fields[4]},{other}", *fields[5:]]
-                fields[9] = call + "|" + fields[9].split("|")[1]  # sample 0's first allele
+                fields[column] = call + "|" + fields[column].split("|")[1]
             return fields
         return edit
 
-    absent = _edit_target(small_benchmark / "target.vcf.gz", tmp_path / "absent.vcf", with_call("2"))
-    missing = _edit_target(small_benchmark / "target.vcf.gz", tmp_path / "missing.vcf", with_call("."))
-    a = _impute(absent, trained_model, tmp_path / "a.vcf.gz")
-    b = _impute(missing, trained_model, tmp_path / "b.vcf.gz")
-    assert _records(a) == _records(b)  # '2|x' imputed exactly as '.|x'
-    assert json.loads((tmp_path / "a.summary.json").read_text())["target_sites"]["absent_allele_calls"] == 1
-    ref = _impute(_edit_target(small_benchmark / "target.vcf.gz", tmp_path / "ref.vcf", with_call("0")),
-                  trained_model, tmp_path / "r.vcf.gz")
-    site = {name: next(r.split("\t")[9] for r in _records(out) if r.split("\t")[1] == first[1]) for name, out in
-            (("absent", a), ("ref", ref))}
+    outputs = {}
+    for name, call in (("absent", "2"), ("missing", "."), ("ref", "0")):
+        target = _edit_target(small_benchmark / "target.vcf.gz", tmp_path / f"{name}.vcf", with_call(call))
+        outputs[name] = _impute(target, trained_model, tmp_path / f"{name}.vcf.gz")
+    assert _records(outputs["absent"]) == _records(outputs["missing"])  # '2|x' imputed exactly as '.|x'
+    summary = json.loads((tmp_path / "absent.summary.json").read_text())
+    assert summary["target_sites"]["absent_allele_calls"] == 1
+    site = {name: next(r.split("\t")[column] for r in _records(out) if r.split("\t")[1] == first[1])
+            for name, out in outputs.items()}
     assert site["absent"] != site["ref"]  # not silently REF (it was written as the typed '0|x' call)
 
 
@@ -490,8 +491,7 @@ def test_a_small_panel_is_warned_about_its_held_out_individuals(small_benchmark,
 
     panel = _edit_target(small_benchmark / "ref.vcf.gz", tmp_path / "ten.vcf", keep_ten,
                          lambda line: "\t".join(line.split("\t")[:19]) if line.startswith("#CHROM") else line)
-    result = CliRunner().invoke(main, ["train", "--ref", str(panel), "-o", str(tmp_path / "m.spin"), "--steps", "1",
-                                       "--threads", "1"])
+    result = CliRunner().invoke(main, ["train", "--ref", str(panel), "-o", str(tmp_path / "m.spin"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "a panel of 10 samples leaves 2 for the held-out checks (of 10)" in result.output
 

@@ -33,7 +33,7 @@ def test_workflow_runs_and_covers_every_panel_site(executor, tmp_path):
     cmd = [_snakemake(), "-s", str(REPO / "workflow" / "Snakefile"), "--configfile",
            str(REPO / "workflow" / "config.yaml"), "--directory", str(tmp_path), "--config",
            f"panel={example / 'ref.vcf.gz'}", f"target={example / 'target.vcf.gz'}", f"outdir={out}",
-           "train_steps=3", "chunk_size=250kb", "-j", "2", "-c", "2", "-q", *executor]
+           "fine_tune=0", "chunk_size=250kb", "-j", "2", "-c", "2", "-q", *executor]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     chunks = [line for line in (out / "chunks.tsv").read_text().splitlines() if not line.startswith("#")]

@@ -240,3 +240,67 @@ def _check_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> None:
             raise ValueError(f"missing weight {name}")
         if width is not None and weights[name].shape[-1] != sizes[width]:
             raise ValueError(f"weight {name} has shape {weights[name].shape}")
+
+
+# --------------------------------------------------------------------------- network weights
+
+WEIGHTS_FORMAT = "spinimpute-network"
+WEIGHTS_VERSION = 1
+# The network pretrained on simulated panels (`spinimpute.training.pretrain`), shipped with the package.
+PRETRAINED_WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "pretrained.safetensors"
+
+
+@dataclass
+class NetworkWeights:
+    """A network's weights apart from any panel: what `train` starts from.
+
+    Attributes:
+        weights: the state dict as float32 arrays.
+        config: the hyperparameters.
+        sha256: checksum of the file they were read from, which model files record.
+        metadata: how they were made (the pretraining's settings and evidence).
+    """
+
+    weights: dict[str, np.ndarray]
+    config: ModelConfig
+    sha256: str
+    metadata: dict
+
+
+def save_weights(path, weights: dict[str, np.ndarray], config: ModelConfig, metadata: dict) -> None:
+    """Write a network's weights (safetensors + JSON metadata), atomically."""
+    from safetensors.numpy import save_file
+
+    meta = {"format": WEIGHTS_FORMAT, "format_version": WEIGHTS_VERSION, "spinimpute_version": __version__,
+            "hyperparameters": config.hyperparameters(), **metadata}
+    with atomic_output(path, index=False) as tmp:
+        save_file({k: np.array(v, dtype=np.float32, order="C") for k, v in weights.items()}, str(tmp),
+                  metadata={METADATA_KEY: json.dumps(meta)})
+
+
+def load_weights(path=None) -> NetworkWeights:
+    """A network's weights from `path`, or the pretrained ones shipped with spinimpute; ModelFileError if the
+    file is not a spinimpute network (a model file is one: its network is read)."""
+    import hashlib
+
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path) if path is not None else PRETRAINED_WEIGHTS
+    if not path.is_file():
+        raise ModelFileError(path, "file not found" if not path.exists() else "not a file")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
+            if metadata.get("format") not in (WEIGHTS_FORMAT, FORMAT_NAME):
+                raise ModelFileError(path, "not spinimpute network weights (nor a spinimpute model)")
+            prefix = "network." if metadata["format"] == FORMAT_NAME else ""
+            weights = {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys()  # noqa: SIM118 - not a dict
+                       if k.startswith(prefix) and not k.startswith("contig")}
+        config = ModelConfig.from_hyperparameters(metadata["hyperparameters"])
+        _check_weights(weights, config)
+    except ModelFileError:
+        raise
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ModelFileError(path, f"corrupt or inconsistent network weights ({exc})") from None
+    return NetworkWeights(weights, config, digest, metadata)

@@ -37,11 +37,12 @@ class TrainingOptions:
     """Training settings.
 
     Attributes:
-        steps: optimiser steps (one window each).
+        steps: optimiser steps (one window each); none by default, as preparing a panel takes none.
         learning_rate: peak AdamW learning rate (linear warm-up, cosine decay).
         query_samples: panel individuals held out as pseudo-targets per step.
         min_typed, max_typed: range of the fraction of sites typed in training masks.
         validation_samples: panel individuals kept out of training to measure it.
+        validation_windows: windows of each panel on which they measure it.
         validation_typed: typed fraction of the validation masks.
         encoder_rows: reference rows the dataset encoder sees, per training step and
             when the panel is encoded for imputation (a random subset: the inducing
@@ -50,12 +51,13 @@ class TrainingOptions:
         seed: random seed.
     """
 
-    steps: int = 300
+    steps: int = 0
     learning_rate: float = 2e-3
     query_samples: int = 8
     min_typed: float = 0.01
     max_typed: float = 0.10
     validation_samples: int = 10
+    validation_windows: int = 6
     validation_typed: float = 0.04
     encoder_rows: int = 256
     seed: int = 1
@@ -190,48 +192,77 @@ def _validate(network: SpinImputer, batches) -> dict:
     return {"loss": float(np.mean(losses)), "r2": r2}
 
 
-def train(
-    network: SpinImputer,
-    contigs: dict[str, ReferenceContig],
-    options: TrainingOptions,
-    *,
-    device: Device,
-    progress: bool = True,
-) -> dict:
-    """Train `network` in place and return a summary (losses, validation r²)."""
-    rng = np.random.default_rng(options.seed)
-    torch.manual_seed(options.seed)
-    network.to(device).train()
-    names = list(contigs)
-    n_haps = contigs[names[0]].n_haplotypes
-    n_samples = n_haps // 2
-    windows = [(name, i) for name in names for i in range(len(contigs[name].windows))]
-    sizes = np.array([contigs[n].windows[i].core_stop - contigs[n].windows[i].core_start for n, i in windows], float)
-    window_p = sizes / sizes.sum()
-
+def held_out_samples(n_samples: int, options: TrainingOptions, *, panel: int = 0) -> np.ndarray:
+    """The panel individuals kept out of training for the held-out checks (the training checks and
+    the corrections' weight): `options.validation_samples`, or a fifth of a small panel; seeded."""
     n_val = min(options.validation_samples, max(0, n_samples // 5))
     if n_val < options.validation_samples:
         log.warning("a panel of %d samples leaves %d for the held-out checks (of %d): training's effect and the "
                     "corrections' weight rest on %s; with %d or more samples they use %d", n_samples, n_val,
                     options.validation_samples, f"{n_val} individuals" if n_val else "none (corrections kept at 1)",
                     5 * options.validation_samples, options.validation_samples)
-    order = rng.permutation(n_samples)
-    val_samples, train_samples = order[:n_val], order[n_val:]
-    n_query = max(1, min(options.query_samples, len(train_samples) // 4))
-    if len(train_samples) - n_query < 1:
-        raise ValueError("the panel needs at least two samples to train")
+    return np.sort(np.random.default_rng([options.seed, panel]).permutation(n_samples)[:n_val])
+
+
+@dataclass
+class _PanelSplit:
+    """One training panel: its windows (drawn by core size), held-out and training individuals."""
+
+    contigs: dict[str, ReferenceContig]
+    windows: list[tuple[str, int]]
+    window_p: np.ndarray
+    held_out: np.ndarray
+    train: np.ndarray
+    n_query: int
+
+    @classmethod
+    def of(cls, contigs: dict[str, ReferenceContig], options: TrainingOptions, panel: int) -> _PanelSplit:
+        n_samples = next(iter(contigs.values())).n_haplotypes // 2
+        windows = [(name, i) for name, c in contigs.items() for i in range(len(c.windows))]
+        sizes = np.array([contigs[n].windows[i].core_stop - contigs[n].windows[i].core_start for n, i in windows],
+                         float)
+        held_out = held_out_samples(n_samples, options, panel=panel)
+        train_samples = np.setdiff1d(np.arange(n_samples), held_out)
+        n_query = max(1, min(options.query_samples, len(train_samples) // 4))
+        if len(train_samples) - n_query < 1:
+            raise ValueError("the panel needs at least two samples to train")
+        return cls(contigs, windows, sizes / sizes.sum(), held_out, train_samples, n_query)
+
+
+def train(
+    network: SpinImputer,
+    panels: list[dict[str, ReferenceContig]],
+    options: TrainingOptions,
+    *,
+    device: Device,
+    progress: bool = True,
+) -> dict:
+    """Train `network` in place on one panel (fine-tuning) or several (pretraining); return a summary.
+
+    Each step draws a panel (in proportion to its sites), a window of it (in proportion to its
+    core) and `query_samples` of its training individuals. The held-out individuals of each
+    panel (`held_out_samples`) measure the network before and after on a few windows; if
+    training did not lower their loss, the starting weights are kept.
+    """
+    rng = np.random.default_rng(options.seed)
+    torch.manual_seed(options.seed)
+    network.to(device).train()
+    splits = [_PanelSplit.of(contigs, options, k) for k, contigs in enumerate(panels)]
+    panel_sites = np.array([sum(len(c.sites) for c in split.contigs.values()) for split in splits], float)
+    panel_p = panel_sites / panel_sites.sum()
 
     val_batches = []
-    if n_val:
-        val_rng = np.random.default_rng(options.seed + 1)
-        picks = val_rng.choice(len(windows), size=min(len(windows), 6), replace=False)
-        for k in picks:
-            name, i = windows[k]
-            val_batches.append(
-                _window_batch(contigs[name], i, _haplotypes_of(val_samples), options.validation_typed, val_rng, device, options.encoder_rows)
-            )
-    summary: dict[str, Any] = {"options": asdict(options), "validation_samples": int(n_val),
-               "validation_individuals": sorted(int(i) for i in val_samples)}
+    val_rng = np.random.default_rng(options.seed + 1)
+    for split in splits:
+        if len(split.held_out):
+            picks = val_rng.choice(len(split.windows), size=min(len(split.windows), options.validation_windows),
+                                   replace=False)
+            for k in picks:
+                name, i = split.windows[k]
+                val_batches.append(_window_batch(split.contigs[name], i, _haplotypes_of(split.held_out),
+                                                 options.validation_typed, val_rng, device, options.encoder_rows))
+    summary: dict[str, Any] = {"options": asdict(options), "panels": len(panels),
+                               "validation_samples": int(sum(len(split.held_out) for split in splits))}
     if val_batches:
         summary["validation_before"] = _validate(network, val_batches)
     initial_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
@@ -248,10 +279,11 @@ def train(
     losses = []
     bar = tqdm(range(options.steps), desc="training", unit="step", disable=not progress, leave=False)
     for _ in bar:
-        name, i = windows[rng.choice(len(windows), p=window_p)]
-        query = _haplotypes_of(rng.choice(train_samples, size=n_query, replace=False))
+        split = splits[rng.choice(len(splits), p=panel_p)] if len(splits) > 1 else splits[0]
+        name, i = split.windows[rng.choice(len(split.windows), p=split.window_p)]
+        query = _haplotypes_of(rng.choice(split.train, size=split.n_query, replace=False))
         fraction = rng.uniform(options.min_typed, options.max_typed)
-        batch = _window_batch(contigs[name], i, query, fraction, rng, device, options.encoder_rows)
+        batch = _window_batch(split.contigs[name], i, query, fraction, rng, device, options.encoder_rows)
         loss, _ = _loss(network, batch)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -266,7 +298,7 @@ def train(
         after = _validate(network, val_batches)
         summary["validation_after"] = after
         if after["loss"] > summary["validation_before"]["loss"]:
-            log.warning("training did not lower the validation loss; keeping the untrained copying model")
+            log.warning("training did not lower the held-out loss; keeping the weights it started from")
             network.load_state_dict(initial_state)
             summary["kept"] = "initial"
         else:
@@ -313,7 +345,7 @@ def encode_panel(
 def fit_refinement(
     network: SpinImputer,
     contigs: dict[str, ReferenceContig],
-    held_out_samples: list[int],
+    held_out: np.ndarray,
     options: TrainingOptions,
     *,
     device: Device,
@@ -326,7 +358,7 @@ def fit_refinement(
     They are imputed through the CPU engine from the panel without them, its inducing
     points encoded anew, typed at a MAF-weighted `options.validation_typed` of the sites.
     """
-    held = _haplotypes_of(np.asarray(held_out_samples, dtype=np.int64))
+    held = _haplotypes_of(np.asarray(held_out, dtype=np.int64))
     split = {name: split_haplotypes(c, held) for name, c in contigs.items()}
     reduced = {name: rest for name, (rest, _) in split.items()}
     encode_panel(network, reduced, device=device, rows=options.encoder_rows, seed=options.seed, progress=progress)

@@ -1,0 +1,58 @@
+"""Pretraining writes network weights that `train` starts from, and preparing a panel takes no gradient step."""
+
+import numpy as np
+import pytest
+import torch
+
+from spinimpute.io.modelfile import PRETRAINED_WEIGHTS, load_model, load_weights
+from spinimpute.jobs import train_job
+from spinimpute.training import pretrain
+from spinimpute.training.trainer import TrainingOptions
+
+
+def test_the_shipped_weights_load_without_running_code():
+    shipped = load_weights()
+    assert shipped.metadata["format"] == "spinimpute-network"
+    assert shipped.metadata["pretraining"]["summary"]["kept"] == "trained"
+    assert set(shipped.weights) >= {"log_ne", "head.weight", "predictor.ff.0.weight"}
+    with open(PRETRAINED_WEIGHTS, "rb") as handle:
+        assert b"pickle" not in handle.read(4096)  # safetensors: a JSON header and raw tensors
+
+
+def test_preparing_a_panel_takes_no_gradient_step(small_benchmark, tmp_path, monkeypatch):
+    def no_step(*args, **kwargs):
+        raise AssertionError("an optimiser step was taken")
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", no_step)
+    out = tmp_path / "m.spin"
+    train_job(ref_path=small_benchmark / "ref.vcf.gz", out_path=out, options=TrainingOptions(seed=3),
+              window_sites=300, flank_sites=150, device="cpu", progress=False)
+    shipped, model = load_weights(), load_model(out)
+    assert model.metadata["training"]["weights"] == {"file": "pretrained", "sha256": shipped.sha256}
+    for name, value in shipped.weights.items():
+        np.testing.assert_array_equal(model.weights[name], value)  # the network as shipped
+    assert model.config == shipped.config.replace(refinement_weight=model.config.refinement_weight)
+
+
+def test_fine_tuning_and_other_weights(small_benchmark, trained_model, tmp_path):
+    out = tmp_path / "m.spin"
+    train_job(ref_path=small_benchmark / "ref.vcf.gz", out_path=out, options=TrainingOptions(steps=2, seed=3),
+              weights_path=trained_model, window_sites=300, flank_sites=150, device="cpu", progress=False)
+    model, start = load_model(out), load_weights(trained_model)
+    assert model.metadata["training"]["weights"]["sha256"] == start.sha256
+    assert model.metadata["training"]["kept"] in ("trained", "initial") and "validation_after" in model.metadata["training"]
+    if model.metadata["training"]["kept"] == "trained":
+        assert any(not np.array_equal(model.weights[k], start.weights[k]) for k in start.weights)
+
+
+@pytest.mark.slow
+def test_pretraining_writes_weights_train_can_start_from(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain, "PANELS", [{"demography": "ooa_ceu", "n_ref": 60, "length": 100_000},
+                                             {"demography": "bottleneck", "n_ref": 80, "length": 100_000,
+                                              "panel_error_rate": 0.001}])
+    out = tmp_path / "w.safetensors"
+    pretrain.main(["--steps", "3", "--out", str(out), "--work", str(tmp_path / "panels"), "--threads", "1"])
+    weights = load_weights(out)
+    info = weights.metadata["pretraining"]
+    assert info["panels"][1]["seed"] == pretrain.FIRST_SEED + 1 and info["summary"]["panels"] == 2
+    assert "validation_before" in info["summary"] and info["command"].endswith("--threads 1")
