@@ -74,3 +74,40 @@ def test_training_stores_the_fitted_weight(trained_model):
     loss = fit["cross_entropy"]
     assert loss["fitted"] <= loss["weight_1"] + 1e-12
     assert network_from_weights(bundle.weights, bundle.config).refinement_weight == fit["weight"]
+
+
+def test_training_stores_the_fitted_switch_rate(trained_model):
+    bundle = load_model(trained_model)
+    fit = bundle.metadata["training"]["refinement"]["switch_rate"]
+    assert fit["factor"] == (fit["best_factor"] if fit["t"] <= -MIN_T else 1.0)
+    assert set(fit["cross_entropy"]) == {"1", "0.5", "0.7", "1.4", "2"}
+    best = min(fit["cross_entropy"], key=fit["cross_entropy"].get)
+    assert float(best) == fit["best_factor"]
+    assert np.exp(float(bundle.weights["log_ne"])) == pytest.approx(fit["ne"], rel=1e-5)
+
+
+def test_switch_rate_fit_keeps_the_best_factor_only_beyond_noise(trained_model):
+    from spinimpute.engine.cpu import CpuImputer
+    from spinimpute.engine.torch_backend import network_from_weights
+    from spinimpute.training.calibration import HeldOutSet, fit_switch_rate
+    from spinimpute.training.trainer import encode_panel
+
+    bundle = load_model(trained_model)
+    contig = bundle.contigs["20"]
+    held = np.array([0, 1, 2, 3])
+    reduced, alleles = split_haplotypes(contig, held)
+    network = network_from_weights(bundle.weights, bundle.config)
+    encode_panel(network, {"20": reduced}, device="cpu", rows=256, seed=1, progress=False)
+    typed = np.flatnonzero((reduced.alt_freq > 0.05) & (reduced.alt_freq < 0.95))[::10]
+    sets = [HeldOutSet.of("20", reduced, alleles, typed)]
+
+    def copying_at(factor):
+        weights = {**bundle.weights, "log_ne": np.float32(bundle.weights["log_ne"] + np.log(factor))}
+        return CpuImputer(weights, bundle.config.replace(refinement_weight=0.0))
+
+    fit = fit_switch_rate(copying_at, sets)
+    assert min(fit.cross_entropy.values()) == fit.cross_entropy[f"{fit.best:g}"]
+    assert fit.factor == (fit.best if fit.t <= -MIN_T else 1.0) and np.isfinite(fit.t)
+    # A network whose Ne is 4 times too large is pulled back: the fit keeps a factor below 1.
+    too_large = fit_switch_rate(lambda factor: copying_at(4.0 * factor), sets)
+    assert too_large.best < 1.0

@@ -32,7 +32,9 @@ from spinimpute.target import TargetContig
 MAX_LOGIT = 16.0
 # Sites unpacked at a time when dropping haplotypes from a panel.
 SITE_CHUNK = 50_000
-# A fitted weight replaces 1 only if its cross-entropy is lower by at least this many
+# Factors on the network's effective population size tried on each panel's held-out individuals.
+NE_FACTORS = (0.5, 0.7, 1.4, 2.0)
+# A fitted weight (or Ne factor) replaces 1 only if its cross-entropy is lower by at least this many
 # standard errors of the mean over held-out haplotypes (one-sided p < 0.03 for 20).
 MIN_T = 2.0
 
@@ -69,35 +71,96 @@ def split_haplotypes(contig: ReferenceContig, held_out: np.ndarray) -> tuple[Ref
     return reduced, np.concatenate(held)
 
 
-def held_out_logits(model_at: Callable[[float], Imputer], reduced: ReferenceContig, truth: np.ndarray,
-                    typed: np.ndarray, *, name: str) -> HeldOutLogits:
-    """Impute held-out haplotypes from a panel without them, corrections at weight 0 and 1.
+@dataclasses.dataclass
+class HeldOutSet:
+    """Held-out haplotypes of one contig, typed at an array-like set of sites, to impute from the panel without them.
 
-    Args:
-        model_at: the backend whose corrections have a given weight.
-        reduced: the panel contig without the held-out haplotypes, its inducing points encoded.
-        truth: (n_sites, H) uint8 the held-out haplotypes' alleles, sample pairs in adjacent columns.
-        typed: (M,) increasing site indices typed in them.
+    Attributes:
+        reduced: the panel contig without them, its inducing points encoded.
+        target: them at the typed sites, as a target.
+        untyped: (n_sites,) bool the sites scored: untyped, and varying in the rest of the panel
+            (a target's variant that no panel haplotype carries is not a panel site at all).
+        truth: (n_untyped, H) uint8 their alleles there.
     """
-    n_samples = truth.shape[1] // 2
-    target = TargetContig(
-        site_index=np.asarray(typed, dtype=np.int64),
-        alleles=truth[typed].astype(np.int8),
-        unphased=np.zeros((len(typed), n_samples), dtype=bool),
-        haploid=np.zeros((len(typed), n_samples), dtype=bool),
-    )
-    # Sites the rest of the panel does not vary at are left out: a target's variants that no
-    # panel haplotype carries are not panel sites at all.
-    untyped = (reduced.alt_freq > 0) & (reduced.alt_freq < 1)
-    untyped[typed] = False
-    edge = 1 / (1 + np.exp(MAX_LOGIT))
-    logits = []
-    for weight in (0.0, 1.0):
-        blocks = impute_contig(model_at(weight), reduced, target, name=name)
+
+    name: str
+    reduced: ReferenceContig
+    target: TargetContig
+    untyped: np.ndarray
+    truth: np.ndarray
+
+    @classmethod
+    def of(cls, name: str, reduced: ReferenceContig, truth: np.ndarray, typed: np.ndarray) -> HeldOutSet:
+        """From (n_sites, H) uint8 held-out alleles, sample pairs in adjacent columns, and (M,) typed site indices."""
+        n_samples = truth.shape[1] // 2
+        target = TargetContig(
+            site_index=np.asarray(typed, dtype=np.int64),
+            alleles=truth[typed].astype(np.int8),
+            unphased=np.zeros((len(typed), n_samples), dtype=bool),
+            haploid=np.zeros((len(typed), n_samples), dtype=bool),
+        )
+        untyped = (reduced.alt_freq > 0) & (reduced.alt_freq < 1)
+        untyped[typed] = False
+        return cls(name, reduced, target, untyped, truth[untyped])
+
+    def logits(self, model: Imputer) -> np.ndarray:
+        """(n_untyped, H) float32 the ALT logits `model` imputes at the scored sites, clipped to MAX_LOGIT."""
+        blocks = impute_contig(model, self.reduced, self.target, name=self.name)
         prob = np.concatenate([block.hap_prob for block in blocks])
-        p = np.clip(prob[untyped].astype(np.float64), edge, 1 - edge)
-        logits.append(np.log(p / (1 - p)).astype(np.float32))
-    return HeldOutLogits(copying=logits[0], corrected=logits[1], truth=truth[untyped])
+        edge = 1 / (1 + np.exp(MAX_LOGIT))
+        p = np.clip(prob[self.untyped].astype(np.float64), edge, 1 - edge)
+        return np.log(p / (1 - p)).astype(np.float32)
+
+
+def held_out_logits(model_at: Callable[[float], Imputer], held_out: HeldOutSet) -> HeldOutLogits:
+    """The held-out haplotypes imputed with the corrections at weight 0 and 1 (`model_at(weight)`)."""
+    return HeldOutLogits(copying=held_out.logits(model_at(0.0)), corrected=held_out.logits(model_at(1.0)),
+                         truth=held_out.truth)
+
+
+def haplotype_losses(logits: list[np.ndarray], held_out: list[HeldOutSet]) -> np.ndarray:
+    """(H,) summed binary cross-entropy of each held-out haplotype's alleles under per-contig logits."""
+    return np.sum([np.sum(np.logaddexp(0.0, z.astype(np.float64)) - h.truth * z, axis=0)
+                   for z, h in zip(logits, held_out)], axis=0)
+
+
+def paired_t(losses: np.ndarray, baseline: np.ndarray) -> float:
+    """Paired t statistic over held-out haplotypes of `losses` minus `baseline` (negative: lower
+    losses); 0 where it cannot be told."""
+    diff = np.asarray(losses, dtype=np.float64) - baseline
+    if diff.size < 2 or not np.any(diff):
+        return 0.0
+    sd = diff.std(ddof=1)
+    return float(diff.mean() / (sd / np.sqrt(diff.size))) if sd > 0 else float(np.copysign(np.inf, diff.mean()))
+
+
+@dataclasses.dataclass
+class SwitchRateFit:
+    """The factor on the network's effective population size (its switch rate) that the panel keeps.
+
+    Attributes:
+        factor: `best` if it beats 1 by `MIN_T` standard errors, otherwise 1.
+        best: the factor of NE_FACTORS (or 1) whose copying model predicts the held-out alleles best.
+        t: `paired_t` of `best` against 1.
+        cross_entropy: mean cross-entropy per factor.
+    """
+
+    factor: float
+    best: float
+    t: float
+    cross_entropy: dict[str, float]
+
+
+def fit_switch_rate(copying_at: Callable[[float], Imputer], held_out: list[HeldOutSet]) -> SwitchRateFit:
+    """The switch rate of the copying model alone (`copying_at(factor)`: the network's Ne times factor,
+    corrections at weight 0) that predicts the held-out alleles best, kept under the two-standard-error rule."""
+    count = sum(h.truth.size for h in held_out)
+    losses = {f: haplotype_losses([h.logits(copying_at(f)) for h in held_out], held_out)
+              for f in (1.0, *NE_FACTORS)}
+    best = min(losses, key=lambda f: (losses[f].sum(), f != 1.0))
+    t = paired_t(losses[best], losses[1.0])
+    return SwitchRateFit(factor=best if t <= -MIN_T else 1.0, best=best, t=t,
+                         cross_entropy={f"{f:g}": float(loss.sum() / max(1, count)) for f, loss in losses.items()})
 
 
 def _per_haplotype_loss(held_out: list[HeldOutLogits], weight: float) -> np.ndarray:
@@ -119,11 +182,7 @@ def cross_entropy(held_out: list[HeldOutLogits], weight: float) -> float:
 def improvement_t(held_out: list[HeldOutLogits], weight: float) -> float:
     """Paired t statistic over held-out haplotypes of the cross-entropy at `weight` minus at 1
     (negative: `weight` predicts their alleles better); 0 where it cannot be told."""
-    diff = _per_haplotype_loss(held_out, weight) - _per_haplotype_loss(held_out, 1.0)
-    if diff.size < 2 or not np.any(diff):
-        return 0.0
-    sd = diff.std(ddof=1)
-    return float(diff.mean() / (sd / np.sqrt(diff.size))) if sd > 0 else float(np.copysign(np.inf, diff.mean()))
+    return paired_t(_per_haplotype_loss(held_out, weight), _per_haplotype_loss(held_out, 1.0))
 
 
 def best_weight(held_out: list[HeldOutLogits]) -> float:

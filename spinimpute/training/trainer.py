@@ -27,7 +27,14 @@ from spinimpute.model.config import MASKED
 from spinimpute.model.features import site_features
 from spinimpute.model.network import SpinImputer
 from spinimpute.panel import Panel, ReferenceContig, layout_windows
-from spinimpute.training.calibration import cross_entropy, fit_refinement_weight, held_out_logits, split_haplotypes
+from spinimpute.training.calibration import (
+    HeldOutSet,
+    cross_entropy,
+    fit_refinement_weight,
+    fit_switch_rate,
+    held_out_logits,
+    split_haplotypes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -352,11 +359,14 @@ def fit_refinement(
     threads: int = 1,
     progress: bool = True,
 ) -> dict:
-    """Set `network.refinement_weight` from panel individuals held out of training (see
-    `spinimpute.training.calibration`) and return what the fit measured.
+    """Fit the panel's copying switch rate and the weight of the predictor's corrections on panel
+    individuals held out of training (see `spinimpute.training.calibration`); set them in `network`
+    and return what the fits measured.
 
-    They are imputed through the CPU engine from the panel without them, its inducing
-    points encoded anew, typed at a MAF-weighted `options.validation_typed` of the sites.
+    They are imputed through the CPU engine from the panel without them, its inducing points
+    encoded anew, typed at a MAF-weighted `options.validation_typed` of the sites. First the
+    copying model alone at the network's Ne times each of `NE_FACTORS` (a factor replaces 1 only
+    if it beats it by two standard errors), then the corrections at weight 0 and 1 at that Ne.
     """
     held = _haplotypes_of(np.asarray(held_out, dtype=np.int64))
     split = {name: split_haplotypes(c, held) for name, c in contigs.items()}
@@ -364,16 +374,22 @@ def fit_refinement(
     encode_panel(network, reduced, device=device, rows=options.encoder_rows, seed=options.seed, progress=progress)
     weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
 
-    def model_at(weight: float) -> CpuImputer:
+    def model_at(weight: float, ne_factor: float = 1.0) -> CpuImputer:
         config = network.config.replace(copying_states=network.copying_states, refinement_weight=weight)
-        return CpuImputer(weights, config, threads=threads)
+        log_ne = np.asarray(weights["log_ne"] + np.log(ne_factor), dtype=np.float32)
+        return CpuImputer({**weights, "log_ne": log_ne}, config, threads=threads)
 
     rng = np.random.default_rng(options.seed + 2)
-    logits = []
+    held_out_sets = []
     for name, c in reduced.items():
         typed = choose_typed(c.alt_freq, options.validation_typed, rng)
         if len(typed):  # a contig the rest of the panel does not vary at has nothing to impute
-            logits.append(held_out_logits(model_at, c, split[name][1], typed, name=name))
+            held_out_sets.append(HeldOutSet.of(name, c, split[name][1], typed))
+    switch = fit_switch_rate(lambda factor: model_at(0.0, factor), held_out_sets)
+    with torch.no_grad():
+        network.log_ne.add_(float(np.log(switch.factor)))
+    weights["log_ne"] = network.log_ne.detach().cpu().numpy()
+    logits = [held_out_logits(model_at, h) for h in held_out_sets]
     fit = fit_refinement_weight(logits)
     network.refinement_weight = fit.weight
     return {
@@ -387,4 +403,6 @@ def fit_refinement(
             "weight_1": cross_entropy(logits, 1.0),
             "fitted": cross_entropy(logits, fit.weight),
         },
+        "switch_rate": {"ne": torch.exp(network.log_ne).item(), "factor": switch.factor, "best_factor": switch.best,
+                        "t": switch.t, "cross_entropy": switch.cross_entropy},
     }
