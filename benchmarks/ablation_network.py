@@ -48,22 +48,23 @@ def main(argv=None) -> None:
           "| GP ECE | corrections' weight |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
+        name = f"{run.parent.name}/{run.name}" if run.name.startswith("seed") else run.name
         results = json.loads((run / "results.json").read_text())
         spin = results["spinimpute"]
         # The target of the run, from the command line its impute log starts with; the data set is its folder.
         first_line = (run / "spin.impute.log").read_text().splitlines()[0].split()
         target = Path(first_line[first_line.index("--target") + 1])
         data = target.parent
-        model = run / "spin.model"
+        model = Path(spin["prepare"].get("model") or run / "spin.model")  # an unphased run reuses the phased model
         bundle = load_model(model)
-        print(_row(run.name, "pretrained (default)", spin["evaluation"], bundle.config.refinement_weight), flush=True)
+        print(_row(name, "pretrained (default)", spin["evaluation"], bundle.config.refinement_weight), flush=True)
         alone = run / "spin.copying.model"
         save_model(alone, bundle.__class__(bundle.weights, bundle.config.replace(refinement_weight=0.0),
                                            {k: _loaded(c) for k, c in bundle.contigs.items()}, bundle.metadata))
         out = run / "spin.copying.vcf.gz"
         timed(spinimpute_impute(target=target, model=alone, output=out, threads=args.threads),
               run / "spin.copying.log")
-        print(_row(run.name, "copying model alone", _score(out, data, target, args.threads), 0.0), flush=True)
+        print(_row(name, "copying model alone", _score(out, data, target, args.threads), 0.0), flush=True)
         if args.fine_tune:
             tuned = run / f"spin.fine{args.fine_tune}.model"
             genetic_map = data / "map.txt"
@@ -72,7 +73,7 @@ def main(argv=None) -> None:
             out = run / f"spin.fine{args.fine_tune}.vcf.gz"
             timed(spinimpute_impute(target=target, model=tuned, output=out, threads=args.threads),
                   run / "spin.fine.impute.log")
-            print(_row(run.name, f"fine-tuned {args.fine_tune} steps", _score(out, data, target, args.threads),
+            print(_row(name, f"fine-tuned {args.fine_tune} steps", _score(out, data, target, args.threads),
                        load_model(tuned).config.refinement_weight), flush=True)
 
 
