@@ -135,6 +135,9 @@ def train_job(
         refinement = fit_refinement(network, contigs, held_out, options, device=resolved, threads=threads,
                                     progress=progress)
         summary["refinement"] = refinement
+        switch = refinement["switch_rate"]
+        log.info("copying model's Ne %.0f (held-out best factor %g, t %.1f; kept factor %g)", switch["ne"],
+                 switch["best_factor"], switch["t"], switch["factor"])
         loss = refinement["cross_entropy"]
         log.info("predictor corrections weighted %.2f (held-out best %.2f, t %.1f over %d haplotypes; cross-entropy "
                  "%.5f at weight 1, %.5f for the copying model alone)", refinement["weight"], refinement["best_weight"],
