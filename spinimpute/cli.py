@@ -138,8 +138,9 @@ def main(ctx, verbose, quiet, debug):
 def train(ctx, ref_path, out_path, map_path, fine_tune, weights_path, window_sites, flank_sites, seed, threads, device):
     """Prepare a reference panel into a model file: the pretrained network reads it, no training needed.
 
-    Encodes the panel's inducing points, fits the weight of the network's corrections on held-out panel
-    individuals, and stores the panel with the network; --fine-tune trains on the panel first.
+    Encodes the panel's inducing points, fits the copying model's switch rate and the weight of the network's
+    corrections on held-out panel individuals, and stores the panel with the network; --fine-tune trains on the
+    panel first.
     """
     from spinimpute.jobs import train_job
     from spinimpute.training.trainer import TrainingOptions
