@@ -151,15 +151,17 @@ class SwitchRateFit:
     cross_entropy: dict[str, float]
 
 
-def fit_switch_rate(copying_at: Callable[[float], Imputer], held_out: list[HeldOutSet]) -> SwitchRateFit:
+def fit_switch_rate(copying_at: Callable[[float], Imputer], held_out: list[HeldOutSet], *,
+                    min_t: float = MIN_T) -> SwitchRateFit:
     """The switch rate of the copying model alone (`copying_at(factor)`: the network's Ne times factor,
-    corrections at weight 0) that predicts the held-out alleles best, kept under the two-standard-error rule."""
+    corrections at weight 0) that predicts the held-out alleles best, kept if it beats 1 by `min_t`
+    standard errors (the two-standard-error rule)."""
     count = sum(h.truth.size for h in held_out)
     losses = {f: haplotype_losses([h.logits(copying_at(f)) for h in held_out], held_out)
               for f in (1.0, *NE_FACTORS)}
     best = min(losses, key=lambda f: (losses[f].sum(), f != 1.0))
     t = paired_t(losses[best], losses[1.0])
-    return SwitchRateFit(factor=best if t <= -MIN_T else 1.0, best=best, t=t,
+    return SwitchRateFit(factor=best if t <= -min_t else 1.0, best=best, t=t,
                          cross_entropy={f"{f:g}": float(loss.sum() / max(1, count)) for f, loss in losses.items()})
 
 
