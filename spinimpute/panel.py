@@ -36,16 +36,31 @@ class Sites:
 
 @dataclass
 class PanelContig:
-    """A phased reference panel on one contig.
+    """A phased reference panel on one contig, its haplotypes bit-packed as they were read (a byte
+    per allele would take eight times the memory).
 
     Attributes:
         sites: the panel's biallelic sites (multiallelic records are split).
-        haplotypes: (n_sites, n_haplotypes) uint8 ALT indicators; haplotype 2i and
-            2i+1 belong to sample i.
+        packed: (n_sites, ceil(n_haplotypes / 8)) uint8, np.packbits of each site's ALT
+            indicators; haplotype 2i and 2i+1 belong to sample i.
+        n_haplotypes: number of haplotypes.
+        alt_count: (n_sites,) int64 ALT alleles at each site.
     """
 
     sites: Sites
-    haplotypes: np.ndarray
+    packed: np.ndarray
+    n_haplotypes: int
+    alt_count: np.ndarray
+
+    @property
+    def haplotypes(self) -> np.ndarray:
+        """(n_sites, n_haplotypes) uint8 ALT indicators, unpacked (eight times the memory of `packed`)."""
+        return np.unpackbits(self.packed, axis=1, count=self.n_haplotypes)
+
+    @property
+    def alt_freq(self) -> np.ndarray:
+        """(n_sites,) float64 ALT frequency."""
+        return self.alt_count / max(1, self.n_haplotypes)
 
 
 @dataclass

@@ -37,6 +37,7 @@ def test_panel_round_trip_with_multiallelic_split(tmp_path):
     assert list(pc.sites.positions) == [100, 200, 200]
     assert pc.sites.alts == ["G", "T", "G"]
     assert pc.haplotypes.tolist() == [[0, 1, 1, 1], [0, 0, 1, 0], [0, 1, 0, 0]]
+    assert pc.alt_count.tolist() == [3, 1, 1] and pc.packed.shape == (3, 1)  # kept bit-packed as read
 
 
 @pytest.mark.parametrize(

@@ -135,7 +135,7 @@ def read_panel(path, *, threads: int = 1) -> Panel:
         if chrom != current:
             if chrom in contigs:
                 raise InputFileError(path, f"records of contig '{chrom}' are not contiguous; sort the file")
-            contigs[chrom] = {"pos": [], "id": [], "ref": [], "alt": [], "hap": []}
+            contigs[chrom] = {"pos": [], "id": [], "ref": [], "alt": [], "packed": [], "count": []}
             current, last_pos = chrom, 0
         if rec.POS < last_pos:
             raise InputFileError(path, f"records are not sorted by position at {chrom}:{rec.POS}")
@@ -155,15 +155,17 @@ def read_panel(path, *, threads: int = 1) -> Panel:
             entry["id"].append(rec.ID or ".")
             entry["ref"].append(rec.REF)
             entry["alt"].append(alt)
-            entry["hap"].append((flat == k).astype(np.uint8))
+            carries = flat == k
+            entry["packed"].append(np.packbits(carries))
+            entry["count"].append(int(np.count_nonzero(carries)))
     vcf.close()
     if not contigs:
         raise InputFileError(path, "the file has no variant records")
     panel_contigs = {}
     for chrom, e in contigs.items():
         sites = Sites(chrom, np.asarray(e["pos"], dtype=np.int64), e["id"], e["ref"], e["alt"])
-        haps = np.stack(e["hap"]) if e["hap"] else np.zeros((0, n_haps), np.uint8)
-        panel_contigs[chrom] = PanelContig(sites, haps)
+        packed = np.stack(e["packed"]) if e["packed"] else np.zeros((0, -(-n_haps // 8)), np.uint8)
+        panel_contigs[chrom] = PanelContig(sites, packed, n_haps, np.asarray(e["count"], dtype=np.int64))
     return Panel(samples, panel_contigs, lengths)
 
 

@@ -285,7 +285,7 @@ def scored_sites(truth_path, imputed_path, *, ref_path=None, target_path=None, t
         panel = read_panel(ref_path, threads=threads)
         maf_lookup = {}
         for pc in panel.contigs.values():
-            freq = pc.haplotypes.mean(axis=1)
+            freq = pc.alt_freq
             for i in range(len(pc.sites)):
                 key = _normalise((pc.sites.contig, int(pc.sites.positions[i]), pc.sites.refs[i], pc.sites.alts[i]))
                 maf_lookup[key] = min(freq[i], 1 - freq[i])

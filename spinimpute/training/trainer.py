@@ -81,9 +81,9 @@ def build_reference(panel: Panel, genetic_map: GeneticMap | None, *, core: int, 
         contigs[name] = ReferenceContig(
             sites=pc.sites,
             cm=cm,
-            packed_haplotypes=np.packbits(pc.haplotypes, axis=1),
-            n_haplotypes=pc.haplotypes.shape[1],
-            alt_freq=pc.haplotypes.mean(axis=1).astype(np.float32),
+            packed_haplotypes=pc.packed,
+            n_haplotypes=pc.n_haplotypes,
+            alt_freq=pc.alt_freq.astype(np.float32),
             windows=layout_windows(len(positions), core=core, flank=flank),
         )
     return contigs
