@@ -123,12 +123,18 @@ def train_job(
     summary: dict = {"options": dataclasses.asdict(options),
                      "weights": {"file": str(weights_path) if weights_path else "pretrained", "sha256": starting.sha256}}
     log.info("starting from %s network weights (sha256 %s)", summary["weights"]["file"], starting.sha256[:12])
+    held_out = held_out_samples(len(samples), options)  # the same individuals training holds out
+    if len(held_out) < options.validation_samples:
+        log.warning("a panel of %d samples leaves %d for the held-out checks (of %d): training's effect and the "
+                    "corrections' weight rest on %s; with %d or more samples they use %d", len(samples),
+                    len(held_out), options.validation_samples,
+                    f"{len(held_out)} individuals" if len(held_out) else "none (corrections kept at 1)",
+                    5 * options.validation_samples, options.validation_samples)
     if options.steps:
         summary.update(train(network, [contigs], options, device=resolved, progress=progress))
         for key in ("validation_before", "validation_after"):
             if key in summary:
                 log.info("%s: r2 %.4f, loss %.5f", key.replace("_", " "), summary[key]["r2"], summary[key]["loss"])
-    held_out = held_out_samples(len(samples), options)  # those training held out
     summary["validation_samples"] = len(held_out)
     summary["validation_individuals"] = held_out.tolist()
     if len(held_out):

@@ -203,11 +203,6 @@ def held_out_samples(n_samples: int, options: TrainingOptions, *, panel: int = 0
     """The panel individuals kept out of training for the held-out checks (the training checks and
     the corrections' weight): `options.validation_samples`, or a fifth of a small panel; seeded."""
     n_val = min(options.validation_samples, max(0, n_samples // 5))
-    if n_val < options.validation_samples:
-        log.warning("a panel of %d samples leaves %d for the held-out checks (of %d): training's effect and the "
-                    "corrections' weight rest on %s; with %d or more samples they use %d", n_samples, n_val,
-                    options.validation_samples, f"{n_val} individuals" if n_val else "none (corrections kept at 1)",
-                    5 * options.validation_samples, options.validation_samples)
     return np.sort(np.random.default_rng([options.seed, panel]).permutation(n_samples)[:n_val])
 
 
