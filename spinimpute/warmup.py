@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from spinimpute.engine import cpu, phasing_kernels, statistics
-from spinimpute.io import genotype_text
+from spinimpute.io import genotype_text, vcf_text
 from spinimpute.model import copying_kernels
 
 
@@ -26,6 +26,9 @@ def compile_kernels() -> None:
     genotype_text.diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp,
                                np.ones(len(gp), np.int64))
     copying_kernels.candidate_priority(by_site[[1, 3]], query, np.array([0, 2]))
+    line = np.frombuffer(b"20\t1\t.\tA\tG\t.\t.\t.\tGT\t0|1\n", dtype=np.uint8)
+    vcf_text.parse_lines(line, 1, np.zeros((1, 10), np.int64), np.zeros(1, np.int64), np.zeros((1, 2), np.int8),
+                         np.zeros((1, 5), np.int64))
     statistics.site_sums(np.zeros((1, 2), np.float32), None)
     statistics.site_sums(np.zeros((1, 2), np.float32), np.ones((1, 1), bool))
     cpu.gelu(np.zeros((1, 2), np.float32))

@@ -157,3 +157,77 @@ def test_imputed_writer_output_is_indexed_and_readable(tmp_path, own_index):
     with gzip.open(out, "rt") as handle:
         records = [line.split("\t") for line in handle if not line.startswith("#")]
     assert [r[7] for r in records] == ["DR2=0.80;AF=0.5000;IMP", "DR2=1.00;AF=0.2500"]  # Beagle's order and digits
+
+
+PANEL_BODY = (
+    "20\t100\trs1\tA\tG\t.\tPASS\t.\tGT:DS\t0|1:1\t1|1:2\t0|0:0\n"  # other FORMAT fields after GT
+    "20\t150\t.\tAT\tA\t.\t.\t.\tGT\t1|0\t0|0\t0|1\n"
+    "20\t200\trs2\tC\tT,G,CA,<DEL>,*,A,AA,AAA,AAAA,AAAAA\t.\t.\t.\tGT\t0|10\t2|3\t4|5\n"  # a two-digit allele
+    "20\t300\t.\tG\t.\t.\t.\t.\tGT\t0|0\t0|0\t0|0\n"  # no ALT: no site
+    "21\t50\t.\tC\tT\t.\t.\t.\tGT\t1\t0\t1\n"  # haploid (fills both slots)
+)
+
+
+def _panel_files(tmp_path, body):
+    """The same panel as plain text, BGZF (htslib), plain gzip and BCF."""
+    header = HEADER.replace("\tA\tB\n", "\tA\tB\tC\n").replace(
+        "##contig=<ID=20>", '##contig=<ID=20>\n##contig=<ID=21>\n##FORMAT=<ID=DS,Number=1,Type=Float,Description="d">')
+    plain = _write(tmp_path, body, name="p.vcf", header=header)
+    with gzip.open(tmp_path / "p.gzip.vcf.gz", "wt") as handle:
+        handle.write(header + body)
+    import pysam
+
+    pysam.tabix_compress(str(plain), str(tmp_path / "p.vcf.gz"))
+    source = cyvcf2.VCF(str(plain))
+    writer = cyvcf2.Writer(str(tmp_path / "p.bcf"), source, mode="wb")
+    for rec in source:
+        writer.write_record(rec)
+    writer.close()
+    return [plain, tmp_path / "p.vcf.gz", tmp_path / "p.gzip.vcf.gz", tmp_path / "p.bcf"]
+
+
+def test_panel_text_and_bcf_read_alike(tmp_path, monkeypatch):
+    from spinimpute.io import vcf_text
+
+    monkeypatch.setattr(vcf_text, "BLOCK_BYTES", 64)  # many blocks, lines cut across their edges
+    for path in _panel_files(tmp_path, PANEL_BODY):
+        panel = read_panel(path)
+        assert list(panel.contigs) == ["20", "21"], path
+        c20, c21 = panel.contigs["20"], panel.contigs["21"]
+        assert c20.sites.positions.tolist() == [100, 150] + [200] * 10
+        assert c20.sites.alts[:4] == ["G", "A", "T", "G"] and c20.sites.alts[-1] == "AAAAA"
+        assert c20.sites.ids[:3] == ["rs1", ".", "rs2"] and c20.sites.refs[:2] == ["A", "AT"]
+        haps = c20.haplotypes
+        assert haps[0].tolist() == [0, 1, 1, 1, 0, 0] and haps[1].tolist() == [1, 0, 0, 0, 0, 1]
+        assert haps[2 + 9].tolist() == [0, 1, 0, 0, 0, 0]  # allele 10
+        assert haps[2 + 1].tolist() == [0, 0, 1, 0, 0, 0] and haps[2 + 4].tolist() == [0, 0, 0, 0, 0, 1]
+        assert c20.alt_count.tolist() == [3, 2, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1]
+        assert c21.haplotypes.tolist() == [[1, 1, 0, 0, 1, 1]]
+
+
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        ("20\t100\t.\tA\tG\t.\t.\t.\tGT\t0|1\n", "number of genotype columns"),
+        ("20\t100\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\t0|0\n", "number of genotype columns"),
+        ("20\t100\t.\tA\tG\t.\t.\t.\n", "fewer than 10"),
+        ("20\tx100\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\n", "POS"),
+        ("20\t100\t.\tA\tG\t.\t.\t.\tDS\t1\t2\n", "FORMAT/GT"),
+        ("20\t100\t.\tA\tG\t.\t.\t.\tGT\t0|a\t1|1\n", "allele indices"),
+        ("20\t100\t.\tA\tG\t.\t.\t.\tGT\t0|2\t1|1\n", "allele index 2"),
+    ],
+)
+def test_malformed_panel_records_are_named(tmp_path, line, problem):
+    path = _write(tmp_path, "20\t50\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\n" + line)
+    with pytest.raises(InputFileError) as err:
+        read_panel(path)
+    assert problem in str(err.value) and str(path) in str(err.value) and "20:" in str(err.value)
+
+
+def test_truncated_gzip_panel_is_an_error(tmp_path):
+    body = "".join(f"20\t{pos}\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\t0|0\n" for pos in range(1, 20_000))
+    path = _panel_files(tmp_path, body)[2]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20])
+    with pytest.raises(InputFileError, match="truncated or corrupt"):
+        read_panel(path)

@@ -5,6 +5,7 @@ Nothing here knows about models. Every problem with a file is an `InputFileError
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from spinimpute.errors import InputFileError
 from spinimpute.io import strand
 from spinimpute.io.bgzf import truncated_bgzf
 from spinimpute.io.matching import MATCH_CASES, match_alleles, match_contig
+from spinimpute.io.vcf_text import RecordBlock, is_text_vcf, text_record_blocks
 from spinimpute.panel import Panel, PanelContig, Sites
 from spinimpute.target import MISSING, Target, TargetContig
 
@@ -116,57 +118,100 @@ def _diploid_view(path, rec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return alleles, gt[:, 2].astype(bool) | haploid, haploid
 
 
+PANEL_BLOCK_RECORDS = 2048  # records htslib reads into one block (BCF input)
+
+
+def _htslib_record_blocks(path, vcf) -> Iterator[RecordBlock]:
+    """The records as htslib reads them (BCF, standard input), in blocks of PANEL_BLOCK_RECORDS."""
+    batch: list = []
+
+    def block() -> RecordBlock:
+        alleles = np.stack([a for _, a, _ in batch])
+        return RecordBlock([r.CHROM for r, _, _ in batch], np.array([r.POS for r, _, _ in batch], dtype=np.int64),
+                           [r.ID or "." for r, _, _ in batch], [r.REF for r, _, _ in batch],
+                           [list(r.ALT) for r, _, _ in batch], alleles, np.asarray((alleles < 0).any(axis=1)),
+                           np.array([not phased for _, _, phased in batch]))
+
+    for rec in records(path, vcf):
+        pairs, phased, _ = _diploid_view(path, rec)
+        batch.append((rec, pairs.reshape(-1).astype(np.int8), bool(phased.all())))
+        if len(batch) == PANEL_BLOCK_RECORDS:
+            yield block()
+            batch = []
+    if batch:
+        yield block()
+
+
 def read_panel(path, *, threads: int = 1) -> Panel:
     """Read a phased reference panel.
 
     Multiallelic records are split into one biallelic site per ALT allele. Every
-    genotype must be phased, diploid and non-missing.
+    genotype must be phased, diploid and non-missing. VCF text is parsed a block at a time
+    by a compiled loop (`spinimpute.io.vcf_text`); BCF through htslib.
     """
     vcf = open_vcf(path, threads)
     samples = list(vcf.samples)
     lengths = contig_lengths(vcf)
     _check_samples(path, samples)
     n_haps = 2 * len(samples)
+    blocks = text_record_blocks(path, len(samples)) if is_text_vcf(path) else _htslib_record_blocks(path, vcf)
     contigs: dict[str, dict] = {}
     current = None
     last_pos = 0
-    for rec in records(path, vcf):
-        chrom = rec.CHROM
-        if chrom != current:
-            if chrom in contigs:
-                raise InputFileError(path, f"records of contig '{chrom}' are not contiguous; sort the file")
-            contigs[chrom] = {"pos": [], "id": [], "ref": [], "alt": [], "packed": [], "count": []}
-            current, last_pos = chrom, 0
-        if rec.POS < last_pos:
-            raise InputFileError(path, f"records are not sorted by position at {chrom}:{rec.POS}")
-        last_pos = rec.POS
-        alts = rec.ALT
-        if not alts:
-            continue  # monomorphic record without ALT carries no information
-        alleles, phased, _ = _diploid_view(path, rec)
-        if (alleles < 0).any():
-            raise InputFileError(path, f"missing genotype at {chrom}:{rec.POS}; the panel must be complete")
-        if not phased.all():
-            raise InputFileError(path, f"unphased genotype at {chrom}:{rec.POS}; the panel must be phased")
-        flat = alleles.reshape(n_haps)
-        entry = contigs[chrom]
-        for k, alt in enumerate(alts, start=1):
-            entry["pos"].append(rec.POS)
-            entry["id"].append(rec.ID or ".")
-            entry["ref"].append(rec.REF)
-            entry["alt"].append(alt)
-            carries = flat == k
-            entry["packed"].append(np.packbits(carries))
-            entry["count"].append(int(np.count_nonzero(carries)))
+    for block in blocks:
+        for i in np.flatnonzero(block.missing | block.unphased)[:1]:
+            problem = "missing genotype" if block.missing[i] else "unphased genotype"
+            requirement = "complete" if block.missing[i] else "phased"
+            raise InputFileError(path, f"{problem} at {block.chroms[i]}:{block.positions[i]}; the panel must be "
+                                       f"{requirement}")
+        # Runs of records on one contig, each checked for order and packed at once.
+        chroms = block.chroms
+        edges = [0] + [i for i in range(1, len(chroms)) if chroms[i] != chroms[i - 1]] + [len(chroms)]
+        for a, b in itertools.pairwise(edges):
+            chrom = chroms[a]
+            if chrom != current:
+                if chrom in contigs:
+                    raise InputFileError(path, f"records of contig '{chrom}' are not contiguous; sort the file")
+                contigs[chrom] = {"pos": [], "id": [], "ref": [], "alt": [], "packed": [], "count": []}
+                current, last_pos = chrom, 0
+            positions = block.positions[a:b]
+            unsorted = np.flatnonzero(np.diff(positions, prepend=last_pos) < 0)
+            if len(unsorted):
+                raise InputFileError(path, f"records are not sorted by position at {chrom}:{positions[unsorted[0]]}")
+            last_pos = int(positions[-1])
+            _add_sites(contigs[chrom], block, a, b)
     vcf.close()
     if not contigs:
         raise InputFileError(path, "the file has no variant records")
     panel_contigs = {}
     for chrom, e in contigs.items():
-        sites = Sites(chrom, np.asarray(e["pos"], dtype=np.int64), e["id"], e["ref"], e["alt"])
-        packed = np.stack(e["packed"]) if e["packed"] else np.zeros((0, -(-n_haps // 8)), np.uint8)
-        panel_contigs[chrom] = PanelContig(sites, packed, n_haps, np.asarray(e["count"], dtype=np.int64))
+        sites = Sites(chrom, np.concatenate(e["pos"]).astype(np.int64), e["id"], e["ref"], e["alt"])
+        packed = np.concatenate(e["packed"]) if e["packed"] else np.zeros((0, -(-n_haps // 8)), np.uint8)
+        panel_contigs[chrom] = PanelContig(sites, packed, n_haps, np.concatenate(e["count"]).astype(np.int64))
     return Panel(samples, panel_contigs, lengths)
+
+
+def _add_sites(entry: dict, block: RecordBlock, start: int, stop: int) -> None:
+    """Records [start, stop) of `block` as biallelic sites, one per ALT allele, in file order
+    (a record without an ALT carries no information and gives none)."""
+    n_alts = np.array([len(block.alts[i]) for i in range(start, stop)], dtype=np.int64)
+    site_of = np.cumsum(n_alts) - n_alts  # each record's first site
+    n_sites = int(n_alts.sum())
+    alleles = block.alleles[start:stop]
+    packed = np.empty((n_sites, -(-alleles.shape[1] // 8)), dtype=np.uint8)
+    count = np.empty(n_sites, dtype=np.int64)
+    for k in range(1, int(n_alts.max(initial=0)) + 1):
+        rows = np.flatnonzero(n_alts >= k)
+        carries = alleles[rows] == k
+        packed[site_of[rows] + k - 1] = np.packbits(carries, axis=1)
+        count[site_of[rows] + k - 1] = np.count_nonzero(carries, axis=1)
+    record_of = np.repeat(np.arange(start, stop), n_alts)
+    entry["pos"].append(block.positions[record_of])
+    entry["id"].extend(block.ids[i] for i in record_of)
+    entry["ref"].extend(block.refs[i] for i in record_of)
+    entry["alt"].extend(alt for i in range(start, stop) for alt in block.alts[i])
+    entry["packed"].append(packed)
+    entry["count"].append(count)
 
 
 def read_target(
