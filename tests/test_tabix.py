@@ -4,7 +4,7 @@ import numpy as np
 import pysam
 import pytest
 
-from spinimpute.io.bgzf import BGZF_BLOCK_INPUT, BgzfTextWriter, write_bgzf
+from spinimpute.io.bgzf import BGZF_BLOCK_INPUT, BgzfFormatError, BgzfTextWriter, is_bgzf, read_bgzf, write_bgzf
 from spinimpute.io.tabix import TabixIndexBuilder, region_bin
 
 
@@ -54,3 +54,17 @@ def test_index_answers_queries_as_tabix_does(tmp_path, threads):
         for start, width in zip(starts.tolist(), rng.integers(1, 200_000, 200).tolist()):
             assert list(a.fetch(contig, start, start + width)) == list(b.fetch(contig, start, start + width))
         assert list(a.fetch(contig)) == list(b.fetch(contig))
+
+
+def test_bgzf_reads_back_and_refuses_damage(tmp_path):
+    data = np.random.default_rng(1).integers(0, 4, 300_000).astype(np.uint8).tobytes()
+    path = tmp_path / "x.gz"
+    write_bgzf(path, data)
+    assert is_bgzf(path) and b"".join(read_bgzf(path, piece_bytes=1000)) == data
+    raw = path.read_bytes()
+    path.write_bytes(raw[:1000] + bytes([raw[1000] ^ 0xFF]) + raw[1001:])  # a flipped byte inside the first block
+    with pytest.raises(BgzfFormatError):
+        b"".join(read_bgzf(path))
+    path.write_bytes(raw[:-40])  # cut inside the last data block
+    with pytest.raises(BgzfFormatError, match="ends inside"):
+        b"".join(read_bgzf(path))

@@ -224,10 +224,13 @@ def test_malformed_panel_records_are_named(tmp_path, line, problem):
     assert problem in str(err.value) and str(path) in str(err.value) and "20:" in str(err.value)
 
 
-def test_truncated_gzip_panel_is_an_error(tmp_path):
+@pytest.mark.parametrize("kind,damage", [(1, "flip"), (2, "cut")])  # BGZF with a flipped byte, gzip cut short
+def test_damaged_panel_is_an_error(tmp_path, kind, damage):
     body = "".join(f"20\t{pos}\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\t0|0\n" for pos in range(1, 20_000))
-    path = _panel_files(tmp_path, body)[2]
+    path = _panel_files(tmp_path, body)[kind]
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) - 20])
+    middle = len(data) // 2
+    path.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :] if damage == "flip"
+                     else data[: len(data) - 20])
     with pytest.raises(InputFileError, match="truncated or corrupt"):
         read_panel(path)

@@ -154,7 +154,7 @@ def read_panel(path, *, threads: int = 1) -> Panel:
     lengths = contig_lengths(vcf)
     _check_samples(path, samples)
     n_haps = 2 * len(samples)
-    blocks = text_record_blocks(path, len(samples)) if is_text_vcf(path) else _htslib_record_blocks(path, vcf)
+    blocks = text_record_blocks(path, len(samples), threads=threads) if is_text_vcf(path) else _htslib_record_blocks(path, vcf)
     contigs: dict[str, dict] = {}
     current = None
     last_pos = 0

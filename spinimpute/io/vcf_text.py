@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import itertools
 import queue
 import threading
+import typing
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from spinimpute.compiled import compiled
 from spinimpute.errors import InputFileError
+from spinimpute.io.bgzf import BgzfFormatError, is_bgzf, read_bgzf
 
 # Text decompressed and parsed at a time: the allele matrix of a block is at most half its size.
 BLOCK_BYTES = 32 * 2**20
@@ -184,60 +188,83 @@ def is_text_vcf(path) -> bool:
     return start == b"##" or start == b"#C"
 
 
-def _text_chunks(path) -> Iterator[bytes]:
-    """The file's text after its header, in pieces of about BLOCK_BYTES that end at a newline."""
+def _decompressed(path) -> Iterator[bytes]:
+    """The file's contents in pieces: BGZF block by block (`spinimpute.io.bgzf.read_bgzf`), other
+    gzip and plain text as Python's modules read them."""
+    if is_bgzf(path):
+        try:
+            yield from read_bgzf(path)
+        except BgzfFormatError as exc:
+            raise InputFileError(path, f"truncated or corrupt file ({exc})") from None
+        return
     with open(path, "rb") as raw:
         compressed = raw.read(2) == b"\x1f\x8b"
     with gzip.open(path, "rb") if compressed else open(path, "rb") as handle:
-        rest = b""
-        in_header = True
         while True:
             try:
                 piece = handle.read(BLOCK_BYTES)
             except (OSError, EOFError, zlib.error) as exc:
                 raise InputFileError(path, f"truncated or corrupt file ({exc})") from None
-            if in_header:
-                text = rest + piece
-                at = text.find(b"\n#CHROM")
-                header_end = text.find(b"\n", at + 1) if at >= 0 else -1
-                if header_end < 0:
-                    rest = text
-                    if not piece:
-                        return
-                    continue
-                rest, piece, in_header = b"", text[header_end + 1 :], False
             if not piece:
-                if rest.strip():
-                    yield rest + b"\n"
                 return
-            cut = piece.rfind(b"\n")
-            if cut < 0:
-                rest += piece
+            yield piece
+
+
+def _text_chunks(path) -> Iterator[memoryview]:
+    """The file's text after its header, in pieces of about BLOCK_BYTES that end at a newline."""
+    pending: list[bytes] = []  # text read and not yet handed on
+    size = 0
+    in_header = True
+    for piece in itertools.chain(_decompressed(path), [b""]):
+        pending.append(piece)
+        size += len(piece)
+        if piece and size < BLOCK_BYTES:
+            continue
+        text = b"".join(pending)
+        pending, size = [], 0
+        if in_header:
+            at = text.find(b"\n#CHROM")
+            header_end = text.find(b"\n", at + 1) if at >= 0 else -1
+            if header_end < 0:
+                if piece:
+                    pending, size = [text], len(text)
                 continue
-            yield rest + memoryview(piece)[: cut + 1]
-            rest = piece[cut + 1 :]
+            text, in_header = text[header_end + 1 :], False
+        if not piece:  # the end of the file
+            if text.strip():
+                yield memoryview(text if text.endswith(b"\n") else text + b"\n")
+            return
+        cut = text.rfind(b"\n")
+        if cut < 0:
+            pending, size = [text], len(text)
+            continue
+        yield memoryview(text)[: cut + 1]
+        pending, size = [text[cut + 1 :]], len(text) - cut - 1
 
 
-def _in_background(items: Iterator[bytes]) -> Iterator[bytes]:
+def _in_background(items: Iterator[memoryview]) -> Iterator[memoryview]:
     """`items`, produced one ahead by a thread (decompressing the next block while one is parsed)."""
     ahead: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
     done = object()
 
+    def hand_over(item) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer has gone
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        ahead.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not hand_over(item):
                     return
-            ahead.put(done)
+            hand_over(done)
         except BaseException as exc:  # noqa: BLE001 - raised again in the consumer
-            ahead.put(exc)
+            hand_over(exc)
 
     worker = threading.Thread(target=produce, daemon=True)
     worker.start()
@@ -251,35 +278,53 @@ def _in_background(items: Iterator[bytes]) -> Iterator[bytes]:
         worker.join()
 
 
-def text_record_blocks(path, n_samples: int) -> Iterator[RecordBlock]:
-    """The records of a text VCF in blocks; a malformed record is an InputFileError naming it."""
-    for text in _in_background(_text_chunks(path)):
-        # Each record holds at least 2 bytes per sample: a bound on the rows, short of counting them.
-        rows = min(text.count(b"\n") if n_samples < 64 else len(text), len(text) // (2 * n_samples + 18) + 1)
-        fields = np.empty((rows, FIXED_FIELDS + 1), dtype=np.int64)
-        positions = np.empty(rows, dtype=np.int64)
-        alleles = np.empty((rows, 2 * n_samples), dtype=np.int8)
-        counts = np.empty((rows, 5), dtype=np.int64)
-        buffer = np.frombuffer(text, dtype=np.uint8)
-        n = parse_lines(buffer, n_samples, fields, positions, alleles, counts)
-        if n and counts[n - 1, PROBLEM] != NO_PROBLEM:
-            columns = text[fields[n - 1, 0] : fields[n - 1, 9]].decode(errors="replace").split("\t")
-            where = ":".join(columns[:2])
-            raise InputFileError(path, f"{LINE_PROBLEMS[int(counts[n - 1, PROBLEM])]} at {where}")
-        if n == rows and text[fields[n - 1, 9] :].strip():
-            where = text[fields[n - 1, 0] : fields[n - 1, 2] - 1].decode(errors="replace").replace("\t", ":")
-            raise InputFileError(path, f"malformed records after {where}")
-        chroms, ids, refs, alts = [], [], [], []
-        for f in fields[:n].tolist():
-            chroms.append(text[f[0] : f[1] - 1].decode())
-            ids.append(text[f[2] : f[3] - 1].decode())
-            refs.append(text[f[3] : f[4] - 1].decode())
-            alt = text[f[4] : f[5] - 1].decode()
-            alts.append([] if alt == "." else alt.split(","))
-        too_high = np.flatnonzero(counts[:n, MAX_ALLELE] > np.array([len(a) for a in alts]))
-        if len(too_high):
-            i = int(too_high[0])
-            raise InputFileError(path, f"allele index {counts[i, MAX_ALLELE]} at {chroms[i]}:{positions[i]}, which "
-                                       f"has {len(alts[i])} ALT allele(s)")
-        yield RecordBlock(chroms, positions[:n], ids, refs, alts, alleles[:n], counts[:n, MISSING_ALLELES] > 0,
-                          counts[:n, UNPHASED] > 0)
+def text_record_blocks(path, n_samples: int, *, threads: int = 1) -> Iterator[RecordBlock]:
+    """The records of a text VCF in blocks, each block's pieces parsed on `threads` threads; a
+    malformed record is an InputFileError naming it."""
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        for text in _in_background(_text_chunks(path)):
+            cuts = [0]
+            for k in range(1, threads):
+                cut = typing.cast(bytes, text.obj).find(b"\n", max(cuts[-1], len(text) * k // threads), len(text))
+                if cut >= 0:
+                    cuts.append(cut + 1)
+            cuts.append(len(text))
+            pieces = [text[a:b] for a, b in itertools.pairwise(cuts) if b > a]
+            yield from pool.map(lambda piece: _parse(path, piece, n_samples), pieces)
+
+
+def _parse(path, text: memoryview, n_samples: int) -> RecordBlock:
+    """The records of `text`, complete lines."""
+    # Each record holds at least 2 bytes per sample: a bound on the rows, short of counting them.
+    rows = len(text) // (2 * n_samples + 18) + 1
+    if n_samples < 64:
+        rows = min(rows, bytes(text).count(b"\n"))
+    fields = np.empty((rows, FIXED_FIELDS + 1), dtype=np.int64)
+    positions = np.empty(rows, dtype=np.int64)
+    alleles = np.empty((rows, 2 * n_samples), dtype=np.int8)
+    counts = np.empty((rows, 5), dtype=np.int64)
+    n = parse_lines(np.frombuffer(text, dtype=np.uint8), n_samples, fields, positions, alleles, counts)
+
+    def field(start: int, stop: int) -> str:
+        return str(text[start:stop], "utf-8", "replace")
+
+    if n and counts[n - 1, PROBLEM] != NO_PROBLEM:
+        where = ":".join(field(fields[n - 1, 0], fields[n - 1, 9]).split("\t")[:2])
+        raise InputFileError(path, f"{LINE_PROBLEMS[int(counts[n - 1, PROBLEM])]} at {where}")
+    if n == rows and bytes(text[fields[n - 1, 9] :]).strip():
+        where = field(fields[n - 1, 0], fields[n - 1, 2] - 1).replace("\t", ":")
+        raise InputFileError(path, f"malformed records after {where}")
+    chroms, ids, refs, alts = [], [], [], []
+    for f in fields[:n].tolist():
+        chroms.append(field(f[0], f[1] - 1))
+        ids.append(field(f[2], f[3] - 1))
+        refs.append(field(f[3], f[4] - 1))
+        alt = field(f[4], f[5] - 1)
+        alts.append([] if alt == "." else alt.split(","))
+    too_high = np.flatnonzero(counts[:n, MAX_ALLELE] > np.array([len(a) for a in alts], dtype=np.int64))
+    if len(too_high):
+        i = int(too_high[0])
+        raise InputFileError(path, f"allele index {counts[i, MAX_ALLELE]} at {chroms[i]}:{positions[i]}, which "
+                                   f"has {len(alts[i])} ALT allele(s)")
+    return RecordBlock(chroms, positions[:n], ids, refs, alts, alleles[:n], counts[:n, MISSING_ALLELES] > 0,
+                       counts[:n, UNPHASED] > 0)
