@@ -111,3 +111,21 @@ def test_switch_rate_fit_keeps_the_best_factor_only_beyond_noise(trained_model):
     # A network whose Ne is 4 times too large is pulled back: the fit keeps a factor below 1.
     too_large = fit_switch_rate(lambda factor: copying_at(4.0 * factor), sets)
     assert too_large.best < 1.0
+
+
+def test_long_panels_are_fitted_on_spans_spread_along_them(trained_model):
+    from spinimpute.training.trainer import FIT_SPANS, fit_regions
+
+    contigs = load_model(trained_model).contigs
+    (name, contig), n_sites = next(iter(contigs.items())), sum(len(c.sites) for c in contigs.values())
+    assert fit_regions(contigs, n_sites) is contigs  # a panel within the bound is fitted whole
+    regions = fit_regions(contigs, n_sites // 2)
+    assert min(FIT_SPANS, len(contig.windows)) == len(regions)
+    spans = [tuple(int(x) for x in key.rsplit(":", 1)[1].split("-")) for key in regions]
+    assert all(b > a for a, b in spans) and all(b1 < a2 for (_, b1), (a2, _) in zip(spans, spans[1:]))
+    assert spans[0][0] == 1 and spans[-1][1] == len(contig.sites)  # from one end to the other
+    for key, region in regions.items():
+        first, last = spans[list(regions).index(key)]
+        assert region.sites.positions.tolist() == contig.sites.positions[first - 1 : last].tolist()
+        assert np.array_equal(region.haplotypes(0, len(region.sites)), contig.haplotypes(first - 1, last))
+        assert region.windows[-1].core_stop == len(region.sites)  # its windows cover it

@@ -57,16 +57,17 @@ class HeldOutLogits:
 def split_haplotypes(contig: ReferenceContig, held_out: np.ndarray) -> tuple[ReferenceContig, np.ndarray]:
     """The contig's panel without the haplotypes `held_out` (with no inducing points), and
     their (n_sites, len(held_out)) uint8 alleles, from one pass over the packed panel."""
-    keep = np.ones(contig.n_haplotypes, dtype=bool)
-    keep[held_out] = False
+    keep = np.setdiff1d(np.arange(contig.n_haplotypes), held_out)
     packed, alt_freq, held = [], [], []
     for start in range(0, len(contig.sites), SITE_CHUNK):
-        haps = contig.haplotypes(start, min(len(contig.sites), start + SITE_CHUNK))
-        rest = haps[:, keep]
-        packed.append(np.packbits(rest, axis=1))
-        alt_freq.append(rest.mean(axis=1, dtype=np.float64).astype(np.float32))
-        held.append(haps[:, held_out])
-    reduced = dataclasses.replace(contig, packed_haplotypes=np.concatenate(packed), n_haplotypes=int(keep.sum()),
+        stop = min(len(contig.sites), start + SITE_CHUNK)
+        haps = contig.haplotypes(start, stop)
+        packed.append(np.packbits(haps.take(keep, axis=1), axis=1))
+        held.append(haps.take(held_out, axis=1))
+        # The panel's ALT counts (exact in float32 below 2**24 haplotypes) less the held-out ones'.
+        count = np.rint(contig.alt_freq[start:stop].astype(np.float64) * contig.n_haplotypes)
+        alt_freq.append(((count - held[-1].sum(axis=1)) / len(keep)).astype(np.float32))
+    reduced = dataclasses.replace(contig, packed_haplotypes=np.concatenate(packed), n_haplotypes=len(keep),
                                   alt_freq=np.concatenate(alt_freq), inducing=None)
     return reduced, np.concatenate(held)
 

@@ -26,7 +26,7 @@ from spinimpute.io.genmap import GeneticMap, constant_rate_cm
 from spinimpute.model.config import MASKED
 from spinimpute.model.features import site_features
 from spinimpute.model.network import SpinImputer
-from spinimpute.panel import Panel, ReferenceContig, layout_windows
+from spinimpute.panel import Panel, ReferenceContig, Sites, layout_windows
 from spinimpute.training.calibration import (
     HeldOutSet,
     cross_entropy,
@@ -37,6 +37,9 @@ from spinimpute.training.calibration import (
 )
 
 log = logging.getLogger(__name__)
+
+# Spans of consecutive windows a long panel's held-out fits are made on (`fit_regions`).
+FIT_SPANS = 5
 
 
 @dataclass
@@ -51,6 +54,10 @@ class TrainingOptions:
         validation_samples: panel individuals kept out of training to measure it.
         validation_windows: windows of each panel on which they measure it.
         validation_typed: typed fraction of the validation masks.
+        fit_sites: most panel sites on which the held-out individuals are imputed for the
+            switch-rate and corrections fits: a larger panel is fitted on `FIT_SPANS` spans of
+            consecutive windows spread along it, so that the fits take the same time whatever
+            the panel's length.
         encoder_rows: reference rows the dataset encoder sees, per training step and
             when the panel is encoded for imputation (a random subset: the inducing
             points are attention-weighted summaries, so a subset makes them at a
@@ -66,6 +73,7 @@ class TrainingOptions:
     validation_samples: int = 10
     validation_windows: int = 6
     validation_typed: float = 0.04
+    fit_sites: int = 40_000
     encoder_rows: int = 256
     seed: int = 1
 
@@ -344,6 +352,31 @@ def encode_panel(
     bar.close()
 
 
+def fit_regions(contigs: dict[str, ReferenceContig], max_sites: int) -> dict[str, ReferenceContig]:
+    """The panel, or where it has more than `max_sites` sites, up to `FIT_SPANS` runs of consecutive
+    windows' cores spread evenly along it, about `max_sites` in all, each laid out in windows as its
+    contig is (named 'contig:first-last', 1-based site indices)."""
+    if sum(len(c.sites) for c in contigs.values()) <= max_sites:
+        return contigs
+    cores = [(name, w.core_start, w.core_stop) for name, c in contigs.items() for w in c.windows]
+    span = max(1, min(len(cores) // FIT_SPANS, round(max_sites / FIT_SPANS / np.mean([b - a for _, a, b in cores]))))
+    firsts = sorted({k * (len(cores) - span) // (FIT_SPANS - 1) for k in range(FIT_SPANS)})  # never overlapping
+    regions = {}
+    for first in firsts:
+        name = cores[first][0]
+        run = [core for core in cores[first : first + span] if core[0] == name]  # a span stays on its contig
+        contig, start, stop = contigs[name], run[0][1], run[-1][2]
+        core = max(w.core_stop - w.core_start for w in contig.windows)
+        flank = max(max(w.core_start - w.start, w.stop - w.core_stop) for w in contig.windows)
+        s = contig.sites
+        sites = Sites(s.contig, s.positions[start:stop], s.ids[start:stop], s.refs[start:stop], s.alts[start:stop])
+        regions[f"{name}:{start + 1}-{stop}"] = ReferenceContig(
+            sites=sites, cm=contig.cm[start:stop], packed_haplotypes=contig.packed_haplotypes[start:stop],
+            n_haplotypes=contig.n_haplotypes, alt_freq=contig.alt_freq[start:stop],
+            windows=layout_windows(stop - start, core=core, flank=flank))
+    return regions
+
+
 def fit_refinement(
     network: SpinImputer,
     contigs: dict[str, ReferenceContig],
@@ -359,12 +392,14 @@ def fit_refinement(
     and return what the fits measured.
 
     They are imputed through the CPU engine from the panel without them, its inducing points
-    encoded anew, typed at a MAF-weighted `options.validation_typed` of the sites. First the
+    encoded anew, typed at a MAF-weighted `options.validation_typed` of the sites, on at most
+    `options.fit_sites` of them (`fit_regions`). First the
     copying model alone at the network's Ne times each of `NE_FACTORS` (a factor replaces 1 only
     if it beats it by two standard errors), then the corrections at weight 0 and 1 at that Ne.
     """
     held = _haplotypes_of(np.asarray(held_out, dtype=np.int64))
-    split = {name: split_haplotypes(c, held) for name, c in contigs.items()}
+    regions = fit_regions(contigs, options.fit_sites)
+    split = {name: split_haplotypes(c, held) for name, c in regions.items()}
     reduced = {name: rest for name, (rest, _) in split.items()}
     encode_panel(network, reduced, device=device, rows=options.encoder_rows, seed=options.seed, progress=progress)
     weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
@@ -393,6 +428,7 @@ def fit_refinement(
         "t": fit.t,
         "held_out_haplotypes": len(held),
         "held_out_sites": int(sum(h.truth.shape[0] for h in logits)),
+        "fit_regions": list(regions),
         "cross_entropy": {
             "copying_model": cross_entropy(logits, 0.0),
             "weight_1": cross_entropy(logits, 1.0),
