@@ -193,7 +193,8 @@ def _decompressed(path) -> Iterator[bytes]:
     gzip and plain text as Python's modules read them."""
     if is_bgzf(path):
         try:
-            yield from read_bgzf(path)
+            for blocks in read_bgzf(path):
+                yield from blocks
         except BgzfFormatError as exc:
             raise InputFileError(path, f"truncated or corrupt file ({exc})") from None
         return
