@@ -73,7 +73,7 @@ class TrainingOptions:
     validation_samples: int = 10
     validation_windows: int = 6
     validation_typed: float = 0.04
-    fit_sites: int = 40_000
+    fit_sites: int = 24_000
     encoder_rows: int = 256
     seed: int = 1
 
