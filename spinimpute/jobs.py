@@ -117,8 +117,8 @@ def train_job(
     configure_torch(threads, options.seed)
     out_path = check_output_path(out_path)
     starting = load_weights(weights_path)
-    samples, lengths, contigs = read_reference(ref_path, map_path, window_sites=window_sites,
-                                               flank_sites=flank_sites, threads=threads)
+    samples, lengths, counts, contigs = read_reference(ref_path, map_path, window_sites=window_sites,
+                                                       flank_sites=flank_sites, threads=threads)
     network = network_from_weights(starting.weights, starting.config.replace(refinement_weight=1.0))
     summary: dict = {"options": dataclasses.asdict(options),
                      "weights": {"file": str(weights_path) if weights_path else "pretrained", "sha256": starting.sha256}}
@@ -158,6 +158,7 @@ def train_job(
         "genetic_map": str(map_path) if map_path else "constant 1 cM/Mb",
         "reference_samples": samples,
         "contig_lengths": lengths,
+        "reference_records": counts,
         "window_sites": window_sites,
         "flank_sites": flank_sites,
         "training": summary,
@@ -170,9 +171,10 @@ def train_job(
 
 
 def read_reference(ref_path, map_path, *, window_sites: int, flank_sites: int,
-                   threads: int) -> tuple[list[str], dict[str, int], dict[str, ReferenceContig]]:
-    """A phased panel read and laid out as the model stores it: its samples, its contigs' lengths and
-    its contigs placed on the genetic map (1 cM/Mb without one) and cut into windows."""
+                   threads: int) -> tuple[list[str], dict[str, int], dict[str, int], dict[str, ReferenceContig]]:
+    """A phased panel read and laid out as the model stores it: its samples, its contigs' lengths, its
+    records and sites counted by kind, and its contigs placed on the genetic map (1 cM/Mb without
+    one) and cut into windows."""
     from spinimpute.io.genmap import DEFAULT_CM_PER_MB, read_genetic_map
     from spinimpute.io.reading import read_panel
     from spinimpute.training.trainer import build_reference
@@ -180,9 +182,14 @@ def read_reference(ref_path, map_path, *, window_sites: int, flank_sites: int,
     panel = read_panel(ref_path, threads=threads)
     genetic_map = read_genetic_map(map_path) if map_path else None
     n_sites = sum(len(c.sites) for c in panel.contigs.values())
-    log.info(
-        "panel %s: %d samples, %d sites on %d contig(s)", ref_path, len(panel.samples), n_sites, len(panel.contigs)
-    )
+    c = panel.counts
+    log.info("panel %s: %d samples, %d records, %d sites on %d contig(s): %d SNPs, %d indels, %d symbolic (SVs), "
+             "%d other", ref_path, len(panel.samples), c["records"], n_sites, len(panel.contigs), c["snp_sites"],
+             c["indel_sites"], c["symbolic_sites"], c["other_sites"])
+    if c["placeholder_alleles"] or c["duplicate_sites"] or c["records_without_alt"]:
+        log.info("panel %s: left out %d placeholder ALT alleles ('*', '<*>', '<NON_REF>'), %d sites repeated at "
+                 "their position, %d records without an ALT", ref_path, c["placeholder_alleles"],
+                 c["duplicate_sites"], c["records_without_alt"])
     if len(panel.samples) < 2:
         raise InputFileError(ref_path, "a reference panel needs at least two samples")
     if genetic_map is not None:
@@ -193,7 +200,8 @@ def read_reference(ref_path, map_path, *, window_sites: int, flank_sites: int,
         if unmapped:
             log.warning("genetic map %s has no rows for contig(s) %s: %g cM/Mb used there", map_path,
                         ", ".join(unmapped), DEFAULT_CM_PER_MB)
-    return panel.samples, panel.lengths, build_reference(panel, genetic_map, core=window_sites, flank=flank_sites)
+    return panel.samples, panel.lengths, panel.counts, build_reference(panel, genetic_map, core=window_sites,
+                                                                       flank=flank_sites)
 
 
 def impute_job(

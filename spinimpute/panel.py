@@ -65,11 +65,13 @@ class PanelContig:
 
 @dataclass
 class Panel:
-    """A phased reference panel: its samples, its contigs, and the contigs' lengths where the header gives them."""
+    """A phased reference panel: its samples, its contigs, the contigs' lengths where the header gives
+    them, and its records and sites counted by kind (`spinimpute.io.reading.read_panel`)."""
 
     samples: list[str]
     contigs: dict[str, PanelContig]
     lengths: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 

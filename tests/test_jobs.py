@@ -58,3 +58,50 @@ def test_impute_job_and_the_cli_run_the_same_cpu_predictor(trained_model, small_
     assert result.exit_code == 0, result.output
     assert len(calls) == 2 * n_job  # the CLI took the same path
     assert _records(tmp_path / "job.vcf.gz") == _records(tmp_path / "cli.vcf.gz")
+
+
+def _with_real_panel_content(small_benchmark, tmp_path):
+    """The simulated panel with some SNPs made into indels, SVs and multiallelic records with '*', and
+    one record repeated: the content of a real panel (1000 Genomes 30x). Returns it and the edits."""
+    import pysam
+
+    with gzip.open(small_benchmark / "ref.vcf.gz", "rt") as handle:
+        lines = handle.read().splitlines(keepends=True)
+    body = [i for i, line in enumerate(lines) if not line.startswith("#")]
+    edits = {}
+    for j, i in enumerate(body[10::40]):
+        fields = lines[i].split("\t")
+        fields[3], fields[4] = [(fields[3], fields[3] + "TT"), (fields[3] + "GG", fields[3]),
+                                (fields[3], "<DEL>"), (fields[3], fields[4] + ",*")][j % 4]
+        edits[fields[1]] = (fields[3], fields[4])
+        lines[i] = "\t".join(fields)
+    lines.insert(body[5] + 1, lines[body[5]])  # the same record twice
+    plain = tmp_path / "ref.vcf"
+    plain.write_text("".join(lines))
+    pysam.tabix_compress(str(plain), str(tmp_path / "ref.vcf.gz"))
+    return tmp_path / "ref.vcf.gz", edits
+
+
+def test_indels_svs_and_multiallelic_records_are_prepared_and_imputed(small_benchmark, tmp_path):
+    import cyvcf2
+
+    from spinimpute.jobs import train_job
+    from spinimpute.training.trainer import TrainingOptions
+
+    ref, edits = _with_real_panel_content(small_benchmark, tmp_path)
+    model = tmp_path / "m.spin"
+    train_job(ref_path=ref, out_path=model, options=TrainingOptions(seed=3), window_sites=300, flank_sites=150,
+              device="cpu", progress=False)
+    counts = load_model(model).metadata["reference_records"]
+    assert counts["indel_sites"] == sum(1 for r, a in edits.values() if a.endswith("TT") or r.endswith("GG")) > 0
+    assert counts["symbolic_sites"] == sum(1 for _, a in edits.values() if a == "<DEL>") > 0
+    assert counts["placeholder_alleles"] == counts["multiallelic_records"] == sum(",*" in a for _, a in edits.values())
+    assert counts["duplicate_sites"] == 1 and counts["other_sites"] == 0
+    assert counts["snp_sites"] + counts["indel_sites"] + counts["symbolic_sites"] == counts["records"] - 1
+    out = tmp_path / "imputed.vcf.gz"
+    impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=model, out_path=out, device="cpu",
+               progress=False)
+    written = {(r.POS, r.REF, r.ALT[0]) for r in cyvcf2.VCF(str(out))}
+    for pos, (ref_allele, alts) in edits.items():
+        for alt in alts.split(","):
+            assert ((int(pos), ref_allele, alt) in written) == (alt != "*")  # every kind imputed, '*' not a site

@@ -194,15 +194,18 @@ def test_panel_text_and_bcf_read_alike(tmp_path, monkeypatch):
         panel = read_panel(path)
         assert list(panel.contigs) == ["20", "21"], path
         c20, c21 = panel.contigs["20"], panel.contigs["21"]
-        assert c20.sites.positions.tolist() == [100, 150] + [200] * 10
-        assert c20.sites.alts[:4] == ["G", "A", "T", "G"] and c20.sites.alts[-1] == "AAAAA"
+        assert c20.sites.positions.tolist() == [100, 150] + [200] * 9  # '*' is no site
+        assert c20.sites.alts[:6] == ["G", "A", "T", "G", "CA", "<DEL>"] and c20.sites.alts[-1] == "AAAAA"
         assert c20.sites.ids[:3] == ["rs1", ".", "rs2"] and c20.sites.refs[:2] == ["A", "AT"]
         haps = c20.haplotypes
         assert haps[0].tolist() == [0, 1, 1, 1, 0, 0] and haps[1].tolist() == [1, 0, 0, 0, 0, 1]
-        assert haps[2 + 9].tolist() == [0, 1, 0, 0, 0, 0]  # allele 10
-        assert haps[2 + 1].tolist() == [0, 0, 1, 0, 0, 0] and haps[2 + 4].tolist() == [0, 0, 0, 0, 0, 1]
-        assert c20.alt_count.tolist() == [3, 2, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1]
+        assert haps[10].tolist() == [0, 1, 0, 0, 0, 0]  # allele 10
+        assert haps[3].tolist() == [0, 0, 1, 0, 0, 0] and haps[5].tolist() == [0, 0, 0, 0, 1, 0]  # G, <DEL>
+        assert c20.alt_count.tolist() == [3, 2, 0, 1, 1, 1, 0, 0, 0, 0, 1]
         assert c21.haplotypes.tolist() == [[1, 1, 0, 0, 1, 1]]
+        assert panel.counts == {"records": 5, "records_without_alt": 1, "multiallelic_records": 1, "snp_sites": 5,
+                                "indel_sites": 6, "symbolic_sites": 1, "other_sites": 0, "placeholder_alleles": 1,
+                                "duplicate_sites": 0}
 
 
 @pytest.mark.parametrize(

@@ -142,12 +142,31 @@ def _htslib_record_blocks(path, vcf) -> Iterator[RecordBlock]:
         yield block()
 
 
+# ALT alleles that are no allele of the record's own (gVCF's reference blocks; '*', an allele
+# of an overlapping deletion): not sites, and "not this ALT" at the record's other ALT sites.
+PLACEHOLDER_ALLELES = frozenset({"*", "<*>", "<NON_REF>", "<X>"})
+
+
+def allele_kind(ref: str, alt: str) -> str:
+    """'snp', 'indel', 'symbolic' (an SV's <DEL>, <INS>, ... or a breakend), 'placeholder' or 'other'
+    (MNPs and anything else), as the panel's sites are counted."""
+    if alt in PLACEHOLDER_ALLELES:
+        return "placeholder"
+    if alt.startswith("<") or "[" in alt or "]" in alt:
+        return "symbolic"
+    if len(ref) == len(alt):
+        return "snp" if len(ref) == 1 else "other"
+    return "indel"
+
+
 def read_panel(path, *, threads: int = 1) -> Panel:
     """Read a phased reference panel.
 
-    Multiallelic records are split into one biallelic site per ALT allele. Every
-    genotype must be phased, diploid and non-missing. VCF text is parsed a block at a time
-    by a compiled loop (`spinimpute.io.vcf_text`); BCF through htslib.
+    Multiallelic records are split into one biallelic site per ALT allele, indels and symbolic
+    alleles (SVs) included; placeholder ALTs ('*', '<*>', '<NON_REF>') give no site, and a site
+    repeated exactly (same position, REF and ALT) is kept once, as `bcftools norm -d exact` does.
+    `Panel.counts` counts each kind. Every genotype must be phased, diploid and non-missing. VCF
+    text is parsed a block at a time by a compiled loop (`spinimpute.io.vcf_text`); BCF through htslib.
     """
     vcf = open_vcf(path, threads)
     samples = list(vcf.samples)
@@ -156,6 +175,8 @@ def read_panel(path, *, threads: int = 1) -> Panel:
     n_haps = 2 * len(samples)
     blocks = text_record_blocks(path, len(samples), threads=threads) if is_text_vcf(path) else _htslib_record_blocks(path, vcf)
     contigs: dict[str, dict] = {}
+    counts = {"records": 0, "records_without_alt": 0, "multiallelic_records": 0, "snp_sites": 0, "indel_sites": 0,
+              "symbolic_sites": 0, "other_sites": 0, "placeholder_alleles": 0, "duplicate_sites": 0}
     current = None
     last_pos = 0
     for block in blocks:
@@ -172,14 +193,15 @@ def read_panel(path, *, threads: int = 1) -> Panel:
             if chrom != current:
                 if chrom in contigs:
                     raise InputFileError(path, f"records of contig '{chrom}' are not contiguous; sort the file")
-                contigs[chrom] = {"pos": [], "id": [], "ref": [], "alt": [], "packed": [], "count": []}
+                contigs[chrom] = {"pos": [], "id": [], "ref": [], "alt": [], "packed": [], "count": [], "last_pos": 0,
+                                  "last_sites": set()}
                 current, last_pos = chrom, 0
             positions = block.positions[a:b]
             unsorted = np.flatnonzero(np.diff(positions, prepend=last_pos) < 0)
             if len(unsorted):
                 raise InputFileError(path, f"records are not sorted by position at {chrom}:{positions[unsorted[0]]}")
             last_pos = int(positions[-1])
-            _add_sites(contigs[chrom], block, a, b)
+            _add_sites(contigs[chrom], block, a, b, counts)
     vcf.close()
     if not contigs:
         raise InputFileError(path, "the file has no variant records")
@@ -188,28 +210,48 @@ def read_panel(path, *, threads: int = 1) -> Panel:
         sites = Sites(chrom, np.concatenate(e["pos"]).astype(np.int64), e["id"], e["ref"], e["alt"])
         packed = np.concatenate(e["packed"]) if e["packed"] else np.zeros((0, -(-n_haps // 8)), np.uint8)
         panel_contigs[chrom] = PanelContig(sites, packed, n_haps, np.concatenate(e["count"]).astype(np.int64))
-    return Panel(samples, panel_contigs, lengths)
+    return Panel(samples, panel_contigs, lengths, counts)
 
 
-def _add_sites(entry: dict, block: RecordBlock, start: int, stop: int) -> None:
-    """Records [start, stop) of `block` as biallelic sites, one per ALT allele, in file order
-    (a record without an ALT carries no information and gives none)."""
-    n_alts = np.array([len(block.alts[i]) for i in range(start, stop)], dtype=np.int64)
-    site_of = np.cumsum(n_alts) - n_alts  # each record's first site
-    n_sites = int(n_alts.sum())
-    alleles = block.alleles[start:stop]
-    packed = np.empty((n_sites, -(-alleles.shape[1] // 8)), dtype=np.uint8)
-    count = np.empty(n_sites, dtype=np.int64)
-    for k in range(1, int(n_alts.max(initial=0)) + 1):
-        rows = np.flatnonzero(n_alts >= k)
-        carries = alleles[rows] == k
-        packed[site_of[rows] + k - 1] = np.packbits(carries, axis=1)
-        count[site_of[rows] + k - 1] = np.count_nonzero(carries, axis=1)
-    record_of = np.repeat(np.arange(start, stop), n_alts)
-    entry["pos"].append(block.positions[record_of])
+def _add_sites(entry: dict, block: RecordBlock, start: int, stop: int, counts: dict) -> None:
+    """Records [start, stop) of `block` as biallelic sites, one per ALT allele, in file order, less
+    placeholder alleles and sites that repeat one at the same position (`entry["last_sites"]` holds
+    the (REF, ALT) pairs at the contig's last position); each kind counted in `counts`."""
+    record_of, allele_of = [], []
+    last = entry["last_sites"]
+    for i in range(start, stop):
+        alts = block.alts[i]
+        counts["records"] += 1
+        counts["records_without_alt"] += not alts
+        counts["multiallelic_records"] += len(alts) > 1
+        pos, ref = int(block.positions[i]), block.refs[i]
+        if entry["last_pos"] != pos:
+            last.clear()
+            entry["last_pos"] = pos
+        for k, alt in enumerate(alts, start=1):
+            kind = allele_kind(ref, alt)
+            if kind == "placeholder":
+                counts["placeholder_alleles"] += 1
+                continue
+            if (ref, alt) in last:
+                counts["duplicate_sites"] += 1
+                continue
+            last.add((ref, alt))
+            counts[f"{kind}_sites"] += 1
+            record_of.append(i)
+            allele_of.append(k)
+    records_, alleles_ = np.asarray(record_of, dtype=np.int64), np.asarray(allele_of, dtype=np.int8)
+    packed = np.empty((len(records_), -(-block.alleles.shape[1] // 8)), dtype=np.uint8)
+    count = np.empty(len(records_), dtype=np.int64)
+    for k in np.unique(alleles_):
+        rows = np.flatnonzero(alleles_ == k)
+        carries = block.alleles[records_[rows]] == k
+        packed[rows] = np.packbits(carries, axis=1)
+        count[rows] = np.count_nonzero(carries, axis=1)
+    entry["pos"].append(block.positions[records_])
     entry["id"].extend(block.ids[i] for i in record_of)
     entry["ref"].extend(block.refs[i] for i in record_of)
-    entry["alt"].extend(alt for i in range(start, stop) for alt in block.alts[i])
+    entry["alt"].extend(block.alts[i][k - 1] for i, k in zip(record_of, allele_of))
     entry["packed"].append(packed)
     entry["count"].append(count)
 
