@@ -189,3 +189,27 @@ def test_unphased_targets_are_imputed_over_drawn_phasings(trained_model, small_b
     assert any(not np.allclose(doses[0][k], doses[4][k]) for k in doses[0])
     assert results[4].overall["aggregate_r2"] > results[0].overall["aggregate_r2"] - 0.002
     assert results[4].overall["aggregate_r2"] > 0.9
+
+
+def test_a_large_cohort_is_imputed_in_smaller_groups_of_windows(trained_model, small_benchmark, tmp_path,
+                                                                 monkeypatch):
+    """Groups of windows shrink so that a group's results for the whole cohort stay within GROUP_RESULT_BYTES;
+    the results stay those of one group, or close (each group reads CONTEXT_MARKERS beyond its ends)."""
+    from spinimpute.engine import impute
+    from spinimpute.io.reading import read_dosages
+    from spinimpute.jobs import impute_job
+
+    contig = load_model(trained_model).contigs["20"]
+    everything = list(range(len(contig.windows)))
+    assert impute.window_groups(contig, None, 40) == [everything]
+    assert impute.window_groups(contig, None, 10**9) == [[w] for w in everything]  # one window each
+    doses = {}
+    for name, budget in (("one group", impute.GROUP_RESULT_BYTES), ("a window each", 6 * 40 * 150)):
+        monkeypatch.setattr(impute, "GROUP_RESULT_BYTES", budget)  # 40 target haplotypes: 150 sites a group
+        out = tmp_path / f"b{budget}.vcf.gz"
+        impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=out,
+                   device="cpu", progress=False)
+        doses[name] = np.stack(list(read_dosages(out)[1].values()))
+    assert len(contig.windows) > 1 and doses["one group"].shape == doses["a window each"].shape
+    difference = np.abs(doses["one group"] - doses["a window each"])
+    assert difference.mean() < 0.001 and difference.max() < 0.05

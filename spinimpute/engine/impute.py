@@ -35,6 +35,10 @@ CONTEXT_MARKERS = 192
 # Sites of consecutive windows' cores imputed in one run of the copying model, so that
 # the context markers are paid once per group rather than once per window.
 HMM_BLOCK_SITES = 64000
+# Bytes of a group's results held until its windows are written (float32 per site and target
+# haplotype, and half as much again for unphased targets' drawn phasings): a cohort of more than
+# about 1,400 samples gets groups of fewer sites, so that memory does not grow with the cohort.
+GROUP_RESULT_BYTES = 1 << 30
 
 
 def predict_probabilities(model: Imputer, *, inducing, hmm_prob, typed_columns, typed_alleles, features) -> np.ndarray:
@@ -88,9 +92,11 @@ def query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n
     return max(1, (budget or QUERY_BATCH_BUDGET) // max(1, per_query))
 
 
-def window_groups(contig: ReferenceContig, sites: range | None) -> list[list[int]]:
-    """Consecutive windows imputed together (fixed by the model, whatever `sites` is)."""
-    per_group = max(1, HMM_BLOCK_SITES // max(1, max((w.core_stop - w.core_start for w in contig.windows), default=1)))
+def window_groups(contig: ReferenceContig, sites: range | None, n_target_haplotypes: int = 0) -> list[list[int]]:
+    """Consecutive windows imputed together: fixed by the model and the cohort's size, whatever
+    `sites` is (so a chunk's results are those of a whole-contig run)."""
+    group_sites = min(HMM_BLOCK_SITES, GROUP_RESULT_BYTES // max(1, 6 * n_target_haplotypes))
+    per_group = max(1, group_sites // max(1, max((w.core_stop - w.core_start for w in contig.windows), default=1)))
     needed = contig.windows_covering(sites)
     groups: dict[int, list[int]] = {}
     for w_index in needed:
@@ -118,7 +124,7 @@ def impute_contig(
     typed_sites = np.zeros(len(contig.sites), dtype=bool)
     typed_sites[target.site_index] = True
     needed = set(contig.windows_covering(sites))
-    for group in window_groups(contig, sites):
+    for group in window_groups(contig, sites, target.alleles.shape[1]):
         for w_index, block in zip(group, _impute_group(model, contig, target, group, typed_sites, name)):
             if w_index not in needed:
                 continue
