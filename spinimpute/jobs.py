@@ -27,7 +27,7 @@ from spinimpute.engine.impute import impute_contig
 from spinimpute.engine.protocol import Imputer
 from spinimpute.engine.statistics import site_statistics
 from spinimpute.errors import InputFileError, check_output_path
-from spinimpute.io.atomic import atomic_output
+from spinimpute.io.atomic import atomic_output, scratch_directory
 from spinimpute.io.matching import match_contig
 from spinimpute.io.modelfile import ModelBundle, load_model
 from spinimpute.io.reading import read_target
@@ -108,17 +108,33 @@ def train_job(
     fits the weight of its corrections on held-out panel individuals, encodes the panel's
     inducing points and writes the model file, which records the starting weights' checksum.
     """
-    from spinimpute.engine.torch_backend import configure_torch, network_from_weights
-    from spinimpute.io.modelfile import load_weights, save_model
-    from spinimpute.training.trainer import encode_panel, fit_refinement, held_out_samples, train
+    from spinimpute.engine.torch_backend import configure_torch
+    from spinimpute.io.modelfile import load_weights
 
     start = time.time()
     resolved = select_device(device)
     configure_torch(threads, options.seed)
     out_path = check_output_path(out_path)
     starting = load_weights(weights_path)
+    # The panel's packed haplotypes are spilled to a scratch directory beside the model as they are
+    # read, and read back per window: memory does not grow with the panel's length.
+    with scratch_directory(out_path) as scratch:
+        return _prepare(ref_path=ref_path, out_path=out_path, map_path=map_path, options=options,
+                        weights_path=weights_path, starting=starting, window_sites=window_sites,
+                        flank_sites=flank_sites, resolved=resolved, threads=threads, command_line=command_line,
+                        progress=progress, scratch=scratch, start=start)
+
+
+def _prepare(*, ref_path, out_path, map_path, options: TrainingOptions, weights_path, starting, window_sites: int,
+             flank_sites: int, resolved: Device, threads: int, command_line: str, progress: bool, scratch: Path,
+             start: float) -> TrainSummary:
+    """train_job's work, its panel spilled to `scratch`."""
+    from spinimpute.engine.torch_backend import network_from_weights
+    from spinimpute.io.modelfile import save_model
+    from spinimpute.training.trainer import encode_panel, fit_refinement, held_out_samples, train
+
     samples, lengths, counts, contigs = read_reference(ref_path, map_path, window_sites=window_sites,
-                                                       flank_sites=flank_sites, threads=threads)
+                                                       flank_sites=flank_sites, threads=threads, spill=scratch)
     network = network_from_weights(starting.weights, starting.config.replace(refinement_weight=1.0))
     summary: dict = {"options": dataclasses.asdict(options),
                      "weights": {"file": str(weights_path) if weights_path else "pretrained", "sha256": starting.sha256}}
@@ -170,16 +186,18 @@ def train_job(
     return TrainSummary(model=str(out_path), training=summary, seconds=summary["seconds"])
 
 
-def read_reference(ref_path, map_path, *, window_sites: int, flank_sites: int,
-                   threads: int) -> tuple[list[str], dict[str, int], dict[str, int], dict[str, ReferenceContig]]:
+def read_reference(ref_path, map_path, *, window_sites: int, flank_sites: int, threads: int,
+                   spill: Path | None = None) -> tuple[list[str], dict[str, int], dict[str, int],
+                                                       dict[str, ReferenceContig]]:
     """A phased panel read and laid out as the model stores it: its samples, its contigs' lengths, its
     records and sites counted by kind, and its contigs placed on the genetic map (1 cM/Mb without
-    one) and cut into windows."""
+    one) and cut into windows. With `spill`, the packed haplotypes are written there as they are
+    read (`spinimpute.io.reading.read_panel`)."""
     from spinimpute.io.genmap import DEFAULT_CM_PER_MB, read_genetic_map
     from spinimpute.io.reading import read_panel
     from spinimpute.training.trainer import build_reference
 
-    panel = read_panel(ref_path, threads=threads)
+    panel = read_panel(ref_path, threads=threads, spill=spill)
     genetic_map = read_genetic_map(map_path) if map_path else None
     n_sites = sum(len(c.sites) for c in panel.contigs.values())
     c = panel.counts

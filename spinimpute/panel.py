@@ -42,20 +42,21 @@ class PanelContig:
     Attributes:
         sites: the panel's biallelic sites (multiallelic records are split).
         packed: (n_sites, ceil(n_haplotypes / 8)) uint8, np.packbits of each site's ALT
-            indicators; haplotype 2i and 2i+1 belong to sample i.
+            indicators, in memory or rows of a file (`PackedHaplotypes`); haplotype 2i and 2i+1
+            belong to sample i.
         n_haplotypes: number of haplotypes.
         alt_count: (n_sites,) int64 ALT alleles at each site.
     """
 
     sites: Sites
-    packed: np.ndarray
+    packed: PackedHaplotypes
     n_haplotypes: int
     alt_count: np.ndarray
 
     @property
     def haplotypes(self) -> np.ndarray:
         """(n_sites, n_haplotypes) uint8 ALT indicators, unpacked (eight times the memory of `packed`)."""
-        return np.unpackbits(self.packed, axis=1, count=self.n_haplotypes)
+        return np.unpackbits(self.packed[: self.packed.shape[0]], axis=1, count=self.n_haplotypes)
 
     @property
     def alt_freq(self) -> np.ndarray:

@@ -92,6 +92,7 @@ def test_indels_svs_and_multiallelic_records_are_prepared_and_imputed(small_benc
     model = tmp_path / "m.spin"
     train_job(ref_path=ref, out_path=model, options=TrainingOptions(seed=3), window_sites=300, flank_sites=150,
               device="cpu", progress=False)
+    assert not list(tmp_path.glob(".m.spin.*"))  # the panel's scratch directory is gone
     counts = load_model(model).metadata["reference_records"]
     assert counts["indel_sites"] == sum(1 for r, a in edits.values() if a.endswith("TT") or r.endswith("GG")) > 0
     assert counts["symbolic_sites"] == sum(1 for _, a in edits.values() if a == "<DEL>") > 0

@@ -81,18 +81,31 @@ def test_refinement_weight_outside_zero_one_is_rejected(trained_model, tmp_path,
 
 
 def test_failed_write_is_an_output_error_and_leaves_nothing(trained_model, tmp_path, monkeypatch):
-    # safetensors reports I/O failures (a full disk, a folder gone) as its own exception type,
-    # not OSError; here it fails after writing part of the file.
-    import safetensors.numpy
-    from safetensors import SafetensorError
+    # A full disk (or a folder gone) after part of the file is written.
+    import errno
 
-    def failing_save(tensors, filename, metadata=None):
-        with open(filename, "wb") as handle:
+    from spinimpute.io import modelfile
+
+    def failing_write(path, tensors, metadata):
+        with open(path, "wb") as handle:
             handle.write(b"partial")
-        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     bundle = load_model(trained_model)
-    monkeypatch.setattr(safetensors.numpy, "save_file", failing_save)
-    with pytest.raises(OutputFileError, match="could not write the model"):
+    monkeypatch.setattr(modelfile, "write_safetensors", failing_write)
+    with pytest.raises(OutputFileError, match="could not write: No space left on device"):
         save_model(tmp_path / "m.spin", bundle)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_model_files_are_safetensors_that_the_library_reads_whole(trained_model):
+    """Written by spinimpute's own writer (the panel's rows copied from the scratch file a block at a
+    time): the safetensors library validates and reads every tensor of it."""
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(trained_model))
+    bundle = load_model(trained_model)
+    (contig,) = bundle.contigs.values()
+    assert np.array_equal(tensors["contig0.haplotypes"], np.asarray(contig.packed_haplotypes))
+    assert np.array_equal(tensors["contig0.positions"], contig.sites.positions)
+    assert all(np.array_equal(tensors[f"network.{k}"], v) for k, v in bundle.weights.items())

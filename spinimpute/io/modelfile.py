@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from spinimpute import __version__
-from spinimpute.errors import ModelFileError, OutputFileError
+from spinimpute.errors import ModelFileError
 from spinimpute.io.atomic import atomic_output
 from spinimpute.model.config import FEED_FORWARD, SITE_FEATURES, ModelConfig
 from spinimpute.panel import ReferenceContig, Sites, Window
@@ -105,18 +105,49 @@ def _array_to_strings(t: np.ndarray, n: int) -> list[str]:
     return values
 
 
+# safetensors' names of the dtypes a model file holds.
+_SAFETENSORS_DTYPES = {np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8", np.dtype(np.int32): "I32",
+                       np.dtype(np.int64): "I64", np.dtype(np.float32): "F32", np.dtype(np.float64): "F64",
+                       np.dtype(np.bool_): "BOOL"}
+# Rows of a PackedRows tensor copied at a time.
+_COPY_BYTES = 64 * 2**20
+
+
+def write_safetensors(path, tensors: dict, metadata: dict[str, str]) -> None:
+    """Write a safetensors file, copying PackedRows tensors (rows read from another file) a block of
+    rows at a time, so that a panel spilled to disk is never held in memory whole. The layout is the
+    format's: an 8-byte header length, the JSON header padded to 8 bytes, the tensors' bytes."""
+    header: dict = {"__metadata__": metadata}
+    offset = 0
+    for name, t in tensors.items():
+        dtype = np.dtype(np.uint8) if isinstance(t, PackedRows) else t.dtype
+        nbytes = int(np.prod(t.shape, dtype=np.int64)) * dtype.itemsize
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(t.shape), "data_offsets": [offset,
+                                                                                                      offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(text)) + text)
+        for t in tensors.values():
+            if isinstance(t, PackedRows):
+                step = max(1, _COPY_BYTES // max(1, t.shape[1]))
+                handle.writelines(t[start : start + step].tobytes() for start in range(0, t.shape[0], step))
+            else:
+                handle.write(np.ascontiguousarray(t).tobytes())
+
+
 def save_model(path, bundle: ModelBundle) -> None:
     """Write the model atomically (`atomic_output`: temporary name, then rename)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import save_file
-
-    tensors = {f"network.{k}": np.array(v, order="C") for k, v in bundle.weights.items()}  # keeps 0-d shapes
+    tensors: dict = {f"network.{k}": np.array(v, order="C") for k, v in bundle.weights.items()}  # keeps 0-d shapes
     contig_meta = []
     for i, (name, c) in enumerate(bundle.contigs.items()):
         p = f"contig{i}."
         tensors[p + "positions"] = c.sites.positions.astype(np.int64)
         tensors[p + "cm"] = c.cm.astype(np.float64)
-        tensors[p + "haplotypes"] = np.ascontiguousarray(c.packed_haplotypes, dtype=np.uint8)
+        haplotypes = c.packed_haplotypes
+        tensors[p + "haplotypes"] = haplotypes if isinstance(haplotypes, PackedRows) else np.ascontiguousarray(
+            haplotypes, dtype=np.uint8)
         tensors[p + "alt_freq"] = c.alt_freq.astype(np.float32)
         tensors[p + "windows"] = np.array([[w.start, w.stop, w.core_start, w.core_stop] for w in c.windows],
                                           dtype=np.int64).reshape(-1, 4)
@@ -137,11 +168,8 @@ def save_model(path, bundle: ModelBundle) -> None:
             "contigs": contig_meta,
         }
     )
-    try:
-        with atomic_output(path, index=False) as tmp:
-            save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata)})
-    except SafetensorError as exc:  # safetensors reports I/O failures as its own error, not OSError
-        raise OutputFileError(path, f"could not write the model: {exc}") from None
+    with atomic_output(path, index=False) as tmp:
+        write_safetensors(tmp, tensors, {METADATA_KEY: json.dumps(metadata)})
 
 
 def _packed_rows(path: Path, data_start: int, entry: dict) -> PackedRows:
@@ -269,13 +297,11 @@ class NetworkWeights:
 
 def save_weights(path, weights: dict[str, np.ndarray], config: ModelConfig, metadata: dict) -> None:
     """Write a network's weights (safetensors + JSON metadata), atomically."""
-    from safetensors.numpy import save_file
-
     meta = {"format": WEIGHTS_FORMAT, "format_version": WEIGHTS_VERSION, "spinimpute_version": __version__,
             "hyperparameters": config.hyperparameters(), **metadata}
     with atomic_output(path, index=False) as tmp:
-        save_file({k: np.array(v, dtype=np.float32, order="C") for k, v in weights.items()}, str(tmp),
-                  metadata={METADATA_KEY: json.dumps(meta)})
+        write_safetensors(tmp, {k: np.array(v, dtype=np.float32, order="C") for k, v in weights.items()},
+                          {METADATA_KEY: json.dumps(meta)})
 
 
 def load_weights(path=None) -> NetworkWeights:

@@ -5,9 +5,11 @@ Nothing here knows about models. Every problem with a file is an `InputFileError
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,8 +18,9 @@ from spinimpute.errors import InputFileError
 from spinimpute.io import strand
 from spinimpute.io.bgzf import truncated_bgzf
 from spinimpute.io.matching import MATCH_CASES, match_alleles, match_contig
+from spinimpute.io.modelfile import PackedRows
 from spinimpute.io.vcf_text import RecordBlock, is_text_vcf, text_record_blocks
-from spinimpute.panel import Panel, PanelContig, Sites
+from spinimpute.panel import PackedHaplotypes, Panel, PanelContig, Sites
 from spinimpute.target import MISSING, Target, TargetContig
 
 
@@ -159,7 +162,7 @@ def allele_kind(ref: str, alt: str) -> str:
     return "indel"
 
 
-def read_panel(path, *, threads: int = 1) -> Panel:
+def read_panel(path, *, threads: int = 1, spill: Path | None = None) -> Panel:
     """Read a phased reference panel.
 
     Multiallelic records are split into one biallelic site per ALT allele, indels and symbolic
@@ -167,6 +170,11 @@ def read_panel(path, *, threads: int = 1) -> Panel:
     repeated exactly (same position, REF and ALT) is kept once, as `bcftools norm -d exact` does.
     `Panel.counts` counts each kind. Every genotype must be phased, diploid and non-missing. VCF
     text is parsed a block at a time by a compiled loop (`spinimpute.io.vcf_text`); BCF through htslib.
+
+    Args:
+        spill: a directory to write each contig's packed haplotypes to as they are read, which
+            `PanelContig.packed` then reads rows of (`PackedRows`): memory then does not grow with the
+            panel's length. Without it they are held in memory.
     """
     vcf = open_vcf(path, threads)
     samples = list(vcf.samples)
@@ -177,6 +185,27 @@ def read_panel(path, *, threads: int = 1) -> Panel:
     contigs: dict[str, dict] = {}
     counts = {"records": 0, "records_without_alt": 0, "multiallelic_records": 0, "snp_sites": 0, "indel_sites": 0,
               "symbolic_sites": 0, "other_sites": 0, "placeholder_alleles": 0, "duplicate_sites": 0}
+    with contextlib.ExitStack() as files:
+        _read_blocks(path, blocks, contigs, counts, spill, files)
+    vcf.close()
+    if not contigs:
+        raise InputFileError(path, "the file has no variant records")
+    panel_contigs = {}
+    width = -(-n_haps // 8)
+    for chrom, e in contigs.items():
+        sites = Sites(chrom, np.concatenate(e["pos"]).astype(np.int64), e["id"], e["ref"], e["alt"])
+        if spill is not None:
+            packed: PackedHaplotypes = PackedRows(Path(e["file"].name), 0, (len(sites), width))
+        else:
+            packed = np.concatenate(e["packed"]) if e["packed"] else np.zeros((0, width), np.uint8)
+        panel_contigs[chrom] = PanelContig(sites, packed, n_haps, np.concatenate(e["count"]).astype(np.int64))
+    return Panel(samples, panel_contigs, lengths, counts)
+
+
+def _read_blocks(path, blocks: Iterator[RecordBlock], contigs: dict[str, dict], counts: dict, spill: Path | None,
+                 files: contextlib.ExitStack) -> None:
+    """The records of `blocks` into `contigs` (an entry per contig), checked for order; packed rows
+    written to a file per contig in `spill` (opened on `files`), or kept."""
     current = None
     last_pos = 0
     for block in blocks:
@@ -195,6 +224,9 @@ def read_panel(path, *, threads: int = 1) -> Panel:
                     raise InputFileError(path, f"records of contig '{chrom}' are not contiguous; sort the file")
                 contigs[chrom] = {"pos": [], "id": [], "ref": [], "alt": [], "packed": [], "count": [], "last_pos": 0,
                                   "last_sites": set()}
+                if spill is not None:
+                    spilled = spill / f"contig{len(contigs)}.bits"
+                    contigs[chrom]["file"] = files.enter_context(open(spilled, "wb"))  # noqa: SIM115 - closed by files
                 current, last_pos = chrom, 0
             positions = block.positions[a:b]
             unsorted = np.flatnonzero(np.diff(positions, prepend=last_pos) < 0)
@@ -202,15 +234,6 @@ def read_panel(path, *, threads: int = 1) -> Panel:
                 raise InputFileError(path, f"records are not sorted by position at {chrom}:{positions[unsorted[0]]}")
             last_pos = int(positions[-1])
             _add_sites(contigs[chrom], block, a, b, counts)
-    vcf.close()
-    if not contigs:
-        raise InputFileError(path, "the file has no variant records")
-    panel_contigs = {}
-    for chrom, e in contigs.items():
-        sites = Sites(chrom, np.concatenate(e["pos"]).astype(np.int64), e["id"], e["ref"], e["alt"])
-        packed = np.concatenate(e["packed"]) if e["packed"] else np.zeros((0, -(-n_haps // 8)), np.uint8)
-        panel_contigs[chrom] = PanelContig(sites, packed, n_haps, np.concatenate(e["count"]).astype(np.int64))
-    return Panel(samples, panel_contigs, lengths, counts)
 
 
 def _add_sites(entry: dict, block: RecordBlock, start: int, stop: int, counts: dict) -> None:
@@ -252,7 +275,10 @@ def _add_sites(entry: dict, block: RecordBlock, start: int, stop: int, counts: d
     entry["id"].extend(block.ids[i] for i in record_of)
     entry["ref"].extend(block.refs[i] for i in record_of)
     entry["alt"].extend(block.alts[i][k - 1] for i, k in zip(record_of, allele_of))
-    entry["packed"].append(packed)
+    if "file" in entry:
+        entry["file"].write(packed.tobytes())
+    else:
+        entry["packed"].append(packed)
     entry["count"].append(count)
 
 
