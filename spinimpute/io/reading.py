@@ -137,6 +137,8 @@ def _htslib_record_blocks(path, vcf) -> Iterator[RecordBlock]:
 
     for rec in records(path, vcf):
         pairs, phased, _ = _diploid_view(path, rec)
+        if pairs.max(initial=0) > 127:
+            raise InputFileError(path, f"an allele index above 127 at {rec.CHROM}:{rec.POS}")
         batch.append((rec, pairs.reshape(-1).astype(np.int8), bool(phased.all())))
         if len(batch) == PANEL_BLOCK_RECORDS:
             yield block()
