@@ -103,6 +103,8 @@ def make_data(folder: Path, *, panel_samples: int, targets: int, scored: int, le
     typed = array_sites(np.asarray(freq)[:, None], np.asarray(positions), n_sites=round(ARRAY_SITES_PER_MB * length / 1e6))
     names = [f"tgt{i:04d}" for i in range(targets)]
     for name, rows, n in (("truth", np.arange(len(positions)), min(scored, targets)), ("target", typed, targets)):
+        if n == 0:  # nothing scored: no truth file
+            continue
         with BgzfTextWriter(folder / f"{name}.vcf.gz", threads=threads) as out:
             out.write(_header(names[:n], length))
             for lo in range(0, len(rows), BLOCK_VARIANTS):
