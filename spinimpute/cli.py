@@ -115,7 +115,7 @@ def main(ctx, verbose, quiet, debug):
 
 
 @main.command()
-@click.option("--ref", "ref_path", required=True, metavar="FILE", help="Phased reference panel (VCF/BCF, bgzipped).")
+@click.option("--ref", "ref_path", required=True, metavar="FILE", help="Phased reference panel (VCF, bgzipped or plain, or BCF); indels and SVs are sites, one per ALT allele.")
 @click.option("--out", "-o", "out_path", required=True, type=click.Path(dir_okay=False), metavar="FILE",
               help="Model file to write.")
 @click.option("--map", "map_path", type=click.Path(dir_okay=False), metavar="FILE",
@@ -140,7 +140,8 @@ def train(ctx, ref_path, out_path, map_path, fine_tune, weights_path, window_sit
 
     Encodes the panel's inducing points, fits the copying model's switch rate and the weight of the network's
     corrections on held-out panel individuals, and stores the panel with the network; --fine-tune trains on the
-    panel first.
+    panel first. The panel's haplotypes go to a scratch directory beside the model while it is prepared (as much
+    free space as the model file takes).
     """
     from spinimpute.jobs import train_job
     from spinimpute.training.trainer import TrainingOptions

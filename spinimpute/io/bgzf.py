@@ -45,7 +45,7 @@ def is_bgzf(path) -> bool:
 
 def read_bgzf(path, *, piece_bytes: int = 2**20) -> Iterator[list[bytes]]:
     """The decompressed contents of a BGZF file, block by block, in lists of the blocks in about
-    `piece_bytes` of compressed data (ISA-L inflates several times faster than zlib); each block's
+    `piece_bytes` of compressed data (inflated with ISA-L, as it is written); each block's
     CRC and length are checked. Raises BgzfFormatError for a block cut short or corrupt."""
     with open(path, "rb") as handle:
         data = b""
