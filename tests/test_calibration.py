@@ -1,5 +1,7 @@
 """The weight of the predictor's corrections, fitted on held-out panel haplotypes (`spinimpute.training.calibration`)."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -117,12 +119,12 @@ def test_long_panels_are_fitted_on_spans_spread_along_them(trained_model):
     from spinimpute.training.trainer import FIT_SPANS, fit_regions
 
     contigs = load_model(trained_model).contigs
-    (name, contig), n_sites = next(iter(contigs.items())), sum(len(c.sites) for c in contigs.values())
+    contig, n_sites = next(iter(contigs.values())), sum(len(c.sites) for c in contigs.values())
     assert fit_regions(contigs, n_sites) is contigs  # a panel within the bound is fitted whole
     regions = fit_regions(contigs, n_sites // 2)
     assert min(FIT_SPANS, len(contig.windows)) == len(regions)
     spans = [tuple(int(x) for x in key.rsplit(":", 1)[1].split("-")) for key in regions]
-    assert all(b > a for a, b in spans) and all(b1 < a2 for (_, b1), (a2, _) in zip(spans, spans[1:]))
+    assert all(b > a for a, b in spans) and all(b1 < a2 for (_, b1), (a2, _) in itertools.pairwise(spans))
     assert spans[0][0] == 1 and spans[-1][1] == len(contig.sites)  # from one end to the other
     for key, region in regions.items():
         first, last = spans[list(regions).index(key)]

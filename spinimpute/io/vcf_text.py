@@ -29,7 +29,7 @@ from spinimpute.io.bgzf import BgzfFormatError, is_bgzf, read_bgzf
 BLOCK_BYTES = 32 * 2**20
 FIXED_FIELDS = 9  # CHROM POS ID REF ALT QUAL FILTER INFO FORMAT
 
-# What the kernel found wrong with a line (`LineProblem` words them).
+# What the kernel found wrong with a line (LINE_PROBLEMS words them).
 NO_PROBLEM, TOO_FEW_COLUMNS, BAD_POSITION, NO_GT, BAD_ALLELE, PLOIDY, SAMPLE_COUNT, ALLELE_INDEX = range(8)
 LINE_PROBLEMS = {
     TOO_FEW_COLUMNS: "fewer than 10 tab-separated columns",
