@@ -253,3 +253,11 @@ def test_a_spilled_panel_reads_the_same_rows_from_disk(tmp_path, monkeypatch):
         assert isinstance(contig.packed, PackedRows)
         assert np.array_equal(contig.haplotypes, held.contigs[name].haplotypes)
         assert np.array_equal(contig.packed[1:3], held.contigs[name].packed[1:3])
+
+
+def test_a_spill_that_cannot_be_written_is_an_output_error(tmp_path):
+    from spinimpute.errors import OutputFileError
+
+    path = _panel_files(tmp_path, PANEL_BODY)[1]
+    with pytest.raises(OutputFileError, match="could not write the panel's scratch file"):
+        read_panel(path, spill=tmp_path / "gone")

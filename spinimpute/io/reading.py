@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from spinimpute.errors import InputFileError
+from spinimpute.errors import InputFileError, OutputFileError
 from spinimpute.io import strand
 from spinimpute.io.bgzf import truncated_bgzf
 from spinimpute.io.matching import MATCH_CASES, match_alleles, match_contig
@@ -228,7 +228,8 @@ def _read_blocks(path, blocks: Iterator[RecordBlock], contigs: dict[str, dict], 
                                   "last_sites": set()}
                 if spill is not None:
                     spilled = spill / f"contig{len(contigs)}.bits"
-                    contigs[chrom]["file"] = files.enter_context(open(spilled, "wb"))  # noqa: SIM115 - closed by files
+                    with _writing(spilled):
+                        contigs[chrom]["file"] = files.enter_context(open(spilled, "wb"))  # noqa: SIM115 - closed by files
                 current, last_pos = chrom, 0
             positions = block.positions[a:b]
             unsorted = np.flatnonzero(np.diff(positions, prepend=last_pos) < 0)
@@ -236,6 +237,15 @@ def _read_blocks(path, blocks: Iterator[RecordBlock], contigs: dict[str, dict], 
                 raise InputFileError(path, f"records are not sorted by position at {chrom}:{positions[unsorted[0]]}")
             last_pos = int(positions[-1])
             _add_sites(contigs[chrom], block, a, b, counts)
+
+
+@contextlib.contextmanager
+def _writing(spilled):
+    """A failure to write a spill file (a full disk) as an OutputFileError naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputFileError(spilled, f"could not write the panel's scratch file: {exc.strerror or exc}") from None
 
 
 def _add_sites(entry: dict, block: RecordBlock, start: int, stop: int, counts: dict) -> None:
@@ -278,7 +288,8 @@ def _add_sites(entry: dict, block: RecordBlock, start: int, stop: int, counts: d
     entry["ref"].extend(block.refs[i] for i in record_of)
     entry["alt"].extend(block.alts[i][k - 1] for i, k in zip(record_of, allele_of))
     if "file" in entry:
-        entry["file"].write(packed.tobytes())
+        with _writing(entry["file"].name):
+            entry["file"].write(packed.tobytes())
     else:
         entry["packed"].append(packed)
     entry["count"].append(count)
