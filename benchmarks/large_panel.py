@@ -33,24 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 CONTIG = "20"
 ARRAY_SITES_PER_MB = 280
 BLOCK_VARIANTS = 256
-_GENOTYPE_TEXT = np.frombuffer(b"0|0\t0|1\t1|0\t1|1\t", dtype=np.uint8).reshape(4, 4)
-
-
-def _rows_text(positions, refs, alts, haplotypes: np.ndarray) -> bytes:
-    """VCF records of a block of sites, their GT columns built as one array."""
-    codes = haplotypes[:, 0::2].astype(np.intp) * 2 + haplotypes[:, 1::2]
-    text = _GENOTYPE_TEXT[codes].reshape(len(codes), -1)
-    text[:, -1] = ord("\n")
-    return b"".join(f"{CONTIG}\t{p}\t{CONTIG}:{p}\t{r}\t{a}\t.\tPASS\t.\tGT\t".encode() + row.tobytes()
-                    for p, r, a, row in zip(positions, refs, alts, text))
-
-
-def _header(samples: list[str], length: int) -> bytes:
-    return ("##fileformat=VCFv4.2\n##source=benchmarks/large_panel.py\n"
-            f"##contig=<ID={CONTIG},length={length}>\n"
-            '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">\n'
-            + "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples])
-            + "\n").encode()
 
 
 def make_data(folder: Path, *, panel_samples: int, targets: int, scored: int, length: int, seed: int,
@@ -60,7 +42,13 @@ def make_data(folder: Path, *, panel_samples: int, targets: int, scored: int, le
     import pysam
 
     from spinimpute.io.bgzf import BgzfTextWriter
-    from spinimpute.tools.simulate import array_sites, out_of_africa_demography, write_genetic_map
+    from spinimpute.tools.simulate import (
+        array_sites,
+        genotype_rows,
+        out_of_africa_demography,
+        vcf_header,
+        write_genetic_map,
+    )
 
     done = folder / "summary.json"
     if done.exists():
@@ -78,12 +66,13 @@ def make_data(folder: Path, *, panel_samples: int, targets: int, scored: int, le
     def flush(out) -> None:
         if block:
             haps = np.stack([g for *_, g in block])
-            out.write(_rows_text([b[0] for b in block], [b[1] for b in block], [b[2] for b in block], haps[:, :n_panel]))
+            out.write(genotype_rows(CONTIG, [b[0] for b in block], [b[1] for b in block], [b[2] for b in block],
+                                    haps[:, :n_panel]))
             target_rows.append(np.packbits(haps[:, n_panel:], axis=1))
             block.clear()
 
     with BgzfTextWriter(folder / "ref.vcf.gz", threads=threads) as out:
-        out.write(_header([f"ref{i:05d}" for i in range(panel_samples)], length))
+        out.write(vcf_header(CONTIG, length, [f"ref{i:05d}" for i in range(panel_samples)]))
         for variant in ts.variants():
             alleles = [a for a in variant.alleles if a is not None]
             g = (variant.genotypes == 1).astype(np.uint8)
@@ -106,11 +95,11 @@ def make_data(folder: Path, *, panel_samples: int, targets: int, scored: int, le
         if n == 0:  # nothing scored: no truth file
             continue
         with BgzfTextWriter(folder / f"{name}.vcf.gz", threads=threads) as out:
-            out.write(_header(names[:n], length))
+            out.write(vcf_header(CONTIG, length, names[:n]))
             for lo in range(0, len(rows), BLOCK_VARIANTS):
                 part = rows[lo : lo + BLOCK_VARIANTS]
-                out.write(_rows_text([positions[i] for i in part], [refs[i] for i in part], [alts[i] for i in part],
-                                     target_haps[part, : 2 * n]))
+                out.write(genotype_rows(CONTIG, [positions[i] for i in part], [refs[i] for i in part],
+                                        [alts[i] for i in part], target_haps[part, : 2 * n]))
         pysam.tabix_index(str(folder / f"{name}.vcf.gz"), preset="vcf", force=True)
     write_genetic_map(folder / "plink.map", contig=CONTIG, rate_map=msprime.RateMap.uniform(length + 1, 1e-8))
     summary = {"panel_haplotypes": n_panel, "target_samples": targets, "scored_samples": min(scored, targets),

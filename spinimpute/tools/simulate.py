@@ -217,34 +217,48 @@ def array_sites(haplotypes: np.ndarray, positions: np.ndarray, fraction: float |
     return np.asarray(sorted(chosen), dtype=np.int64)
 
 
+# Rows of sites written at a time.
+_ROWS_PER_BLOCK = 256
+
+
+def genotype_rows(contig: str, positions, refs, alts, haplotypes: np.ndarray, *, phased: bool = True,
+                  info: list[str] | None = None) -> bytes:
+    """VCF records (GT only) of a block of sites, their genotype columns built as one array: sample i's
+    alleles are haplotypes 2i and 2i + 1; unphased heterozygotes are written 0/1."""
+    sep = ord("|" if phased else "/")
+    table = np.array([[48, sep, 48, 9], [48, sep, 49, 9], [49 if phased else 48, sep, 48 if phased else 49, 9],
+                      [49, sep, 49, 9]], dtype=np.uint8)  # 0|0, 0|1, 1|0 (0/1 unphased), 1|1, each with a tab
+    codes = haplotypes[:, 0::2].astype(np.intp) * 2 + haplotypes[:, 1::2]
+    text = table[codes].reshape(len(codes), -1)
+    text[:, -1] = ord("\n")
+    return b"".join(
+        f"{contig}\t{p}\t{contig}:{p}\t{r}\t{a}\t.\tPASS\t{info[i] if info else '.'}\tGT\t".encode() + row.tobytes()
+        for i, (p, r, a, row) in enumerate(zip(positions, refs, alts, text)))
+
+
+def vcf_header(contig: str, length: int, samples: list[str], *, info: bool = False) -> str:
+    """The header `write_vcf` writes."""
+    return "\n".join([
+        "##fileformat=VCFv4.2",
+        "##source=spinimpute.tools.simulate",
+        f"##contig=<ID={contig},length={length}>",
+        *(['##INFO=<ID=AF,Number=A,Type=Float,Description="ALT allele frequency">'] if info else []),
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+        "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples]),
+    ]) + "\n"
+
+
 def write_vcf(path, *, contig: str, positions, refs, alts, haplotypes: np.ndarray, samples: list[str],
               phased: bool = True, info: list[str] | None = None) -> None:
     """Write genotypes as an indexed, bgzipped VCF (GT only)."""
     import pysam
 
-    sep = "|" if phased else "/"
-    header = [
-        "##fileformat=VCFv4.2",
-        "##source=spinimpute.tools.simulate",
-        f"##contig=<ID={contig},length={int(positions[-1]) + 1}>",
-        *(['##INFO=<ID=AF,Number=A,Type=Float,Description="ALT allele frequency">'] if info else []),
-        '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
-        "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples]),
-    ]
-    texts = np.asarray([f"0{sep}0", f"0{sep}1", f"1{sep}0", f"1{sep}1"], dtype=object)
     with BgzfTextWriter(path) as out:
-        out.write("\n".join(header) + "\n")
-        for i in range(len(positions)):
-            h = haplotypes[i].reshape(-1, 2).astype(np.int64)
-            gts = texts[h[:, 0] * 2 + h[:, 1]]
-            if not phased:
-                gts = np.where(gts == "1/0", "0/1", gts)
-            extra = info[i] if info else "."
-            out.write(
-                f"{contig}\t{positions[i]}\t{contig}:{positions[i]}\t{refs[i]}\t{alts[i]}\t.\tPASS\t{extra}\tGT\t"
-                + "\t".join(gts)
-                + "\n"
-            )
+        out.write(vcf_header(contig, int(positions[-1]) + 1, samples, info=bool(info)))
+        for lo in range(0, len(positions), _ROWS_PER_BLOCK):
+            hi = lo + _ROWS_PER_BLOCK
+            out.write(genotype_rows(contig, positions[lo:hi], refs[lo:hi], alts[lo:hi], haplotypes[lo:hi],
+                                    phased=phased, info=info[lo:hi] if info else None))
     pysam.tabix_index(str(path), preset="vcf", force=True)
 
 
