@@ -261,3 +261,10 @@ def test_a_spill_that_cannot_be_written_is_an_output_error(tmp_path):
     path = _panel_files(tmp_path, PANEL_BODY)[1]
     with pytest.raises(OutputFileError, match="could not write the panel's scratch file"):
         read_panel(path, spill=tmp_path / "gone")
+
+
+def test_a_record_without_alt_gives_no_site_whatever_its_genotypes(tmp_path):
+    for path in _panel_files(tmp_path, "20\t100\t.\tA\tG\t.\t.\t.\tGT\t0|1\t1|1\t0|0\n"
+                                       "20\t200\t.\tC\t.\t.\t.\t.\tGT\t./.\t0/0\t.|.\n")[:3]:
+        panel = read_panel(path)
+        assert panel.contigs["20"].sites.positions.tolist() == [100] and panel.counts["records_without_alt"] == 1

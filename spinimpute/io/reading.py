@@ -211,7 +211,9 @@ def _read_blocks(path, blocks: Iterator[RecordBlock], contigs: dict[str, dict], 
     current = None
     last_pos = 0
     for block in blocks:
-        for i in np.flatnonzero(block.missing | block.unphased)[:1]:
+        # A record without an ALT gives no site, whatever its genotypes, as before blocks were read.
+        has_alt = np.array([bool(alts) for alts in block.alts], dtype=bool)
+        for i in np.flatnonzero((block.missing | block.unphased) & has_alt)[:1]:
             problem = "missing genotype" if block.missing[i] else "unphased genotype"
             requirement = "complete" if block.missing[i] else "phased"
             raise InputFileError(path, f"{problem} at {block.chroms[i]}:{block.positions[i]}; the panel must be "
