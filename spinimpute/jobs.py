@@ -108,8 +108,9 @@ def train_job(
     fits the weight of its corrections on held-out panel individuals, encodes the panel's
     inducing points and writes the model file, which records the starting weights' checksum.
     """
-    from spinimpute.engine.torch_backend import configure_torch
-    from spinimpute.io.modelfile import load_weights
+    from spinimpute.engine.torch_backend import configure_torch, network_from_weights
+    from spinimpute.io.modelfile import load_weights, save_model
+    from spinimpute.training.trainer import encode_panel, fit_refinement, held_out_samples, train
 
     start = time.time()
     resolved = select_device(device)
@@ -119,71 +120,57 @@ def train_job(
     # The panel's packed haplotypes are spilled to a scratch directory beside the model as they are
     # read, and read back per window: memory does not grow with the panel's length.
     with scratch_directory(out_path) as scratch:
-        return _prepare(ref_path=ref_path, out_path=out_path, map_path=map_path, options=options,
-                        weights_path=weights_path, starting=starting, window_sites=window_sites,
-                        flank_sites=flank_sites, resolved=resolved, threads=threads, command_line=command_line,
-                        progress=progress, scratch=scratch, start=start)
-
-
-def _prepare(*, ref_path, out_path, map_path, options: TrainingOptions, weights_path, starting, window_sites: int,
-             flank_sites: int, resolved: Device, threads: int, command_line: str, progress: bool, scratch: Path,
-             start: float) -> TrainSummary:
-    """train_job's work, its panel spilled to `scratch`."""
-    from spinimpute.engine.torch_backend import network_from_weights
-    from spinimpute.io.modelfile import save_model
-    from spinimpute.training.trainer import encode_panel, fit_refinement, held_out_samples, train
-
-    samples, lengths, counts, contigs = read_reference(ref_path, map_path, window_sites=window_sites,
-                                                       flank_sites=flank_sites, threads=threads, spill=scratch)
-    network = network_from_weights(starting.weights, starting.config.replace(refinement_weight=1.0))
-    summary: dict = {"options": dataclasses.asdict(options),
-                     "weights": {"file": str(weights_path) if weights_path else "pretrained", "sha256": starting.sha256}}
-    log.info("starting from %s network weights (sha256 %s)", summary["weights"]["file"], starting.sha256[:12])
-    held_out = held_out_samples(len(samples), options)  # the same individuals training holds out
-    if len(held_out) < options.validation_samples:
-        log.warning("a panel of %d samples leaves %d for the held-out checks (of %d): training's effect and the "
-                    "corrections' weight rest on %s; with %d or more samples they use %d", len(samples),
-                    len(held_out), options.validation_samples,
-                    f"{len(held_out)} individuals" if len(held_out) else "none (corrections kept at 1)",
-                    5 * options.validation_samples, options.validation_samples)
-    if options.steps:
-        summary.update(train(network, [contigs], options, device=resolved, progress=progress))
-        for key in ("validation_before", "validation_after"):
-            if key in summary:
-                log.info("%s: r2 %.4f, loss %.5f", key.replace("_", " "), summary[key]["r2"], summary[key]["loss"])
-    summary["validation_samples"] = len(held_out)
-    summary["validation_individuals"] = held_out.tolist()
-    if len(held_out):
-        refinement = fit_refinement(network, contigs, held_out, options, device=resolved, threads=threads,
-                                    progress=progress)
-        summary["refinement"] = refinement
-        switch = refinement["switch_rate"]
-        log.info("copying model's Ne %.0f (held-out best factor %g, t %.1f; kept factor %g)", switch["ne"],
-                 switch["best_factor"], switch["t"], switch["factor"])
-        loss = refinement["cross_entropy"]
-        log.info("predictor corrections weighted %.2f (held-out best %.2f, t %.1f over %d haplotypes; cross-entropy "
-                 "%.5f at weight 1, %.5f for the copying model alone)", refinement["weight"], refinement["best_weight"],
-                 refinement["t"], refinement["held_out_haplotypes"], loss["weight_1"], loss["copying_model"])
-    encode_panel(network, contigs, device=resolved, rows=options.encoder_rows, seed=options.seed, progress=progress)
-    network.cpu()
-    summary["seconds"] = round(time.time() - start, 1)
-    metadata = {
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command_line": command_line,
-        "reference_file": str(ref_path),
-        "genetic_map": str(map_path) if map_path else "constant 1 cM/Mb",
-        "reference_samples": samples,
-        "contig_lengths": lengths,
-        "reference_records": counts,
-        "window_sites": window_sites,
-        "flank_sites": flank_sites,
-        "training": summary,
-    }
-    config = network.config.replace(refinement_weight=network.refinement_weight)
-    weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
-    save_model(out_path, ModelBundle(weights, config, contigs, metadata))
-    log.info("wrote model %s in %.1f s", out_path, summary["seconds"])
-    return TrainSummary(model=str(out_path), training=summary, seconds=summary["seconds"])
+        samples, lengths, counts, contigs = read_reference(ref_path, map_path, window_sites=window_sites,
+                                                           flank_sites=flank_sites, threads=threads, spill=scratch)
+        network = network_from_weights(starting.weights, starting.config.replace(refinement_weight=1.0))
+        summary: dict = {"options": dataclasses.asdict(options),
+                         "weights": {"file": str(weights_path) if weights_path else "pretrained", "sha256": starting.sha256}}
+        log.info("starting from %s network weights (sha256 %s)", summary["weights"]["file"], starting.sha256[:12])
+        held_out = held_out_samples(len(samples), options)  # the same individuals training holds out
+        if len(held_out) < options.validation_samples:
+            log.warning("a panel of %d samples leaves %d for the held-out checks (of %d): training's effect and the "
+                        "corrections' weight rest on %s; with %d or more samples they use %d", len(samples),
+                        len(held_out), options.validation_samples,
+                        f"{len(held_out)} individuals" if len(held_out) else "none (corrections kept at 1)",
+                        5 * options.validation_samples, options.validation_samples)
+        if options.steps:
+            summary.update(train(network, [contigs], options, device=resolved, progress=progress))
+            for key in ("validation_before", "validation_after"):
+                if key in summary:
+                    log.info("%s: r2 %.4f, loss %.5f", key.replace("_", " "), summary[key]["r2"], summary[key]["loss"])
+        summary["validation_samples"] = len(held_out)
+        summary["validation_individuals"] = held_out.tolist()
+        if len(held_out):
+            refinement = fit_refinement(network, contigs, held_out, options, device=resolved, threads=threads,
+                                        progress=progress)
+            summary["refinement"] = refinement
+            switch = refinement["switch_rate"]
+            log.info("copying model's Ne %.0f (held-out best factor %g, t %.1f; kept factor %g)", switch["ne"],
+                     switch["best_factor"], switch["t"], switch["factor"])
+            loss = refinement["cross_entropy"]
+            log.info("predictor corrections weighted %.2f (held-out best %.2f, t %.1f over %d haplotypes; cross-entropy "
+                     "%.5f at weight 1, %.5f for the copying model alone)", refinement["weight"], refinement["best_weight"],
+                     refinement["t"], refinement["held_out_haplotypes"], loss["weight_1"], loss["copying_model"])
+        encode_panel(network, contigs, device=resolved, rows=options.encoder_rows, seed=options.seed, progress=progress)
+        network.cpu()
+        summary["seconds"] = round(time.time() - start, 1)
+        metadata = {
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command_line": command_line,
+            "reference_file": str(ref_path),
+            "genetic_map": str(map_path) if map_path else "constant 1 cM/Mb",
+            "reference_samples": samples,
+            "contig_lengths": lengths,
+            "reference_records": counts,
+            "window_sites": window_sites,
+            "flank_sites": flank_sites,
+            "training": summary,
+        }
+        config = network.config.replace(refinement_weight=network.refinement_weight)
+        weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
+        save_model(out_path, ModelBundle(weights, config, contigs, metadata))
+        log.info("wrote model %s in %.1f s", out_path, summary["seconds"])
+        return TrainSummary(model=str(out_path), training=summary, seconds=summary["seconds"])
 
 
 def read_reference(ref_path, map_path, *, window_sites: int, flank_sites: int, threads: int,
