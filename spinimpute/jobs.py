@@ -168,7 +168,7 @@ def train_job(
         }
         config = network.config.replace(refinement_weight=network.refinement_weight)
         weights = {k: v.detach().cpu().numpy() for k, v in network.state_dict().items()}
-        save_model(out_path, ModelBundle(weights, config, contigs, metadata))
+        save_model(out_path, ModelBundle(weights, config, contigs, metadata), threads=threads)
         log.info("wrote model %s in %.1f s", out_path, summary["seconds"])
         return TrainSummary(model=str(out_path), training=summary, seconds=summary["seconds"])
 
@@ -242,7 +242,7 @@ def impute_job(
     fmt = output_format(out_path)
     if summary_path is not None:
         check_output_path(summary_path)
-    bundle = load_model(model_path)
+    bundle = load_model(model_path, threads=threads)
     config = bundle.config if copying_states is None else bundle.config.replace(copying_states=copying_states)
     target, names, in_panel = prepare_target(target_path, bundle, threads=threads)
     site_ranges = region_sites(region, bundle, names, target_path, model_path)

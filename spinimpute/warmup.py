@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from spinimpute.engine import cpu, phasing_kernels, statistics
-from spinimpute.io import genotype_text, vcf_text
+from spinimpute.io import compact_panel, genotype_text, vcf_text
 from spinimpute.model import copying_kernels
 
 
@@ -19,6 +19,10 @@ def compile_kernels() -> None:
     groups = copying_kernels.group_intervals(packed, 8, bounds)
     packed.setflags(write=False)  # as the model file's rows are read
     copying_kernels.group_intervals(packed, 8, bounds)
+    compact = compact_panel.encode(np.vstack([packed, np.zeros((1, 1), np.uint8)]), 8)  # as train encodes a panel
+    for name in compact_panel.LARGE_TENSORS:  # read-only, as they are read from a model file
+        getattr(compact, name).setflags(write=False)
+    np.asarray(compact)
     query = np.array([[0, 1]], dtype=np.int8)
     copying_kernels.copy_posteriors(by_site[[1, 3]], query, np.arange(8, dtype=np.int32)[None], np.array([0.01]),
                                     0.001, bounds, groups, np.full((4, 6), 0.25))

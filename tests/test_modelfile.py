@@ -65,11 +65,12 @@ def _with_metadata(model, path, edit):
     return path
 
 
-def test_incompatible_version_is_rejected(trained_model, tmp_path):
-    newer = _with_metadata(trained_model, tmp_path / "newer.spin",
-                           lambda meta: meta.update(format_version=FORMAT_VERSION + 1))
-    with pytest.raises(ModelFileError, match="format version"):
-        load_model(newer)
+@pytest.mark.parametrize("version", [1, FORMAT_VERSION + 1])
+def test_incompatible_version_is_rejected(trained_model, tmp_path, version):
+    # Version 1 stored the haplotypes bit-packed; its files must be prepared again.
+    other = _with_metadata(trained_model, tmp_path / "other.spin", lambda meta: meta.update(format_version=version))
+    with pytest.raises(ModelFileError, match=f"format version {version} .*re-run 'spinimpute train'"):
+        load_model(other)
 
 
 @pytest.mark.parametrize("weight", [2.0, "1", None])
@@ -106,6 +107,8 @@ def test_model_files_are_safetensors_that_the_library_reads_whole(trained_model)
     tensors = load_file(str(trained_model))
     bundle = load_model(trained_model)
     (contig,) = bundle.contigs.values()
-    assert np.array_equal(tensors["contig0.haplotypes"], np.asarray(contig.packed_haplotypes))
+    stored = contig.packed_haplotypes
+    assert np.array_equal(tensors["contig0.hap_index"], np.asarray(stored.hap_index))
+    assert np.array_equal(tensors["contig0.carriers"], np.asarray(stored.carriers))
     assert np.array_equal(tensors["contig0.positions"], contig.sites.positions)
     assert all(np.array_equal(tensors[f"network.{k}"], v) for k, v in bundle.weights.items())

@@ -241,7 +241,7 @@ def test_damaged_panel_is_an_error(tmp_path, kind, damage):
 
 def test_a_spilled_panel_reads_the_same_rows_from_disk(tmp_path, monkeypatch):
     from spinimpute.io import vcf_text
-    from spinimpute.io.modelfile import PackedRows
+    from spinimpute.io.modelfile import FileRows
 
     monkeypatch.setattr(vcf_text, "BLOCK_BYTES", 64)  # rows written in many pieces
     path = _panel_files(tmp_path, PANEL_BODY)[1]
@@ -250,7 +250,7 @@ def test_a_spilled_panel_reads_the_same_rows_from_disk(tmp_path, monkeypatch):
     held, spilled = read_panel(path), read_panel(path, spill=spill)
     assert sorted(p.name for p in spill.iterdir()) == ["contig1.bits", "contig2.bits"]
     for name, contig in spilled.contigs.items():
-        assert isinstance(contig.packed, PackedRows)
+        assert isinstance(contig.packed, FileRows)
         assert np.array_equal(contig.haplotypes, held.contigs[name].haplotypes)
         assert np.array_equal(contig.packed[1:3], held.contigs[name].packed[1:3])
 

@@ -1,7 +1,8 @@
 """The model file: safetensors tensors plus JSON metadata, never pickles.
 
 One file holds everything `impute` needs: the network weights, and for each contig the
-panel's sites (positions, alleles, cM, frequencies), its haplotypes bit-packed, the
+panel's sites (positions, alleles, cM, frequencies), its haplotypes (compact: rare sites as
+lists of carriers, the others in blocks of distinct sequences), the
 window layout and each window's cached inducing points. Loading parses tensors and JSON
 only; no code from the file is run.
 """
@@ -17,48 +18,53 @@ import numpy as np
 
 from spinimpute import __version__
 from spinimpute.errors import ModelFileError
+from spinimpute.io import compact_panel
 from spinimpute.io.atomic import atomic_output
+from spinimpute.io.compact_panel import CompactHaplotypes
 from spinimpute.model.config import FEED_FORWARD, SITE_FEATURES, ModelConfig
 from spinimpute.panel import ReferenceContig, Sites, Window
 
 FORMAT_NAME = "spinimpute-model"
-FORMAT_VERSION = 1
+# 2: the haplotypes compact (spinimpute.io.compact_panel); 1 stored them bit-packed.
+FORMAT_VERSION = 2
 METADATA_KEY = "spinimpute"
 
 
-class PackedRows:
-    """A (n_sites, n_bytes) uint8 tensor of a model file, read row ranges at a time.
+class FileRows:
+    """Rows of a tensor in a file (a model file, or the panel spilled while reading it), read a
+    range of rows at a time.
 
-    The panel's haplotypes are most of a model file; reading only the rows a group of
-    windows needs keeps memory flat in the length of the contig. Plain reads rather than
-    a memory map, whose pages once touched would count in the process's memory.
+    Reading only the rows a group of windows needs keeps memory flat in the length of the
+    contig. Plain reads rather than a memory map, whose pages once touched would count in the
+    process's memory.
     """
 
-    def __init__(self, path: Path, offset: int, shape: tuple[int, int]):
-        self.path, self.offset, self.shape = path, offset, shape
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype=np.uint8):
+        self.path, self.offset, self.shape, self.dtype = path, offset, tuple(shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def _read(self, start: int, stop: int) -> np.ndarray:
-        width = self.shape[1]
+        size = (stop - start) * self.row_bytes
         with open(self.path, "rb") as handle:
-            handle.seek(self.offset + start * width)
-            data = handle.read((stop - start) * width)
-        if len(data) != (stop - start) * width:
+            handle.seek(self.offset + start * self.row_bytes)
+            data = handle.read(size)
+        if len(data) != size:
             raise ModelFileError(self.path, "truncated model file (haplotypes)")
-        return np.frombuffer(data, dtype=np.uint8).reshape(stop - start, width)
+        return np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
 
     def __getitem__(self, index) -> np.ndarray:
         """Rows of a slice (step 1) or of an array of row indices."""
         if isinstance(index, slice):
             start, stop, step = index.indices(self.shape[0])
             if step != 1:
-                raise IndexError("PackedRows slices have step 1")
+                raise IndexError("FileRows slices have step 1")
             return self._read(start, max(start, stop))
         index = np.asarray(index, dtype=np.int64)
         if index.size == 0:
-            return np.zeros((0, self.shape[1]), dtype=np.uint8)
+            return np.zeros((0, *self.shape[1:]), dtype=self.dtype)
         lo, hi = int(index.min()), int(index.max()) + 1
         return self._read(lo, hi)[index - lo]
 
@@ -106,21 +112,22 @@ def _array_to_strings(t: np.ndarray, n: int) -> list[str]:
 
 
 # safetensors' names of the dtypes a model file holds.
-_SAFETENSORS_DTYPES = {np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8", np.dtype(np.int32): "I32",
+_SAFETENSORS_DTYPES = {np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8", np.dtype(np.uint16): "U16",
+                       np.dtype(np.uint32): "U32", np.dtype(np.int32): "I32",
                        np.dtype(np.int64): "I64", np.dtype(np.float32): "F32", np.dtype(np.float64): "F64",
                        np.dtype(np.bool_): "BOOL"}
-# Rows of a PackedRows tensor copied at a time.
+# Bytes of a FileRows tensor copied at a time.
 _COPY_BYTES = 64 * 2**20
 
 
 def write_safetensors(path, tensors: dict, metadata: dict[str, str]) -> None:
-    """Write a safetensors file, copying PackedRows tensors (rows read from another file) a block of
-    rows at a time, so that a panel spilled to disk is never held in memory whole. The layout is the
+    """Write a safetensors file, copying FileRows tensors (rows read from another file) a block of
+    rows at a time, so that a tensor spilled to disk is never held in memory whole. The layout is the
     format's: an 8-byte header length, the JSON header padded to 8 bytes, the tensors' bytes."""
     header: dict = {"__metadata__": metadata}
     offset = 0
     for name, t in tensors.items():
-        dtype = np.dtype(np.uint8) if isinstance(t, PackedRows) else t.dtype
+        dtype = t.dtype
         nbytes = int(np.prod(t.shape, dtype=np.int64)) * dtype.itemsize
         header[name] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(t.shape), "data_offsets": [offset,
                                                                                                       offset + nbytes]}
@@ -130,15 +137,16 @@ def write_safetensors(path, tensors: dict, metadata: dict[str, str]) -> None:
     with open(path, "wb") as handle:
         handle.write(struct.pack("<Q", len(text)) + text)
         for t in tensors.values():
-            if isinstance(t, PackedRows):
-                step = max(1, _COPY_BYTES // max(1, t.shape[1]))
+            if isinstance(t, FileRows):
+                step = max(1, _COPY_BYTES // max(1, t.row_bytes))
                 handle.writelines(t[start : start + step].tobytes() for start in range(0, t.shape[0], step))
             else:
                 handle.write(np.ascontiguousarray(t).tobytes())
 
 
-def save_model(path, bundle: ModelBundle) -> None:
-    """Write the model atomically (`atomic_output`: temporary name, then rename)."""
+def save_model(path, bundle: ModelBundle, *, threads: int = 1) -> None:
+    """Write the model atomically (`atomic_output`: temporary name, then rename), encoding the
+    panel's haplotypes compactly (`spinimpute.io.compact_panel`) where they are not already."""
     tensors: dict = {f"network.{k}": np.array(v, order="C") for k, v in bundle.weights.items()}  # keeps 0-d shapes
     contig_meta = []
     for i, (name, c) in enumerate(bundle.contigs.items()):
@@ -146,8 +154,9 @@ def save_model(path, bundle: ModelBundle) -> None:
         tensors[p + "positions"] = c.sites.positions.astype(np.int64)
         tensors[p + "cm"] = c.cm.astype(np.float64)
         haplotypes = c.packed_haplotypes
-        tensors[p + "haplotypes"] = haplotypes if isinstance(haplotypes, PackedRows) else np.ascontiguousarray(
-            haplotypes, dtype=np.uint8)
+        if not isinstance(haplotypes, CompactHaplotypes):
+            haplotypes = compact_panel.encode(haplotypes, c.n_haplotypes, threads=threads)
+        tensors.update({p + k: v for k, v in haplotypes.tensors().items()})
         tensors[p + "alt_freq"] = c.alt_freq.astype(np.float32)
         tensors[p + "windows"] = np.array([[w.start, w.stop, w.core_start, w.core_stop] for w in c.windows],
                                           dtype=np.int64).reshape(-1, 4)
@@ -172,16 +181,31 @@ def save_model(path, bundle: ModelBundle) -> None:
         write_safetensors(tmp, tensors, {METADATA_KEY: json.dumps(metadata)})
 
 
-def _packed_rows(path: Path, data_start: int, entry: dict) -> PackedRows:
+_NUMPY_DTYPES = {name: dtype for dtype, name in _SAFETENSORS_DTYPES.items()}
+
+
+def _file_rows(path: Path, data_start: int, entry: dict) -> FileRows:
+    """A tensor of the file, left there to be read a range of rows at a time."""
     begin, end = entry["data_offsets"]
-    n_rows, width = entry["shape"]
-    if entry["dtype"] != "U8" or end - begin != n_rows * width:
-        raise ValueError("haplotypes are not a uint8 table")
-    return PackedRows(path, data_start + begin, (n_rows, width))
+    rows = FileRows(path, data_start + begin, tuple(entry["shape"]), _NUMPY_DTYPES[entry["dtype"]])
+    if end - begin != rows.shape[0] * rows.row_bytes:
+        raise ValueError("tensor size disagrees with its shape")
+    return rows
 
 
-def load_model(path) -> ModelBundle:
-    """Read a model file, checking its format and version."""
+def _compact_haplotypes(path: Path, data_start: int, header: dict, tensors: dict, prefix: str,
+                        n_haplotypes: int, threads: int) -> CompactHaplotypes:
+    large = {k: _file_rows(path, data_start, header[prefix + k]) for k in compact_panel.LARGE_TENSORS}
+    return CompactHaplotypes(
+        n_haplotypes=n_haplotypes, code=tensors[prefix + "site_code"], carrier_ptr=tensors[prefix + "carrier_ptr"],
+        block_start=tensors[prefix + "block_start"], block_sequences=tensors[prefix + "block_sequences"],
+        threads=threads, source=str(path), **large,
+    )
+
+
+def load_model(path, *, threads: int = 1) -> ModelBundle:
+    """Read a model file, checking its format and version. The panel's haplotypes stay in the file
+    and are read as imputation asks for them, decoded on `threads` threads."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -208,10 +232,11 @@ def load_model(path) -> ModelBundle:
                 raise ModelFileError(
                     path,
                     f"model format version {version} is not supported by spinimpute {__version__} "
-                    f"(expects {FORMAT_VERSION}); retrain the model with this version",
+                    f"(expects {FORMAT_VERSION}); re-run 'spinimpute train' on the panel with this version",
                 )
-            # The haplotypes are read later, per group of windows (PackedRows).
-            tensors = {k: handle.get_tensor(k) for k in handle.keys() if not k.endswith(".haplotypes")}  # noqa: SIM118 - not a dict
+            # The haplotypes' large arrays are read later, per group of windows (FileRows).
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()  # noqa: SIM118 - not a dict
+                       if k.rsplit(".", 1)[-1] not in compact_panel.LARGE_TENSORS}
             data_start, header = _tensor_offsets(path)
     except ModelFileError:
         raise
@@ -238,7 +263,8 @@ def load_model(path) -> ModelBundle:
             contigs[meta["name"]] = ReferenceContig(
                 sites=sites,
                 cm=tensors[p + "cm"],
-                packed_haplotypes=_packed_rows(path, data_start, header[p + "haplotypes"]),
+                packed_haplotypes=_compact_haplotypes(path, data_start, header, tensors, p,
+                                                      int(meta["n_haplotypes"]), threads),
                 n_haplotypes=int(meta["n_haplotypes"]),
                 alt_freq=tensors[p + "alt_freq"],
                 windows=windows,

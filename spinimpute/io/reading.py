@@ -18,7 +18,7 @@ from spinimpute.errors import InputFileError, OutputFileError
 from spinimpute.io import strand
 from spinimpute.io.bgzf import truncated_bgzf
 from spinimpute.io.matching import MATCH_CASES, match_alleles, match_contig
-from spinimpute.io.modelfile import PackedRows
+from spinimpute.io.modelfile import FileRows
 from spinimpute.io.vcf_text import RecordBlock, is_text_vcf, text_record_blocks
 from spinimpute.panel import PackedHaplotypes, Panel, PanelContig, Sites
 from spinimpute.target import MISSING, Target, TargetContig
@@ -175,7 +175,7 @@ def read_panel(path, *, threads: int = 1, spill: Path | None = None) -> Panel:
 
     Args:
         spill: a directory to write each contig's packed haplotypes to as they are read, which
-            `PanelContig.packed` then reads rows of (`PackedRows`): memory then does not grow with the
+            `PanelContig.packed` then reads rows of (`FileRows`): memory then does not grow with the
             panel's length. Without it they are held in memory.
     """
     vcf = open_vcf(path, threads)
@@ -197,7 +197,7 @@ def read_panel(path, *, threads: int = 1, spill: Path | None = None) -> Panel:
     for chrom, e in contigs.items():
         sites = Sites(chrom, np.concatenate(e["pos"]).astype(np.int64), e["id"], e["ref"], e["alt"])
         if spill is not None:
-            packed: PackedHaplotypes = PackedRows(Path(e["file"].name), 0, (len(sites), width))
+            packed: PackedHaplotypes = FileRows(Path(e["file"].name), 0, (len(sites), width))
         else:
             packed = np.concatenate(e["packed"]) if e["packed"] else np.zeros((0, width), np.uint8)
         panel_contigs[chrom] = PanelContig(sites, packed, n_haps, np.concatenate(e["count"]).astype(np.int64))

@@ -25,12 +25,52 @@ def _allele(packed_row, r):  # pragma: no cover - compiled
 
 
 @compiled
-def _label_intervals(packed, n_ref, bounds, group_of, n_groups, first_member, k_lo, k_hi):  # pragma: no cover
-    """Exact grouping: at each site the ALT carriers of a group split off into a new group.
+def _split_groups(row, n_ref, labels, size, moving, split, touched, carriers, n):  # pragma: no cover - compiled
+    """Split the n groups of `labels` by one site's alleles (a packbits row): the ALT carriers of a
+    group that also has REF carriers move to a new group. Returns the new number of groups.
 
-    Only a site's carriers are visited (found a byte at a time), so the many rare sites
-    of a large panel cost little more than reading their bytes.
+    Only the site's carriers are visited (found a byte at a time), so the many rare sites
+    of a large panel cost little more than reading their bytes. `size` holds each group's
+    members; `moving`, `split`, `touched` and `carriers` are scratch space of R entries
+    (`moving` all zero between calls).
     """
+    c = 0
+    for b in range(row.shape[0]):
+        byte = row[b]
+        if byte:
+            for bit in range(8):
+                r = 8 * b + bit
+                if (byte >> (7 - bit)) & 1 and r < n_ref:
+                    carriers[c] = r
+                    c += 1
+    n_touched = 0
+    for i in range(c):
+        g = labels[carriers[i]]
+        if moving[g] == 0:
+            touched[n_touched] = g
+            n_touched += 1
+        moving[g] += 1
+    for t in range(n_touched):
+        g = touched[t]
+        if moving[g] < size[g]:
+            split[g] = n
+            size[n] = moving[g]
+            size[g] -= moving[g]
+            n += 1
+        else:
+            split[g] = -1
+    for i in range(c):
+        r = carriers[i]
+        if split[labels[r]] >= 0:
+            labels[r] = split[labels[r]]
+    for t in range(n_touched):
+        moving[touched[t]] = 0
+    return n
+
+
+@compiled
+def _label_intervals(packed, n_ref, bounds, group_of, n_groups, first_member, k_lo, k_hi):  # pragma: no cover
+    """Exact grouping: at each site the ALT carriers of a group split off into a new group."""
     labels = np.empty(n_ref, np.int32)
     size = np.zeros(n_ref, np.int32)  # members of each label
     moving = np.zeros(n_ref, np.int32)  # the current site's carriers in each label
@@ -38,44 +78,12 @@ def _label_intervals(packed, n_ref, bounds, group_of, n_groups, first_member, k_
     touched = np.empty(n_ref, np.int32)
     carriers = np.empty(n_ref, np.int32)
     number = np.empty(n_ref, np.int32)
-    n_bytes = packed.shape[1]
     for k in range(k_lo, k_hi):
         labels[:] = 0
         size[0] = n_ref
         n = 1
         for j in range(bounds[k], bounds[k + 1]):
-            row = packed[j]
-            c = 0
-            for b in range(n_bytes):
-                byte = row[b]
-                if byte:
-                    for bit in range(8):
-                        r = 8 * b + bit
-                        if (byte >> (7 - bit)) & 1 and r < n_ref:
-                            carriers[c] = r
-                            c += 1
-            n_touched = 0
-            for i in range(c):
-                g = labels[carriers[i]]
-                if moving[g] == 0:
-                    touched[n_touched] = g
-                    n_touched += 1
-                moving[g] += 1
-            for t in range(n_touched):
-                g = touched[t]
-                if moving[g] < size[g]:
-                    split[g] = n
-                    size[n] = moving[g]
-                    size[g] -= moving[g]
-                    n += 1
-                else:
-                    split[g] = -1
-            for i in range(c):
-                r = carriers[i]
-                if split[labels[r]] >= 0:
-                    labels[r] = split[labels[r]]
-            for t in range(n_touched):
-                moving[touched[t]] = 0
+            n = _split_groups(packed[j], n_ref, labels, size, moving, split, touched, carriers, n)
         # Number the groups in order of first appearance; each group's first member comes with it.
         number[:n] = -1
         m = 0
@@ -108,6 +116,32 @@ def _fill_alt_groups(packed, bounds, n_groups, first_member, alt_ptr, alt_group,
                 if _allele(packed[j], first_member[k, u]):
                     alt_group[t] = u
                     t += 1
+
+
+@compiled
+def _distinct_after_each(packed, n_ref, cap, out):  # pragma: no cover - compiled
+    labels = np.zeros(n_ref, np.int32)
+    size = np.zeros(n_ref, np.int32)
+    size[0] = n_ref
+    moving = np.zeros(n_ref, np.int32)
+    split = np.empty(n_ref, np.int32)
+    touched = np.empty(n_ref, np.int32)
+    carriers = np.empty(n_ref, np.int32)
+    n = 1
+    for j in range(packed.shape[0]):
+        n = _split_groups(packed[j], n_ref, labels, size, moving, split, touched, carriers, n)
+        out[j] = n
+        if n > cap:
+            return j + 1
+    return packed.shape[0]
+
+
+def distinct_sequences(packed: np.ndarray, n_ref: int, cap: int) -> np.ndarray:
+    """The number of distinct sequences of the R haplotypes over sites [0, j] for each j of the
+    (J, ceil(R / 8)) packbits rows, up to and including the first count above `cap`."""
+    out = np.zeros(packed.shape[0], dtype=np.int64)
+    n = _distinct_after_each(np.ascontiguousarray(packed, dtype=np.uint8), n_ref, cap, out)
+    return out[:n]
 
 
 def group_intervals(packed: np.ndarray, n_ref: int, bounds: np.ndarray, threads: int = 1):
