@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from spinimpute.model.features import site_features
-from spinimpute.panel import layout_windows
+from spinimpute.panel import Strings, layout_windows
 
 
 @pytest.mark.parametrize("n_sites,core,flank", [(1, 5, 2), (10, 3, 2), (1000, 128, 64), (999, 1000, 10)])
@@ -20,3 +20,18 @@ def test_site_features_shape_and_centre():
     f = site_features(np.array([0.0, 0.5, 0.99]), np.array([1.0, 1.5, 2.0]))
     assert f.shape == (3, 3)
     assert f[1, 2] == pytest.approx(0.0)
+
+
+def test_strings_index_slice_iterate_and_join():
+    values = ["rs1", ".", "ACGT", "é<DEL>", "", "T"]
+    table = Strings.of(values)
+    assert len(table) == 6 and list(table) == values and table == values
+    assert [table[i] for i in range(-6, 6)] == values + values
+    part = table[2:5]
+    assert isinstance(part, Strings) and list(part) == values[2:5] and part[0] == "ACGT" and len(table[4:2]) == 0
+    assert Strings.concat([table[:3], Strings.of([]), table[3:]]) == values
+    assert Strings.from_lines(part.lines()) == values[2:5]
+    with pytest.raises(IndexError):
+        table[6]
+    with pytest.raises(ValueError, match="newline"):
+        Strings.from_lines(np.frombuffer(b"A\nB", dtype=np.uint8))

@@ -22,7 +22,7 @@ from spinimpute.io import compact_panel
 from spinimpute.io.atomic import atomic_output
 from spinimpute.io.compact_panel import CompactHaplotypes
 from spinimpute.model.config import FEED_FORWARD, SITE_FEATURES, ModelConfig
-from spinimpute.panel import ReferenceContig, Sites, Window
+from spinimpute.panel import ReferenceContig, Sites, Strings, Window
 
 FORMAT_NAME = "spinimpute-model"
 # 2: the haplotypes compact (spinimpute.io.compact_panel); 1 stored them bit-packed.
@@ -98,14 +98,14 @@ class ModelBundle:
     metadata: dict
 
 
-def _strings_to_array(values: list[str]) -> np.ndarray:
-    return np.frombuffer("\n".join(values).encode(), dtype=np.uint8).copy()
+def _strings_to_array(values) -> np.ndarray:
+    """Newline-ended UTF-8 bytes of the strings."""
+    return np.ascontiguousarray((values if isinstance(values, Strings) else Strings.of(values)).lines())
 
 
-def _array_to_strings(t: np.ndarray, n: int) -> list[str]:
-    if n == 0:
-        return []
-    values = t.tobytes().decode().split("\n")
+def _array_to_strings(t: np.ndarray, n: int) -> Strings:
+    values = Strings.from_lines(t)
+    values.lines().tobytes().decode()  # UTF-8, or UnicodeDecodeError now rather than when a site is written
     if len(values) != n:
         raise ValueError("string table length mismatch")
     return values

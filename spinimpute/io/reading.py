@@ -20,7 +20,7 @@ from spinimpute.io.bgzf import truncated_bgzf
 from spinimpute.io.matching import MATCH_CASES, match_alleles, match_contig
 from spinimpute.io.modelfile import FileRows
 from spinimpute.io.vcf_text import RecordBlock, is_text_vcf, text_record_blocks
-from spinimpute.panel import PackedHaplotypes, Panel, PanelContig, Sites
+from spinimpute.panel import PackedHaplotypes, Panel, PanelContig, Sites, Strings
 from spinimpute.target import MISSING, Target, TargetContig
 
 
@@ -195,7 +195,8 @@ def read_panel(path, *, threads: int = 1, spill: Path | None = None) -> Panel:
     panel_contigs = {}
     width = -(-n_haps // 8)
     for chrom, e in contigs.items():
-        sites = Sites(chrom, np.concatenate(e["pos"]).astype(np.int64), e["id"], e["ref"], e["alt"])
+        sites = Sites(chrom, np.concatenate(e["pos"]).astype(np.int64), Strings.concat(e["id"]),
+                      Strings.concat(e["ref"]), Strings.concat(e["alt"]))
         if spill is not None:
             packed: PackedHaplotypes = FileRows(Path(e["file"].name), 0, (len(sites), width))
         else:
@@ -286,9 +287,9 @@ def _add_sites(entry: dict, block: RecordBlock, start: int, stop: int, counts: d
         packed[rows] = np.packbits(carries, axis=1)
         count[rows] = np.count_nonzero(carries, axis=1)
     entry["pos"].append(block.positions[records_])
-    entry["id"].extend(block.ids[i] for i in record_of)
-    entry["ref"].extend(block.refs[i] for i in record_of)
-    entry["alt"].extend(block.alts[i][k - 1] for i, k in zip(record_of, allele_of))
+    entry["id"].append(Strings.of(block.ids[i] for i in record_of))
+    entry["ref"].append(Strings.of(block.refs[i] for i in record_of))
+    entry["alt"].append(Strings.of(block.alts[i][k - 1] for i, k in zip(record_of, allele_of)))
     if "file" in entry:
         with _writing(entry["file"].name):
             entry["file"].write(packed.tobytes())

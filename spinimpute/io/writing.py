@@ -113,17 +113,19 @@ class ImputedVcfWriter:
         parts: list[bytes] = []
         lengths = np.empty(len(genotypes), dtype=np.int64)
         ref_lengths = np.empty(len(genotypes), dtype=np.int64)
+        stop = start + len(genotypes)
+        positions = sites.positions[start:stop].tolist()
+        ids, refs, alts = list(sites.ids[start:stop]), list(sites.refs[start:stop]), list(sites.alts[start:stop])
         for k, columns in enumerate(genotypes):
-            i = start + k
             info = f"DR2={dr2[k]:.2f};AF={af[k]:.4f}" + ("" if typed[k] else ";IMP")  # as Beagle writes it
             fixed = (
-                f"{contig}\t{sites.positions[i]}\t{sites.ids[i]}\t{sites.refs[i]}\t{sites.alts[i]}"
+                f"{contig}\t{positions[k]}\t{ids[k]}\t{refs[k]}\t{alts[k]}"
                 f"\t.\tPASS\t{info}\t{format_keys}".encode()
             )
             parts += (fixed, columns, b"\n")
             lengths[k] = len(fixed) + len(columns) + 1
-            ref_lengths[k] = len(sites.refs[i])
-        beg = np.asarray(sites.positions[start : start + len(genotypes)], dtype=np.int64) - 1
+            ref_lengths[k] = len(refs[k])
+        beg = np.asarray(sites.positions[start:stop], dtype=np.int64) - 1
         return RecordBlock(contig, b"".join(parts), beg, beg + ref_lengths, lengths)
 
     def write_records(self, block: RecordBlock) -> None:
