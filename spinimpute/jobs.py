@@ -23,7 +23,7 @@ from tqdm import tqdm
 from spinimpute import __version__
 from spinimpute.engine.cpu import CpuImputer
 from spinimpute.engine.device import Device, DeviceRequest, select_device
-from spinimpute.engine.impute import impute_contig
+from spinimpute.engine.impute import ImputedBlock, impute_contig
 from spinimpute.engine.protocol import Imputer
 from spinimpute.engine.statistics import site_statistics
 from spinimpute.errors import InputFileError, check_output_path
@@ -47,6 +47,10 @@ DEFAULT_WINDOW_SITES = 2000
 DEFAULT_FLANK_SITES = 1000
 # Imputed probabilities waiting to be written; bounds the memory that writing behind imputation adds.
 WRITE_QUEUE_BYTES = 256 * 2**20
+# Probabilities formatted as one piece of text: a window's sites for a large cohort are cut into
+# pieces (the text is about 4 times the probabilities' bytes, GT:DS:GP), so that the text being
+# formatted on each thread does not grow with the cohort.
+FORMAT_PIECE_BYTES = 16 * 2**20
 
 Precision = Literal["auto", "float32", "mixed"]
 
@@ -393,9 +397,10 @@ def write_imputed(out_path, backend: Imputer, bundle: ModelBundle, phased: dict[
                 for name, sites in site_ranges.items():
                     contig = bundle.contigs[name]
                     for block in impute_contig(backend, contig, phased[name], name=name, sites=sites):
-                        pending.append((formatting.submit(block_text, contig.sites, block), block.hap_prob.nbytes))
-                        while pending and (pending[0][0].done() or sum(n for _, n in pending) > WRITE_QUEUE_BYTES):
-                            writer.write_records(pending.popleft()[0].result())
+                        for piece in split_block(block, FORMAT_PIECE_BYTES):
+                            pending.append((formatting.submit(block_text, contig.sites, piece), piece.hap_prob.nbytes))
+                            while pending and (pending[0][0].done() or sum(n for _, n in pending) > WRITE_QUEUE_BYTES):
+                                writer.write_records(pending.popleft()[0].result())
                         n_written += block.hap_prob.shape[0]
                         bar.update()
                 while pending:
@@ -404,6 +409,19 @@ def write_imputed(out_path, backend: Imputer, bundle: ModelBundle, phased: dict[
         finally:
             writer.close()
     return n_written
+
+
+def split_block(block: ImputedBlock, max_bytes: int) -> list[ImputedBlock]:
+    """`block` cut into consecutive blocks of sites whose probabilities take at most `max_bytes` (one site at least)."""
+    n_sites = block.hap_prob.shape[0]
+    step = max(1, max_bytes // max(1, block.hap_prob[:1].nbytes))
+    if step >= n_sites:
+        return [block]
+    return [
+        ImputedBlock(block.contig, block.start + a, block.start + min(a + step, n_sites), block.hap_prob[a : a + step],
+                     block.typed[a : a + step], None if block.haploid is None else block.haploid[a : a + step])
+        for a in range(0, n_sites, step)
+    ]
 
 
 def parse_region(text: str) -> tuple[str, int, int]:

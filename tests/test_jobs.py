@@ -106,3 +106,25 @@ def test_indels_svs_and_multiallelic_records_are_prepared_and_imputed(small_benc
     for pos, (ref_allele, alts) in edits.items():
         for alt in alts.split(","):
             assert ((int(pos), ref_allele, alt) in written) == (alt != "*")  # every kind imputed, '*' not a site
+
+
+def test_large_cohorts_are_formatted_in_pieces_to_the_same_records(trained_model, small_benchmark, tmp_path,
+                                                                    monkeypatch):
+    # A cohort whose window of text would be large is formatted a few sites at a time: same file.
+    from spinimpute import jobs
+
+    impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=tmp_path / "a.vcf.gz",
+               device="cpu", progress=False, threads=2)
+    pieces = []
+    split = jobs.split_block
+
+    def counted(block, max_bytes):
+        pieces.append(len(split(block, max_bytes)))
+        return split(block, max_bytes)
+
+    monkeypatch.setattr(jobs, "FORMAT_PIECE_BYTES", 1000)  # 20 samples: 6 sites a piece
+    monkeypatch.setattr(jobs, "split_block", counted)
+    impute_job(target_path=small_benchmark / "target.vcf.gz", model_path=trained_model, out_path=tmp_path / "b.vcf.gz",
+               device="cpu", progress=False, threads=2)
+    assert max(pieces) > 10
+    assert _records(tmp_path / "a.vcf.gz") == _records(tmp_path / "b.vcf.gz")
