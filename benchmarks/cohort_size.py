@@ -1,7 +1,7 @@
 """Imputation time and memory against the number of target samples, spinimpute beside Beagle 5.4.
 
     python benchmarks/cohort_size.py [--panel-samples 2000] [--targets 5000 20000] [--threads 2]
-        [--out benchmarks/results/cohort]
+        [--tools spinimpute beagle] [--out benchmarks/results/cohort]
 
 One simulation (as `large_panel.py` makes it: 5 Mb, Out-of-Africa CEU, 280 typed SNPs per Mb) of
 the panel and the largest cohort; each smaller cohort is its first samples (`bcftools view -s`).
@@ -33,6 +33,8 @@ def main(argv=None) -> None:
     parser.add_argument("--length", type=float, default=5e6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tools", nargs="+", choices=["spinimpute", "beagle"], default=["spinimpute", "beagle"],
+                        help="the tools run (spinimpute alone to measure a change of its own)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cohort")
     args = parser.parse_args(argv)
     cohorts = sorted(args.targets)
@@ -51,27 +53,31 @@ def main(argv=None) -> None:
             subprocess.run(["bcftools", "view", "-s", names, "-Oz", "-o", str(targets[n]), str(data / "target.vcf.gz")],
                            check=True)
             subprocess.run(["bcftools", "index", "-t", str(targets[n])], check=True)
-    results: dict = {"data": summary, "spinimpute": {}, "beagle": {}}
-    print("spinimpute: prepare", file=sys.stderr)
-    timed(compare.spinimpute_train(ref=ref, genetic_map=genetic_map, model=runs / "spin.model", threads=args.threads),
-          runs / "spin.train.log")
-    print("beagle: prepare", file=sys.stderr)
-    timed(compare.beagle_bref3(ref), runs / "beagle.bref3.log", stdout=runs / "ref.bref3")
+    results: dict = {"data": summary, **{tool: {} for tool in args.tools}}
+    if "spinimpute" in args.tools:
+        print("spinimpute: prepare", file=sys.stderr)
+        timed(compare.spinimpute_train(ref=ref, genetic_map=genetic_map, model=runs / "spin.model",
+                                       threads=args.threads), runs / "spin.train.log")
+    if "beagle" in args.tools:
+        print("beagle: prepare", file=sys.stderr)
+        timed(compare.beagle_bref3(ref), runs / "beagle.bref3.log", stdout=runs / "ref.bref3")
     for n in cohorts:
         print(f"{n} targets", file=sys.stderr)
-        results["spinimpute"][n] = timed(compare.spinimpute_impute(
-            target=targets[n], model=runs / "spin.model", output=runs / f"spin.{n}.vcf.gz", threads=args.threads),
-            runs / f"spin.{n}.impute.log")
-        results["beagle"][n] = timed(compare.beagle_impute(
-            target=targets[n], bref=runs / "ref.bref3", prefix=runs / f"beagle.{n}", genetic_map=genetic_map,
-            threads=args.threads, gp=True), runs / f"beagle.{n}.impute.log")
+        if "spinimpute" in args.tools:
+            results["spinimpute"][n] = timed(compare.spinimpute_impute(
+                target=targets[n], model=runs / "spin.model", output=runs / f"spin.{n}.vcf.gz", threads=args.threads),
+                runs / f"spin.{n}.impute.log")
+        if "beagle" in args.tools:
+            results["beagle"][n] = timed(compare.beagle_impute(
+                target=targets[n], bref=runs / "ref.bref3", prefix=runs / f"beagle.{n}", genetic_map=genetic_map,
+                threads=args.threads, gp=True), runs / f"beagle.{n}.impute.log")
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"\n{2 * args.panel_samples} panel haplotypes, {summary['panel_sites']} sites on {CONTIG}, "
           f"{summary['typed_sites']} typed; {args.threads} threads\n")
     print("| tool | " + " | ".join(f"{n} targets: wall s / CPU s / peak RSS MB" for n in cohorts)
           + " | s per 1,000 targets |")
     print("|---" * (len(cohorts) + 2) + "|")
-    for tool in ("spinimpute", "beagle"):
+    for tool in args.tools:
         r = results[tool]
         slope = (r[cohorts[-1]]["wall_s"] - r[cohorts[0]]["wall_s"]) / ((cohorts[-1] - cohorts[0]) / 1000)
         print(f"| {tool} | " + " | ".join(f"{r[n]['wall_s']} / {r[n]['cpu_s']} / {r[n]['peak_rss_mb']}"

@@ -62,7 +62,8 @@ def test_corrupt_indices_are_a_model_file_error(simulated_rows):
 def test_arrays_that_disagree_are_rejected(simulated_rows):
     haplotypes, packed = simulated_rows
     arrays = compact_panel.encode(packed, haplotypes.shape[1]).tensors()
-    arrays["code"] = arrays.pop("site_code")
+    assert np.array_equal(np.asarray(compact_panel.CompactHaplotypes.from_tensors(haplotypes.shape[1], arrays)),
+                          packed)
     arrays["sequence_bits"] = arrays["sequence_bits"][:-1]
     with pytest.raises(ValueError, match="disagree"):
-        compact_panel.CompactHaplotypes(n_haplotypes=haplotypes.shape[1], **arrays)
+        compact_panel.CompactHaplotypes.from_tensors(haplotypes.shape[1], arrays)

@@ -212,10 +212,23 @@ class CompactHaplotypes:
         return out
 
     def tensors(self) -> dict[str, np.ndarray]:
-        """The arrays a model file stores, by name."""
-        return {"site_code": self.code, "carrier_ptr": self.carrier_ptr, "carriers": np.asarray(self.carriers),
-                "block_start": self.block_start, "block_sequences": self.block_sequences,
-                "hap_index": np.asarray(self.hap_index), "sequence_bits": np.asarray(self.sequence_bits)}
+        """The arrays a model file stores, by name (`from_tensors` reads them back)."""
+        return {"site_code": self.code, "carrier_count": np.diff(self.carrier_ptr).astype(np.uint32),
+                "carriers": np.asarray(self.carriers), "block_start": self.block_start,
+                "block_sequences": self.block_sequences, "hap_index": np.asarray(self.hap_index),
+                "sequence_bits": np.asarray(self.sequence_bits)}
+
+    @classmethod
+    def from_tensors(cls, n_haplotypes: int, tensors: dict, *, threads: int = 1,
+                     source: str = "panel") -> CompactHaplotypes:
+        """The haplotypes from the arrays of `tensors()` (the LARGE_TENSORS may be rows read from a file);
+        ValueError where their sizes disagree."""
+        carrier_ptr = np.zeros(len(tensors["carrier_count"]) + 1, dtype=np.int64)
+        np.cumsum(tensors["carrier_count"], out=carrier_ptr[1:])
+        return cls(n_haplotypes=n_haplotypes, code=tensors["site_code"], carrier_ptr=carrier_ptr,
+                   carriers=tensors["carriers"], block_start=tensors["block_start"],
+                   block_sequences=tensors["block_sequences"], hap_index=tensors["hap_index"],
+                   sequence_bits=tensors["sequence_bits"], threads=threads, source=source)
 
 
 # The arrays of a CompactHaplotypes that a model file's reader keeps in the file and reads in parts.

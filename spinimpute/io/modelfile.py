@@ -195,12 +195,9 @@ def _file_rows(path: Path, data_start: int, entry: dict) -> FileRows:
 
 def _compact_haplotypes(path: Path, data_start: int, header: dict, tensors: dict, prefix: str,
                         n_haplotypes: int, threads: int) -> CompactHaplotypes:
-    large = {k: _file_rows(path, data_start, header[prefix + k]) for k in compact_panel.LARGE_TENSORS}
-    return CompactHaplotypes(
-        n_haplotypes=n_haplotypes, code=tensors[prefix + "site_code"], carrier_ptr=tensors[prefix + "carrier_ptr"],
-        block_start=tensors[prefix + "block_start"], block_sequences=tensors[prefix + "block_sequences"],
-        threads=threads, source=str(path), **large,
-    )
+    arrays = {k: tensors[prefix + k] for k in ("site_code", "carrier_count", "block_start", "block_sequences")}
+    arrays.update({k: _file_rows(path, data_start, header[prefix + k]) for k in compact_panel.LARGE_TENSORS})
+    return CompactHaplotypes.from_tensors(n_haplotypes, arrays, threads=threads, source=str(path))
 
 
 def load_model(path, *, threads: int = 1) -> ModelBundle:
