@@ -1,8 +1,9 @@
 """The reference panel in memory: its sites, haplotypes and window layout (numpy, no I/O).
 
 `PanelContig` is a contig as read from a VCF; `ReferenceContig` is a contig as the model
-stores it (haplotypes bit-packed, genetic positions, frequencies, windows and the
-network's cached inducing points), whatever the storage behind its packed rows.
+holds it (haplotypes served as bit-packed rows, genetic positions, frequencies, windows and
+the network's cached inducing points), whatever the storage behind those rows (an array, a
+scratch file, or the model file's compact form: `spinimpute.io.compact_panel`).
 """
 
 from __future__ import annotations

@@ -100,8 +100,7 @@ def test_failed_write_is_an_output_error_and_leaves_nothing(trained_model, tmp_p
 
 
 def test_model_files_are_safetensors_that_the_library_reads_whole(trained_model):
-    """Written by spinimpute's own writer (the panel's rows copied from the scratch file a block at a
-    time): the safetensors library validates and reads every tensor of it."""
+    """Written by spinimpute's own writer: the safetensors library validates and reads every tensor of it."""
     from safetensors.numpy import load_file
 
     tensors = load_file(str(trained_model))

@@ -116,14 +116,10 @@ _SAFETENSORS_DTYPES = {np.dtype(np.uint8): "U8", np.dtype(np.int8): "I8", np.dty
                        np.dtype(np.uint32): "U32", np.dtype(np.int32): "I32",
                        np.dtype(np.int64): "I64", np.dtype(np.float32): "F32", np.dtype(np.float64): "F64",
                        np.dtype(np.bool_): "BOOL"}
-# Bytes of a FileRows tensor copied at a time.
-_COPY_BYTES = 64 * 2**20
-
 
 def write_safetensors(path, tensors: dict, metadata: dict[str, str]) -> None:
-    """Write a safetensors file, copying FileRows tensors (rows read from another file) a block of
-    rows at a time, so that a tensor spilled to disk is never held in memory whole. The layout is the
-    format's: an 8-byte header length, the JSON header padded to 8 bytes, the tensors' bytes."""
+    """Write a safetensors file: an 8-byte header length, the JSON header padded to 8 bytes, the
+    tensors' bytes (the format's layout, written here without the library's copy of every tensor)."""
     header: dict = {"__metadata__": metadata}
     offset = 0
     for name, t in tensors.items():
@@ -137,11 +133,7 @@ def write_safetensors(path, tensors: dict, metadata: dict[str, str]) -> None:
     with open(path, "wb") as handle:
         handle.write(struct.pack("<Q", len(text)) + text)
         for t in tensors.values():
-            if isinstance(t, FileRows):
-                step = max(1, _COPY_BYTES // max(1, t.row_bytes))
-                handle.writelines(t[start : start + step].tobytes() for start in range(0, t.shape[0], step))
-            else:
-                handle.write(np.ascontiguousarray(t).tobytes())
+            handle.write(np.ascontiguousarray(t).tobytes())
 
 
 def save_model(path, bundle: ModelBundle, *, threads: int = 1) -> None:
