@@ -37,8 +37,8 @@ CONTEXT_MARKERS = 192
 HMM_BLOCK_SITES = 64000
 # Bytes of a group's results held until its windows are written (float32 per site and target
 # haplotype, and half as much again for unphased targets' drawn phasings): a cohort of more than
-# about 1,400 samples gets groups of fewer sites, so that memory does not grow with the cohort.
-GROUP_RESULT_BYTES = 1 << 30
+# about 2,100 samples gets groups of fewer sites, so that memory does not grow with the cohort.
+GROUP_RESULT_BYTES = 3 << 29
 
 
 def predict_probabilities(model: Imputer, *, inducing, hmm_prob, typed_columns, typed_alleles, features) -> np.ndarray:
