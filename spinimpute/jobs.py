@@ -380,7 +380,7 @@ def write_imputed(out_path, backend: Imputer, bundle: ModelBundle, phased: dict[
     """
     lengths = bundle.metadata.get("contig_lengths", {})
     contigs = {names.get(n, n): lengths.get(n) for n in site_ranges}
-    total_windows = sum(len(bundle.contigs[n].windows_covering(site_ranges[n])) for n in site_ranges)
+    total_sites = sum(len(bundle.contigs[n].sites) if r is None else len(r) for n, r in site_ranges.items())
     n_written = 0
     with atomic_output(out_path, index=fmt == "bgzf") as tmp:
         writer = ImputedVcfWriter(tmp, samples=samples, contigs=contigs, extra_header=header, threads=threads,
@@ -391,7 +391,7 @@ def write_imputed(out_path, backend: Imputer, bundle: ModelBundle, phased: dict[
             return writer.block_text(sites, block.start, block.hap_prob, block.typed, af, dr2, block.haploid)
 
         try:
-            bar = tqdm(total=total_windows, desc="imputing", unit="window", disable=not progress)
+            bar = tqdm(total=total_sites, desc="imputing", unit="site", disable=not progress)
             with ThreadPoolExecutor(max_workers=threads) as formatting:
                 pending: deque = deque()
                 for name, sites in site_ranges.items():
@@ -402,7 +402,7 @@ def write_imputed(out_path, backend: Imputer, bundle: ModelBundle, phased: dict[
                             while pending and (pending[0][0].done() or sum(n for _, n in pending) > WRITE_QUEUE_BYTES):
                                 writer.write_records(pending.popleft()[0].result())
                         n_written += block.hap_prob.shape[0]
-                        bar.update()
+                        bar.update(block.hap_prob.shape[0])
                 while pending:
                     writer.write_records(pending.popleft()[0].result())
             bar.close()

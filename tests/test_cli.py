@@ -475,13 +475,13 @@ def test_plot_needs_are_checked_before_the_work(small_benchmark, tmp_path, monke
     assert result.exit_code == 2 and "one distinct label per --imputed file" in result.output
 
 
-def test_progress_bar_ends_at_the_last_window(small_benchmark, trained_model, tmp_path):
+def test_progress_bar_ends_at_the_last_site(small_benchmark, trained_model, tmp_path):
     result = CliRunner().invoke(main, ["impute", "--target", str(small_benchmark / "target.vcf.gz"), "--model",
                                        str(trained_model), "-o", str(tmp_path / "o.vcf.gz"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     from spinimpute.io.modelfile import load_model
 
-    n = len(load_model(trained_model).contigs["20"].windows)
+    n = len(load_model(trained_model).contigs["20"].sites)
     assert f"{n}/{n}" in result.output.split("imputing")[-1]
 
 

@@ -12,12 +12,15 @@ torch module on a GPU), which take and give the same arrays.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from spinimpute.engine.protocol import Imputer
+from spinimpute.errors import OutputFileError
 from spinimpute.model import copying_numpy
 from spinimpute.model.config import MASKED
 from spinimpute.model.features import site_features
@@ -35,10 +38,12 @@ CONTEXT_MARKERS = 192
 # Sites of consecutive windows' cores imputed in one run of the copying model, so that
 # the context markers are paid once per group rather than once per window.
 HMM_BLOCK_SITES = 64000
-# Bytes of a group's results held until its windows are written (float32 per site and target
-# haplotype, and half as much again for unphased targets' drawn phasings): a cohort of more than
-# about 2,100 samples gets groups of fewer sites, so that memory does not grow with the cohort.
+# Bytes of a group's results (float32 per core site and target haplotype) held in memory until its
+# windows are written. A larger cohort's results go to a temporary file (in TMPDIR) batch by batch
+# and are read back in pieces of SPILL_PIECE_BYTES, so that memory does not grow with the cohort and
+# groups keep their size (shrinking them repeats the context markers: BENCHMARKS.md, cohort size).
 GROUP_RESULT_BYTES = 3 << 29
+SPILL_PIECE_BYTES = 64 * 2**20
 
 
 def predict_probabilities(model: Imputer, *, inducing, hmm_prob, typed_columns, typed_alleles, features) -> np.ndarray:
@@ -92,11 +97,10 @@ def query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n
     return max(1, (budget or QUERY_BATCH_BUDGET) // max(1, per_query))
 
 
-def window_groups(contig: ReferenceContig, sites: range | None, n_target_haplotypes: int = 0) -> list[list[int]]:
-    """Consecutive windows imputed together: fixed by the model and the cohort's size, whatever
-    `sites` is (so a chunk's results are those of a whole-contig run)."""
-    group_sites = min(HMM_BLOCK_SITES, GROUP_RESULT_BYTES // max(1, 6 * n_target_haplotypes))
-    per_group = max(1, group_sites // max(1, max((w.core_stop - w.core_start for w in contig.windows), default=1)))
+def window_groups(contig: ReferenceContig, sites: range | None) -> list[list[int]]:
+    """Consecutive windows imputed together: fixed by the model, whatever `sites` is and whatever
+    the cohort's size (so a chunk's or a sample's results are those of a whole-contig, whole-cohort run)."""
+    per_group = max(1, HMM_BLOCK_SITES // max(1, max((w.core_stop - w.core_start for w in contig.windows), default=1)))
     needed = contig.windows_covering(sites)
     groups: dict[int, list[int]] = {}
     for w_index in needed:
@@ -124,20 +128,95 @@ def impute_contig(
     typed_sites = np.zeros(len(contig.sites), dtype=bool)
     typed_sites[target.site_index] = True
     needed = set(contig.windows_covering(sites))
-    for group in window_groups(contig, sites, target.alleles.shape[1]):
-        for w_index, block in zip(group, _impute_group(model, contig, target, group, typed_sites, name)):
-            if w_index not in needed:
-                continue
-            if sites is not None:
-                lo, hi = max(block.start, sites.start), min(block.stop, sites.stop)
-                block = ImputedBlock(name, lo, hi, block.hap_prob[lo - block.start : hi - block.start],
-                                     block.typed[lo - block.start : hi - block.start])
-            block.haploid = target.haploid_at(np.arange(block.start, block.stop), contig.sites.positions)
-            yield block
+    for group in window_groups(contig, sites):
+        with _GroupResults([contig.windows[i].core_stop - contig.windows[i].core_start for i in group],
+                           target.alleles.shape[1]) as results:
+            _impute_group(model, contig, target, group, results)
+            for position, w_index in enumerate(group):
+                if w_index not in needed:
+                    continue
+                core_start = contig.windows[w_index].core_start
+                for offset, hap_prob in results.pieces(position):
+                    lo, hi = core_start + offset, core_start + offset + len(hap_prob)
+                    if sites is not None:
+                        lo, hi = max(lo, sites.start), min(hi, sites.stop)
+                        if lo >= hi:
+                            continue
+                        hap_prob = hap_prob[lo - core_start - offset : hi - core_start - offset]
+                    yield ImputedBlock(name, lo, hi, hap_prob, typed_sites[lo:hi],
+                                       target.haploid_at(np.arange(lo, hi), contig.sites.positions))
+
+
+class _GroupResults:
+    """A group's results, (core sites, target haplotypes) float32 per window, put a batch of
+    haplotypes at a time: in memory within GROUP_RESULT_BYTES, else in a temporary file, each
+    batch's block of each window stored row by row, read back in pieces of SPILL_PIECE_BYTES."""
+
+    def __init__(self, core_sizes: list[int], n_haplotypes: int):
+        self.core_sizes, self.n_haplotypes = core_sizes, n_haplotypes
+        self.spilled = 4 * sum(core_sizes) * n_haplotypes > GROUP_RESULT_BYTES
+        self.arrays: list[np.ndarray] = []
+        self.stored: list[list[tuple[int, int, int]]] = [[] for _ in core_sizes]  # (first column, columns, offset)
+        self.end = 0
+        self.file = None
+        self.directory = tempfile.gettempdir()
+        if self.spilled:
+            directory = self.directory
+            try:
+                self.file = tempfile.TemporaryFile(dir=directory, prefix="spinimpute-", buffering=0)
+            except OSError as exc:
+                raise OutputFileError(directory, f"cannot create a temporary file for a large cohort's results: "
+                                                 f"{exc.strerror or exc}") from None
+        else:
+            self.arrays = [np.empty((n, n_haplotypes), dtype=np.float32) for n in core_sizes]
+
+    def __enter__(self) -> "_GroupResults":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def put(self, window: int, first: int, values: np.ndarray) -> None:
+        """The (core sites, columns) results of window `window` for haplotypes first, first + 1, ..."""
+        if not self.spilled:
+            self.arrays[window][:, first : first + values.shape[1]] = values
+            return
+        data = memoryview(np.ascontiguousarray(values, dtype=np.float32)).cast("B")
+        try:
+            written = 0
+            while written < len(data):
+                written += os.pwrite(self.file.fileno(), data[written:], self.end + written)
+        except OSError as exc:
+            raise OutputFileError(self.directory, f"cannot write a large cohort's results to a temporary file: "
+                                  f"{exc.strerror or exc}") from None
+        self.stored[window].append((first, values.shape[1], self.end))
+        self.end += len(data)
+
+    def pieces(self, window: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first core row, (rows, target haplotypes) results) of window `window`, in order."""
+        if not self.spilled:
+            yield 0, self.arrays[window]
+            return
+        n_rows = self.core_sizes[window]
+        step = max(1, SPILL_PIECE_BYTES // (4 * max(1, self.n_haplotypes)))
+        for r0 in range(0, n_rows, step):
+            r1 = min(n_rows, r0 + step)
+            piece = np.empty((r1 - r0, self.n_haplotypes), dtype=np.float32)
+            for first, columns, offset in self.stored[window]:
+                block = np.empty((r1 - r0, columns), dtype=np.float32)
+                wanted = block.nbytes
+                got = os.preadv(self.file.fileno(), [memoryview(block).cast("B")], offset + 4 * r0 * columns)
+                if got != wanted:
+                    raise OSError(f"a temporary file of results was cut short ({got} of {wanted} bytes read)")
+                piece[:, first : first + columns] = block
+            yield r0, piece
 
 
 def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig, group: list[int],
-                  typed_sites: np.ndarray, name: str) -> list[ImputedBlock]:
+                  results: _GroupResults) -> None:
+    """Impute the core sites of the windows `group` for every target haplotype into `results`,
+    a batch of whole samples at a time (the most likely phase, then each drawn phasing)."""
     if contig.inducing is None:
         raise ValueError("the panel's inducing points are not encoded")
     windows = [contig.windows[i] for i in group]
@@ -179,63 +258,56 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
             "features": features[lo_w - w.start : hi_w - w.start],
             "markers": slice(int(w_lo), int(w_hi)),
             "typed_columns": marker_sites[w_lo:w_hi] - lo_w,
-            "out": np.empty((w.core_stop - w.core_start, n_target_haps), dtype=np.float32),  # phasing 0 fills it
+            "core": slice(w.core_start - lo_w, w.core_stop - lo_w),
         })
         if n_phasings > 1:
             # The typed site (group row) at or before each core site, whose drawn slot order it takes.
             per_window[-1]["last_marker"] = np.maximum(
                 np.searchsorted(marker_sites, np.arange(w.core_start, w.core_stop), side="right") - 1, 0)
-            per_window[-1]["both_alt"] = np.zeros((w.core_stop - w.core_start, n_target_haps // 2), dtype=np.float32)
+
+    def core_probabilities(query: np.ndarray) -> list[np.ndarray]:
+        """(core sites, Q) ALT probabilities of each window for the (Q, M) query haplotypes."""
+        if groups is not None:  # typed markers in reach
+            hmm_prob = model.copy_probabilities(markers=markers, query=query, marker_cm=marker_cm,
+                                                site_cm=site_cm, groups=groups)
+        else:
+            hmm_prob = np.broadcast_to(contig.alt_freq[g_lo:g_hi].astype(np.float32), (len(query), g_hi - g_lo))
+        return [
+            predict_probabilities(model, inducing=part["inducing"], hmm_prob=hmm_prob[:, lo_w - g_lo : hi_w - g_lo],
+                                  typed_columns=part["typed_columns"], typed_alleles=query[:, part["markers"]],
+                                  features=part["features"])[:, part["core"]].T
+            for (lo_w, hi_w), part in zip(spans, per_window)
+        ]
+
+    target_alleles = np.ascontiguousarray(alleles.T, dtype=np.int8)  # (H, M)
     # A drawn phasing whose slot order for a sample does not change over the group's markers
     # imputes that sample as the most likely phase does (slots swapped at most, which the
     # alignment undoes): only the samples whose order changes there are imputed again.
     changed = np.asarray(flips.any(axis=1) & ~flips.all(axis=1))  # (n_draws, n_samples)
-    for phasing in range(n_phasings):
-        if phasing == 0:
-            haps = np.arange(n_target_haps)
-            target_alleles = np.ascontiguousarray(alleles.T, dtype=np.int8)  # (H, M)
-        else:
-            redo = np.flatnonzero(changed[phasing - 1])
-            haps = np.stack([2 * redo, 2 * redo + 1], axis=1).ravel()
-            target_alleles = np.ascontiguousarray(_swap_slots(alleles[:, haps], flips[phasing - 1][:, redo]).T,
-                                                  dtype=np.int8)
-        for q0 in range(0, len(haps), batch):
-            columns = haps[q0 : q0 + batch]  # whole samples: batch is even
-            query = target_alleles[q0 : q0 + batch]
-            if groups is not None:  # typed markers in reach
-                hmm_prob = model.copy_probabilities(markers=markers, query=query, marker_cm=marker_cm,
-                                                    site_cm=site_cm, groups=groups)
-            else:
-                hmm_prob = np.broadcast_to(contig.alt_freq[g_lo:g_hi].astype(np.float32), (len(query), g_hi - g_lo))
-            for w, (lo_w, hi_w), part in zip(windows, spans, per_window):
-                core = slice(w.core_start - lo_w, w.core_stop - lo_w)
-                prob = predict_probabilities(
-                    model, inducing=part["inducing"], hmm_prob=hmm_prob[:, lo_w - g_lo : hi_w - g_lo],
-                    typed_columns=part["typed_columns"], typed_alleles=query[:, part["markers"]],
-                    features=part["features"],
-                )
-                core_prob = prob[:, core].T
-                samples = columns[0::2] // 2
-                if phasing == 0:
-                    part["out"][:, columns] = core_prob
-                else:
-                    swapped = flips[phasing - 1][np.ix_(part["last_marker"], samples)]
-                    part["out"][:, columns] += _swap_slots(core_prob, swapped)
-                if n_phasings > 1:
-                    part["both_alt"][:, samples] += core_prob[:, 0::2] * core_prob[:, 1::2]
-        if phasing == 0 and n_phasings > 1:
+    for h0 in range(0, n_target_haps, batch):
+        h1 = min(n_target_haps, h0 + batch)  # whole samples: batch is even
+        samples = np.arange(h0 // 2, h1 // 2)
+        outs = core_probabilities(target_alleles[h0:h1])
+        if n_phasings > 1:
+            both_alt = [prob[:, 0::2] * prob[:, 1::2] for prob in outs]
             # Each unchanged sample takes the most likely phase's result once per drawn phasing.
-            reused = (n_phasings - 1 - changed.sum(axis=0)).astype(np.float32)
-            for part in per_window:
-                part["out"] *= 1 + np.repeat(reused, 2)
-                part["both_alt"] *= 1 + reused
-    if n_phasings > 1:
-        for part in per_window:
-            part["out"] = _mixture_slots(part["out"], part["both_alt"], n_phasings)
-    return [
-        ImputedBlock(name, w.core_start, w.core_stop, part["out"], typed_sites[w.core_start : w.core_stop])
-        for w, part in zip(windows, per_window)
-    ]
+            reused = (n_phasings - 1 - changed[:, samples].sum(axis=0)).astype(np.float32)
+            for prob, both in zip(outs, both_alt):
+                prob *= 1 + np.repeat(reused, 2)
+                both *= 1 + reused
+            for draw in range(n_phasings - 1):
+                redo = samples[changed[draw, samples]]
+                if not len(redo):
+                    continue
+                haps = np.stack([2 * redo, 2 * redo + 1], axis=1).ravel()
+                query = np.ascontiguousarray(_swap_slots(alleles[:, haps], flips[draw][:, redo]).T, dtype=np.int8)
+                for prob, both, part, core_prob in zip(outs, both_alt, per_window, core_probabilities(query)):
+                    swapped = flips[draw][np.ix_(part["last_marker"], redo)]
+                    prob[:, haps - h0] += _swap_slots(core_prob, swapped)
+                    both[:, redo - h0 // 2] += core_prob[:, 0::2] * core_prob[:, 1::2]
+            outs = [_mixture_slots(prob, both, n_phasings) for prob, both in zip(outs, both_alt)]
+        for position, prob in enumerate(outs):
+            results.put(position, h0, prob)
 
 
 def _mixture_slots(slot_sums: np.ndarray, both_alt_sums: np.ndarray, n: int) -> np.ndarray:
