@@ -30,6 +30,8 @@ def compile_kernels() -> None:
     genotype_text.diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp,
                                np.ones(len(gp), np.int64))
     copying_kernels.candidate_priority(by_site[[1, 3]], query, np.array([0, 2]))
+    for dtype in (np.float32, np.int64):  # candidate priorities, and those that rank a chunk's own picks first
+        copying_kernels.top_rows(np.zeros((1, 2), dtype), 1)
     line = np.frombuffer(b"20\t1\t.\tA\tG\t.\t.\t.\tGT\t0|1\n", dtype=np.uint8)
     vcf_text.parse_lines(line, 1, np.zeros((1, 10), np.int64), np.zeros(1, np.int64), np.zeros((1, 2), np.int8),
                          np.zeros((1, 5), np.int64))

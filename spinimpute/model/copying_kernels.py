@@ -177,9 +177,6 @@ def group_intervals(packed: np.ndarray, n_ref: int, bounds: np.ndarray, threads:
     return group_of, n_groups, alt_ptr, alt_group
 
 
-_POPCOUNT16 = np.array([v.bit_count() for v in range(1 << 16)], dtype=np.int32)
-
-
 @compiled
 def _pack_segments(bits, cuts, packed, lo, hi):  # pragma: no cover - compiled
     """packed[i, c] = the bits of column c over the markers of segment i (bits: (M, C) 0/1)."""
@@ -191,44 +188,68 @@ def _pack_segments(bits, cuts, packed, lo, hi):  # pragma: no cover - compiled
 
 
 @compiled
-def _candidate_priority(ref_packed, alt_packed, observed_packed, scale, popcount, priority, q_lo,
+def _candidate_priority(ref_packed, alt_packed, observed_packed, scale, priority, q_lo,
                         q_hi):  # pragma: no cover - compiled
     n_segments, n_ref = ref_packed.shape
-    rolling = np.zeros((3, n_ref), np.int64)  # segment scores: before, here, after (rotating rows)
-    total = np.zeros(n_ref, np.int64)
-    shortfall = np.zeros(n_ref, np.int64)
+    rolling = np.zeros((3, n_ref), np.int32)  # segment scores: before, here, after (rotating rows)
+    total = np.zeros(n_ref, np.int32)
+    shortfall = np.zeros(n_ref, np.int32)
     for q in range(q_lo, q_hi):
         total[:] = 0
         for slot in range(min(2, n_segments)):
-            _segment_score(ref_packed[slot], alt_packed[slot, q], observed_packed[slot, q], popcount, rolling[(slot + 1) % 3])
+            _segment_score(ref_packed[slot], alt_packed[slot, q], observed_packed[slot, q], rolling[(slot + 1) % 3])
         for i in range(n_segments):
             before, here, after = rolling[i % 3], rolling[(i + 1) % 3], rolling[(i + 2) % 3]
-            best = -(1 << 40)
-            for r in range(n_ref):
-                local = here[r]
-                if i > 0:
-                    local += before[r]
-                if i + 1 < n_segments:
-                    local += after[r]
-                before[r] = local  # the row of segment i - 1 is free from here on
-                best = max(best, local)
-            for r in range(n_ref):
-                gap = before[r] - best
-                if i == 0 or gap > shortfall[r]:
-                    shortfall[r] = gap
-                total[r] += here[r]
+            # Each case a loop of its own, without branches, so that it vectorises. The local
+            # scores go to the row of segment i - 1, free from here on.
+            best = np.int32(-(1 << 30))
+            if i > 0 and i + 1 < n_segments:
+                for r in range(n_ref):
+                    before[r] = before[r] + here[r] + after[r]
+                    best = max(best, before[r])
+            elif i > 0:
+                for r in range(n_ref):
+                    before[r] = before[r] + here[r]
+                    best = max(best, before[r])
+            elif i + 1 < n_segments:
+                for r in range(n_ref):
+                    before[r] = here[r] + after[r]
+                    best = max(best, before[r])
+            else:
+                for r in range(n_ref):
+                    before[r] = here[r]
+                    best = max(best, before[r])
+            if i == 0:
+                for r in range(n_ref):
+                    shortfall[r] = before[r] - best
+                    total[r] += here[r]
+            else:
+                for r in range(n_ref):
+                    shortfall[r] = max(shortfall[r], before[r] - best)
+                    total[r] += here[r]
             if i + 2 < n_segments:
-                _segment_score(ref_packed[i + 2], alt_packed[i + 2, q], observed_packed[i + 2, q], popcount, before)
+                _segment_score(ref_packed[i + 2], alt_packed[i + 2, q], observed_packed[i + 2, q], before)
         for r in range(n_ref):
-            priority[q, r] = shortfall[r] * scale + total[r]
+            priority[q, r] = np.int64(shortfall[r]) * scale + total[r]
 
 
 @compiled
-def _segment_score(ref_bits, alt, observed, popcount, out):  # pragma: no cover - compiled
+def _popcount16(x):  # pragma: no cover - compiled
+    """Set bits of a 16-bit value held in an int32, by arithmetic rather than a table, so that loops vectorise."""
+    x = x - ((x >> 1) & 0x5555)
+    x = (x & 0x3333) + ((x >> 2) & 0x3333)
+    x = (x + (x >> 4)) & 0x0F0F
+    return (x + (x >> 8)) & 0x1F
+
+
+@compiled
+def _segment_score(ref_bits, alt, observed, out):  # pragma: no cover - compiled
     """Matches minus mismatches of one query with every reference row over a segment."""
-    n_observed = popcount[observed]
+    alt_bits = np.int32(alt)
+    observed_bits = np.int32(observed)
+    n_observed = _popcount16(observed_bits)
     for r in range(ref_bits.shape[0]):
-        out[r] = n_observed - 2 * popcount[(ref_bits[r] ^ alt) & observed]
+        out[r] = n_observed - 2 * _popcount16((np.int32(ref_bits[r]) ^ alt_bits) & observed_bits)
 
 
 def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray, *, threads: int = 1) -> np.ndarray:
@@ -262,24 +283,25 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
     _pack_segments(np.ascontiguousarray(query >= 0, dtype=np.uint8), cuts, observed_packed, 0, n_segments)
     priority = np.empty((query.shape[1], n_ref), np.float32)
     run_parts(_candidate_priority, query.shape[1], threads, ref_packed, alt_packed, observed_packed,
-              4 * n_markers + 4, _POPCOUNT16, priority)
+              4 * n_markers + 4, priority)
     return priority
 
 
 @compiled
-def _interval_posteriors(k, a, a_scale, g, g_scale, cand, group_of, n_groups, bounds, weights, alt_ptr, alt_group,
+def _interval_posteriors(k, a, a_scale, g, g_scale, state_groups, n_groups, bounds, weights, alt_ptr, alt_group,
                          sums, out_row):  # pragma: no cover - compiled
     """Posteriors of interval k's sites from the forward message a * a_scale before it and the
-    backward message g * g_scale after it (both normalised to sum to one once scaled)."""
+    backward message g * g_scale after it (both normalised to sum to one once scaled);
+    state_groups[k, s]: the group of state s's haplotype in interval k."""
     lo, hi = bounds[k], bounds[k + 1]
     if lo == hi:
         return
-    n_states = cand.shape[0]
+    n_states = state_groups.shape[1]
     n = n_groups[k]
     sums[:n] = 0.0
-    labels = group_of[k]
+    labels = state_groups[k]
     for s in range(n_states):
-        u = labels[cand[s]]
+        u = labels[s]
         a_s = a[s] * a_scale
         g_s = g[s] * g_scale
         sums[u, 0] += a_s * g_s
@@ -323,14 +345,15 @@ def _emit(step, prev, prev_scale, states, allele, match, mismatch, out):  # prag
 
 
 @compiled
-def _copy_posteriors(markers, query, candidates, jump, error, bounds, group_of, n_groups, alt_ptr, alt_group, weights,
-                     out, q_lo, q_hi):  # pragma: no cover - compiled
-    n_markers = markers.shape[0]
+def _copy_posteriors(alleles, query, candidates, jump, error, bounds, groups_by_haplotype, n_groups, alt_ptr, alt_group,
+                     weights, out, q_lo, q_hi):  # pragma: no cover - compiled
+    n_markers = alleles.shape[1]
     n_states = candidates.shape[1]
     alpha = np.empty((n_markers, n_states), np.float64)
     alpha_scale = np.empty(n_markers, np.float64)
     g = np.empty(n_states, np.float64)
     states = np.empty((n_markers, n_states), np.uint8)
+    state_groups = np.empty((groups_by_haplotype.shape[1], n_states), np.int32)
     sums = np.empty((max(1, n_groups.max()), 4), np.float64)  # a group's four sums share a cache line
     match, mismatch = 1.0 - error, error
     last = n_markers - 1
@@ -338,26 +361,31 @@ def _copy_posteriors(markers, query, candidates, jump, error, bounds, group_of, 
         cand = candidates[q]
         x = query[q]
         out_row = out[q]
-        for m in range(n_markers):  # the states' alleles, gathered once for both passes
-            row = markers[m]
-            for s in range(n_states):
-                states[m, s] = row[cand[s]]
+        # The states' alleles and groups, gathered once for both passes: a contiguous row of
+        # each state's haplotype, rather than K scattered reads in every marker's row.
+        for s in range(n_states):
+            row = alleles[cand[s]]
+            for m in range(n_markers):
+                states[m, s] = row[m]
+            labels = groups_by_haplotype[cand[s]]
+            for k in range(labels.shape[0]):
+                state_groups[k, s] = labels[k]
         alpha_scale[0] = _emit(-1.0, g, 1.0, states[0], x[0], match, mismatch, alpha[0])
         for m in range(1, n_markers):
             alpha_scale[m] = _emit(jump[m - 1], alpha[m - 1], alpha_scale[m - 1], states[m], x[m], match, mismatch,
                                    alpha[m])
         # Backward; each interval is imputed as soon as the backward message of its right marker is known.
-        _interval_posteriors(n_markers, alpha[last], alpha_scale[last], alpha[last], alpha_scale[last], cand, group_of,
+        _interval_posteriors(n_markers, alpha[last], alpha_scale[last], alpha[last], alpha_scale[last], state_groups,
                              n_groups, bounds, weights, alt_ptr, alt_group, sums, out_row)
         g_scale = _emit(-1.0, g, 1.0, states[last], x[last], match, mismatch, g)
         for m in range(last, -1, -1):
             if m < last:
                 g_scale = _emit(jump[m], g, g_scale, states[m], x[m], match, mismatch, g)
             if m > 0:
-                _interval_posteriors(m, alpha[m - 1], alpha_scale[m - 1], g, g_scale, cand, group_of, n_groups, bounds,
+                _interval_posteriors(m, alpha[m - 1], alpha_scale[m - 1], g, g_scale, state_groups, n_groups, bounds,
                                      weights, alt_ptr, alt_group, sums, out_row)
             else:
-                _interval_posteriors(0, g, g_scale, g, g_scale, cand, group_of, n_groups, bounds, weights, alt_ptr,
+                _interval_posteriors(0, g, g_scale, g, g_scale, state_groups, n_groups, bounds, weights, alt_ptr,
                                      alt_group, sums, out_row)
 
 
@@ -381,12 +409,75 @@ def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, wei
     out = np.empty((query.shape[0], weights.shape[1]), dtype=dtype)
     if out.size == 0:
         return out
+    group_of, n_groups, alt_ptr, alt_group = groups
+    # Haplotype-major copies (R, M) and (R, M + 1): each state's row is read whole. `group_packed_sites`
+    # lays group_of out so that its copy costs nothing.
     args = (
-        np.ascontiguousarray(markers, dtype=np.uint8), np.ascontiguousarray(query, dtype=np.int8),
+        np.ascontiguousarray(np.asarray(markers, dtype=np.uint8).T), np.ascontiguousarray(query, dtype=np.int8),
         np.ascontiguousarray(candidates, dtype=np.int32), np.ascontiguousarray(jump, dtype=np.float64),
-        float(error), np.ascontiguousarray(bounds, dtype=np.int64), *groups,
+        float(error), np.ascontiguousarray(bounds, dtype=np.int64),
+        np.ascontiguousarray(np.asarray(group_of, dtype=np.int32).T), n_groups, alt_ptr, alt_group,
         np.ascontiguousarray(weights, dtype=np.float64), out,
     )
     run_parts(_copy_posteriors, query.shape[0], threads, *args)
     return out
 
+
+TOP_BINS = 4096  # histogram bins of a top-rows pass: a narrowing pass cuts a row's value range by 4096
+
+
+@compiled
+def _top_rows(priority, n_top, n_bins, out, q_lo, q_hi):  # pragma: no cover - compiled
+    """out[q] = the indices of row q's n_top highest priorities (exact integers), ties to the lower
+    index, increasing: the n_top-th highest value is found by narrowing histograms of at most
+    n_bins bins over the row, then one pass keeps the rows above it and its lowest-index ties."""
+    counts = np.zeros(n_bins, np.int64)
+    n = priority.shape[1]
+    for q in range(q_lo, q_hi):
+        row = priority[q]
+        lo_v = np.int64(row[0])
+        hi_v = lo_v
+        for r in range(n):
+            v = np.int64(row[r])
+            lo_v = min(lo_v, v)
+            hi_v = max(hi_v, v)
+        need = n_top  # rows still to take from the values in [lo_v, hi_v]
+        while True:
+            shift = 0
+            while ((hi_v - lo_v) >> shift) >= n_bins:
+                shift += 1
+            used = ((hi_v - lo_v) >> shift) + 1
+            counts[:used] = 0
+            for r in range(n):
+                v = np.int64(row[r])
+                if lo_v <= v <= hi_v:
+                    counts[(v - lo_v) >> shift] += 1
+            above = 0
+            b = used - 1
+            while b > 0 and above + counts[b] < need:
+                above += counts[b]
+                b -= 1
+            need -= above
+            lo_v = lo_v + (b << shift)
+            hi_v = min(hi_v, lo_v + (np.int64(1) << shift) - 1)
+            if shift == 0:
+                break
+        j = 0
+        for r in range(n):
+            v = np.int64(row[r])
+            if j < n_top and (v > lo_v or (v == lo_v and need > 0)):  # j < n_top: never past the row
+                if v == lo_v:
+                    need -= 1
+                out[q, j] = r
+                j += 1
+
+
+def top_rows(priority: np.ndarray, n_top: int, *, threads: int = 1) -> np.ndarray:
+    """(Q, n_top) int32 indices of each row's n_top highest priorities (exact integers, float32 or
+    int64), ties to the lower index, increasing along each row."""
+    if not 0 < n_top <= priority.shape[1]:
+        raise ValueError(f"cannot keep {n_top} of {priority.shape[1]} rows")
+    priority = np.ascontiguousarray(priority)
+    out = np.empty((priority.shape[0], n_top), dtype=np.int32)
+    run_parts(_top_rows, priority.shape[0], threads, priority, n_top, TOP_BINS, out)
+    return out

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinimpute.compiled import run_parts
 from spinimpute.model import copying_kernels
 
 # Markers per segment of candidate preselection; the compiled kernel packs a segment into 16 bits.
@@ -72,7 +71,10 @@ class SiteGroups:
 def group_packed_sites(packed: np.ndarray, n_ref: int, bounds: list[int], *, threads: int = 1) -> SiteGroups:
     """Group the R haplotypes within each interval of `bounds`, from the sites' np.packbits rows
     (J, ceil(R / 8)), as the model file stores them."""
-    return SiteGroups(bounds, *copying_kernels.group_intervals(packed, n_ref, np.asarray(bounds), threads))
+    group_of, *rest = copying_kernels.group_intervals(packed, n_ref, np.asarray(bounds), threads)
+    # Laid out haplotype by haplotype (still indexed [interval, haplotype]): the copying model reads
+    # its states' groups over all intervals, a contiguous row each (`copying_kernels.copy_posteriors`).
+    return SiteGroups(bounds, np.ascontiguousarray(group_of.T).T, *rest)
 
 
 def site_weights(marker_cm: np.ndarray, site_cm: np.ndarray, bounds: list[int], rate_per_cm, n_states: int):
@@ -107,17 +109,8 @@ def segment_cuts(n_markers: int, segment_markers: int = SEGMENT_MARKERS) -> list
 
 def top_candidates(priority: np.ndarray, n_candidates: int, *, threads: int = 1) -> np.ndarray:
     """(Q, K) int32 indices of each row's K highest priorities, ties to the lower index, increasing;
-    rows in `threads` parts at once (numpy's partition and sort release the GIL)."""
-    out = np.empty((priority.shape[0], n_candidates), dtype=np.int32)
-    run_parts(_top_rows, priority.shape[0], threads, priority, n_candidates, out)
-    return out
-
-
-def _top_rows(priority, n_candidates, out, lo, hi) -> None:
-    n_ref = priority.shape[1]
-    key = priority[lo:hi].astype(np.int64) * n_ref - np.arange(n_ref)  # priorities are exact integers
-    chosen = np.argpartition(key, n_ref - n_candidates, axis=1)[:, n_ref - n_candidates :]
-    out[lo:hi] = np.sort(chosen, axis=1)
+    rows in `threads` parts at once (a compiled selection: `copying_kernels.top_rows`)."""
+    return copying_kernels.top_rows(priority, n_candidates, threads=threads)
 
 
 def chunk_cuts(n_markers: int, chunk_markers: int = CHUNK_MARKERS) -> list[int]:
