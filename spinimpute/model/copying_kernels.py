@@ -191,9 +191,9 @@ def _pack_segments(bits, cuts, packed, lo, hi):  # pragma: no cover - compiled
 def _candidate_priority(ref_packed, alt_packed, observed_packed, scale, priority, q_lo,
                         q_hi):  # pragma: no cover - compiled
     n_segments, n_ref = ref_packed.shape
-    rolling = np.zeros((3, n_ref), np.int32)  # segment scores: before, here, after (rotating rows)
+    rolling = np.zeros((3, n_ref), np.int16)  # segment scores: before, here, after (rotating rows)
     total = np.zeros(n_ref, np.int32)
-    shortfall = np.zeros(n_ref, np.int32)
+    shortfall = np.zeros(n_ref, np.int16)
     for q in range(q_lo, q_hi):
         total[:] = 0
         for slot in range(min(2, n_segments)):
@@ -202,7 +202,7 @@ def _candidate_priority(ref_packed, alt_packed, observed_packed, scale, priority
             before, here, after = rolling[i % 3], rolling[(i + 1) % 3], rolling[(i + 2) % 3]
             # Each case a loop of its own, without branches, so that it vectorises. The local
             # scores go to the row of segment i - 1, free from here on.
-            best = np.int32(-(1 << 30))
+            best = np.int16(-(1 << 14))
             if i > 0 and i + 1 < n_segments:
                 for r in range(n_ref):
                     before[r] = before[r] + here[r] + after[r]
@@ -249,7 +249,7 @@ def _segment_score(ref_bits, alt, observed, out):  # pragma: no cover - compiled
     observed_bits = np.int32(observed)
     n_observed = _popcount16(observed_bits)
     for r in range(ref_bits.shape[0]):
-        out[r] = n_observed - 2 * _popcount16((np.int32(ref_bits[r]) ^ alt_bits) & observed_bits)
+        out[r] = np.int16(n_observed - 2 * _popcount16((np.int32(ref_bits[r]) ^ alt_bits) & observed_bits))
 
 
 def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray, *, threads: int = 1) -> np.ndarray:
