@@ -80,3 +80,24 @@ def test_debug_shows_traceback(tmp_path):
     result = CliRunner().invoke(main, ["--debug", "train", "--ref", str(tmp_path / "absent.vcf.gz"),
                                        "--out", str(tmp_path / "m.spin")])
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_a_full_temporary_directory_is_one_line_and_leaves_no_output(tmp_path, small_benchmark, trained_model,
+                                                                     monkeypatch):
+    """A cohort whose results go to a temporary file, on a disk that fills up."""
+    import errno
+
+    from spinimpute.engine import impute
+
+    def no_space(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(impute, "GROUP_RESULT_BYTES", 1024)
+    monkeypatch.setattr(impute.os, "pwrite", no_space)
+    out = tmp_path / "out.vcf.gz"
+    result = CliRunner().invoke(main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"),
+                                       "--model", str(trained_model), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert "cannot write a large cohort's results to a temporary file: No space left on device" in result.output
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -161,11 +161,10 @@ class _GroupResults:
         self.file = None
         self.directory = tempfile.gettempdir()
         if self.spilled:
-            directory = self.directory
             try:
-                self.file = tempfile.TemporaryFile(dir=directory, prefix="spinimpute-", buffering=0)
+                self.file = tempfile.TemporaryFile(dir=self.directory, prefix="spinimpute-", buffering=0)
             except OSError as exc:
-                raise OutputFileError(directory, f"cannot create a temporary file for a large cohort's results: "
+                raise OutputFileError(self.directory, f"cannot create a temporary file for a large cohort's results: "
                                                  f"{exc.strerror or exc}") from None
         else:
             self.arrays = [np.empty((n, n_haplotypes), dtype=np.float32) for n in core_sizes]
