@@ -16,6 +16,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 
@@ -159,17 +160,20 @@ class _GroupResults:
         self.stored: list[list[tuple[int, int, int]]] = [[] for _ in core_sizes]  # (first column, columns, offset)
         self.end = 0
         self.file = None
+        self.fd = -1
         self.directory = tempfile.gettempdir()
         if self.spilled:
             try:
-                self.file = tempfile.TemporaryFile(dir=self.directory, prefix="spinimpute-", buffering=0)
+                # Closed (and so removed) by __exit__; an unnamed file leaves nothing behind a kill -9.
+                self.file = tempfile.TemporaryFile(dir=self.directory, prefix="spinimpute-", buffering=0)  # noqa: SIM115
+                self.fd = self.file.fileno()
             except OSError as exc:
                 raise OutputFileError(self.directory, f"cannot create a temporary file for a large cohort's results: "
-                                                 f"{exc.strerror or exc}") from None
+                                                      f"{exc.strerror or exc}") from None
         else:
             self.arrays = [np.empty((n, n_haplotypes), dtype=np.float32) for n in core_sizes]
 
-    def __enter__(self) -> "_GroupResults":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -181,11 +185,11 @@ class _GroupResults:
         if not self.spilled:
             self.arrays[window][:, first : first + values.shape[1]] = values
             return
-        data = memoryview(np.ascontiguousarray(values, dtype=np.float32)).cast("B")
+        data = np.ascontiguousarray(values, dtype=np.float32).data.cast("B")
         try:
             written = 0
             while written < len(data):
-                written += os.pwrite(self.file.fileno(), data[written:], self.end + written)
+                written += os.pwrite(self.fd, data[written:], self.end + written)
         except OSError as exc:
             raise OutputFileError(self.directory, f"cannot write a large cohort's results to a temporary file: "
                                   f"{exc.strerror or exc}") from None
@@ -205,7 +209,7 @@ class _GroupResults:
             for first, columns, offset in self.stored[window]:
                 block = np.empty((r1 - r0, columns), dtype=np.float32)
                 wanted = block.nbytes
-                got = os.preadv(self.file.fileno(), [memoryview(block).cast("B")], offset + 4 * r0 * columns)
+                got = os.preadv(self.fd, [block.data.cast("B")], offset + 4 * r0 * columns)
                 if got != wanted:
                     raise OSError(f"a temporary file of results was cut short ({got} of {wanted} bytes read)")
                 piece[:, first : first + columns] = block
