@@ -194,7 +194,11 @@ def train(ctx, ref_path, out_path, map_path, fine_tune, weights_path, window_sit
 @click.pass_context
 def impute(ctx, target_path, model_path, out_path, summary_path, region, states, format_fields, precision, phase_draws,
            seed, threads, device):
-    """Impute all panel sites for every target sample."""
+    """Impute all panel sites for every target sample.
+
+    A cohort of more than about 3,000 samples keeps its results in an unnamed temporary file in
+    $TMPDIR (about 10 GB at 20,000 samples), so that memory does not grow with the cohort.
+    """
     from spinimpute.jobs import impute_job, summary_path_for
 
     _keep_freed_memory()
