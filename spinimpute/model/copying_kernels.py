@@ -288,20 +288,22 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
 
 
 @compiled
-def _interval_posteriors(k, a, a_scale, g, g_scale, state_groups, n_groups, bounds, weights, alt_ptr, alt_group,
-                         sums, out_row):  # pragma: no cover - compiled
+def _interval_posteriors(k, a, a_scale, g, g_scale, cand, groups_by_haplotype, n_groups, bounds, weights, alt_ptr,
+                         alt_group, sums, out_row):  # pragma: no cover - compiled
     """Posteriors of interval k's sites from the forward message a * a_scale before it and the
-    backward message g * g_scale after it (both normalised to sum to one once scaled);
-    state_groups[k, s]: the group of state s's haplotype in interval k."""
+    backward message g * g_scale after it (both normalised to sum to one once scaled).
+
+    groups_by_haplotype[r, k]: haplotype r's group in interval k. The backward pass visits the
+    intervals in turn, so each state's cache line of its row serves 16 intervals.
+    """
     lo, hi = bounds[k], bounds[k + 1]
     if lo == hi:
         return
-    n_states = state_groups.shape[1]
+    n_states = cand.shape[0]
     n = n_groups[k]
     sums[:n] = 0.0
-    labels = state_groups[k]
     for s in range(n_states):
-        u = labels[s]
+        u = groups_by_haplotype[cand[s], k]
         a_s = a[s] * a_scale
         g_s = g[s] * g_scale
         sums[u, 0] += a_s * g_s
@@ -353,7 +355,6 @@ def _copy_posteriors(alleles, query, candidates, jump, error, bounds, groups_by_
     alpha_scale = np.empty(n_markers, np.float64)
     g = np.empty(n_states, np.float64)
     states = np.empty((n_markers, n_states), np.uint8)
-    state_groups = np.empty((groups_by_haplotype.shape[1], n_states), np.int32)
     sums = np.empty((max(1, n_groups.max()), 4), np.float64)  # a group's four sums share a cache line
     match, mismatch = 1.0 - error, error
     last = n_markers - 1
@@ -361,32 +362,29 @@ def _copy_posteriors(alleles, query, candidates, jump, error, bounds, groups_by_
         cand = candidates[q]
         x = query[q]
         out_row = out[q]
-        # The states' alleles and groups, gathered once for both passes: a contiguous row of
-        # each state's haplotype, rather than K scattered reads in every marker's row.
+        # The states' alleles, gathered once for both passes: a contiguous row of each state's
+        # haplotype, rather than K scattered reads in every marker's row.
         for s in range(n_states):
             row = alleles[cand[s]]
             for m in range(n_markers):
                 states[m, s] = row[m]
-            labels = groups_by_haplotype[cand[s]]
-            for k in range(labels.shape[0]):
-                state_groups[k, s] = labels[k]
         alpha_scale[0] = _emit(-1.0, g, 1.0, states[0], x[0], match, mismatch, alpha[0])
         for m in range(1, n_markers):
             alpha_scale[m] = _emit(jump[m - 1], alpha[m - 1], alpha_scale[m - 1], states[m], x[m], match, mismatch,
                                    alpha[m])
         # Backward; each interval is imputed as soon as the backward message of its right marker is known.
-        _interval_posteriors(n_markers, alpha[last], alpha_scale[last], alpha[last], alpha_scale[last], state_groups,
-                             n_groups, bounds, weights, alt_ptr, alt_group, sums, out_row)
+        _interval_posteriors(n_markers, alpha[last], alpha_scale[last], alpha[last], alpha_scale[last], cand,
+                             groups_by_haplotype, n_groups, bounds, weights, alt_ptr, alt_group, sums, out_row)
         g_scale = _emit(-1.0, g, 1.0, states[last], x[last], match, mismatch, g)
         for m in range(last, -1, -1):
             if m < last:
                 g_scale = _emit(jump[m], g, g_scale, states[m], x[m], match, mismatch, g)
             if m > 0:
-                _interval_posteriors(m, alpha[m - 1], alpha_scale[m - 1], g, g_scale, state_groups, n_groups, bounds,
-                                     weights, alt_ptr, alt_group, sums, out_row)
+                _interval_posteriors(m, alpha[m - 1], alpha_scale[m - 1], g, g_scale, cand, groups_by_haplotype, n_groups,
+                                     bounds, weights, alt_ptr, alt_group, sums, out_row)
             else:
-                _interval_posteriors(0, g, g_scale, g, g_scale, state_groups, n_groups, bounds, weights, alt_ptr,
-                                     alt_group, sums, out_row)
+                _interval_posteriors(0, g, g_scale, g, g_scale, cand, groups_by_haplotype, n_groups, bounds, weights,
+                                     alt_ptr, alt_group, sums, out_row)
 
 
 def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, weights, *, threads: int = 1,
