@@ -9,7 +9,8 @@ insertion (ALT = REF + "TT"), a deletion (REF + "GG" -> REF), a symbolic deletio
 SVTYPE and END), a second ALT carried by every other carrier of the first (a true multiallelic record)
 and an ALT plus '*'; one panel record is written twice. The genotypes of the biallelic edits do not
 change; the multiallelic ones change the same way in the panel and the truth. Each tool prepares the
-panel (Beagle and Minimac4 after `bcftools norm -d exact`, as Beagle stops at the repeated record) and imputes the targets (GT:DS:GP); the script counts each tool's output records by kind and
+panel (Beagle and Minimac4 after `bcftools norm -d exact`, as Beagle stops at the repeated record) and
+imputes the targets (GT:DS:GP); the script counts each tool's output records by kind and
 scores the biallelic ones (`spinimpute evaluate` skips multiallelic records) overall and per kind.
 Prints markdown tables and writes results.json into --out.
 """

@@ -208,10 +208,14 @@ class _GroupResults:
             piece = np.empty((r1 - r0, self.n_haplotypes), dtype=np.float32)
             for first, columns, offset in self.stored[window]:
                 block = np.empty((r1 - r0, columns), dtype=np.float32)
-                wanted = block.nbytes
-                got = os.preadv(self.fd, [block.data.cast("B")], offset + 4 * r0 * columns)
-                if got != wanted:
-                    raise OSError(f"a temporary file of results was cut short ({got} of {wanted} bytes read)")
+                try:
+                    got = os.preadv(self.fd, [block.data.cast("B")], offset + 4 * r0 * columns)
+                except OSError as exc:
+                    raise OutputFileError(self.directory, f"cannot read a large cohort's results back from a "
+                                                          f"temporary file: {exc.strerror or exc}") from None
+                if got != block.nbytes:
+                    raise OutputFileError(self.directory, f"a temporary file of a large cohort's results was cut "
+                                                          f"short ({got} of {block.nbytes} bytes read)")
                 piece[:, first : first + columns] = block
             yield r0, piece
 
