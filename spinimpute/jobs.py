@@ -86,6 +86,9 @@ class ImputeSummary:
     phase_draws: int
     target_sites: dict
     seconds: float
+    device: str = "cpu"
+    precision: str = "float32"
+    gpu_peak_memory_mb: float | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -271,11 +274,18 @@ def impute_job(
                               gp=gp, fmt=fmt, names=target.names, threads=threads, progress=progress)
     seconds = round(time.time() - start, 1)
     log.info("wrote %s: %d sites x %d samples in %.1f s", out_path, n_written, len(target.samples), seconds)
+    gpu_peak_mb = None
+    if resolved == "cuda":
+        import torch
+
+        gpu_peak_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        log.info("GPU memory: at most %.0f MB allocated", gpu_peak_mb)
     summary = ImputeSummary(
         spinimpute_version=__version__, command_line=command_line, target=str(target_path), model=str(model_path),
         output=str(out_path), contigs=names, region=region, samples=len(target.samples),
         samples_in_reference_panel=len(in_panel), sites_written=n_written, phase_draws=draws,
-        target_sites=target.counts, seconds=seconds,
+        target_sites=target.counts, seconds=seconds, device=resolved,
+        precision=resolve_precision(precision, resolved), gpu_peak_memory_mb=gpu_peak_mb,
     )
     if summary_path is not None:
         write_json(summary_path, summary.as_dict())
@@ -356,10 +366,17 @@ def phase_target(cpu_model: CpuImputer, bundle: ModelBundle, target: Target, sit
     return phased, n_draws
 
 
+def resolve_precision(precision: Precision, device: Device) -> Literal["float32", "mixed"]:
+    """The SPIN predictor's arithmetic: 'auto' is bfloat16 ('mixed') on a GPU, float32 on the CPU."""
+    if precision == "auto":
+        return "float32" if device == "cpu" else "mixed"
+    return precision
+
+
 def make_backend(cpu_model: CpuImputer, bundle: ModelBundle, config: ModelConfig, device: Device,
                  precision: Precision, threads: int) -> Imputer:
     """The backend that imputes: the CPU one, or the torch module on `device` (a GPU, or mixed precision)."""
-    mixed = precision == "mixed" or (precision == "auto" and device != "cpu")
+    mixed = resolve_precision(precision, device) == "mixed"
     if device == "cpu" and not mixed:
         return cpu_model
     from spinimpute.engine.torch_backend import TorchImputer, configure_torch, network_from_weights

@@ -93,8 +93,9 @@ def query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n
         # candidate selection's (Q, R) scores and the float32 probabilities and logits of the sites.
         per_query = 24 * n_ref + 16 * n_sites
     else:
-        # The torch copying model: float32 alpha, gamma, emissions and gathered states, int64 group indices.
-        per_query = 24 * n_markers * n_states
+        # The torch copying model at its peak, per marker and state: the gathered states, emissions,
+        # alpha and gamma as lists and stacked (float32), and the states' int64 interval groups.
+        per_query = 32 * n_markers * n_states
     return max(1, (budget or QUERY_BATCH_BUDGET) // max(1, per_query))
 
 

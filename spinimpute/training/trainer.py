@@ -332,9 +332,9 @@ def encode_panel(
     """Encode the panel once per window and cache the inducing points in `contigs`.
 
     The encoder reads the same seeded subset of at most `rows` haplotypes in every
-    window, as it read subsets of that size in training.
+    window, as it read subsets of that size in training. Moves `network` to `device`.
     """
-    network.eval()
+    network.to(device).eval()
     total = sum(len(c.windows) for c in contigs.values())
     bar = tqdm(total=total, desc="encoding panel", unit="window", disable=not progress, leave=False)
     rng = np.random.default_rng(seed)
