@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from spinimpute import __version__
 from spinimpute.engine.cpu import CpuImputer
-from spinimpute.engine.device import Device, DeviceRequest, select_device
+from spinimpute.engine.device import Device, DeviceRequest, return_free_memory, select_device
 from spinimpute.engine.impute import ImputedBlock, impute_contig
 from spinimpute.engine.protocol import Imputer
 from spinimpute.engine.statistics import site_statistics
@@ -129,6 +129,7 @@ def train_job(
     with scratch_directory(out_path) as scratch:
         samples, lengths, counts, contigs = read_reference(ref_path, map_path, window_sites=window_sites,
                                                            flank_sites=flank_sites, threads=threads, spill=scratch)
+        return_free_memory()  # the reading's blocks
         network = network_from_weights(starting.weights, starting.config.replace(refinement_weight=1.0))
         summary: dict = {"options": dataclasses.asdict(options),
                          "weights": {"file": str(weights_path) if weights_path else "pretrained", "sha256": starting.sha256}}

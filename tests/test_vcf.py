@@ -253,6 +253,10 @@ def test_a_spilled_panel_reads_the_same_rows_from_disk(tmp_path, monkeypatch):
         assert isinstance(contig.packed, FileRows)
         assert np.array_equal(contig.haplotypes, held.contigs[name].haplotypes)
         assert np.array_equal(contig.packed[1:3], held.contigs[name].packed[1:3])
+        sites, held_sites = contig.sites, held.contigs[name].sites
+        assert np.array_equal(sites.positions, held_sites.positions) and len(sites) >= 1
+        assert (sites.ids, sites.refs, sites.alts) == (held_sites.ids, held_sites.refs, held_sites.alts)
+        assert np.array_equal(contig.alt_count, held.contigs[name].alt_count)
 
 
 def test_a_spill_that_cannot_be_written_is_an_output_error(tmp_path):

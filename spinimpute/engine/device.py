@@ -1,9 +1,11 @@
 """Compute resources: the device, chosen once per job (`--device auto|cpu|cuda` becomes "cpu" or
-"cuda"), and the CPUs the process may use."""
+"cuda"), the CPUs the process may use, and the C library's memory arenas."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -55,3 +57,21 @@ def available_cpus() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cpus)
+
+
+
+def return_free_memory() -> None:
+    """Hand the pages that freed allocations left in the C library's heap back to the system
+    (glibc's malloc_trim; elsewhere nothing).
+
+    Allocations of many sizes, one after another (a panel's blocks of records, the encoder's
+    activations window by window), leave free holes in the heap that glibc keeps: a 60 Mb panel's
+    preparation peaked between 0.72 and 1.03 GB from run to run with the same work (BENCHMARKS.md,
+    chromosome-length panel). Jobs call this between their phases and every so many windows.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # no malloc_trim: not glibc
+        pass

@@ -34,8 +34,9 @@ SPARSE_SHARE = 0.005
 BLOCK_SEARCH_SITES = 1000
 # Distinct sequences a block may hold: its haplotype indices are uint16.
 MAX_SEQUENCES = 1 << 16
-# Rows of the input read at a time while encoding.
-ENCODE_BYTES = 64 * 2**20
+# Rows of the input read at a time while encoding (at 64 MiB, preparing a 60 Mb panel peaked while
+# writing the model file, above its reading; BENCHMARKS.md, chromosome-length panel).
+ENCODE_BYTES = 16 * 2**20
 
 
 
@@ -289,11 +290,16 @@ class _Blocks:
         self.bits: list[np.ndarray] = []
 
     def add(self, rows: np.ndarray) -> None:
-        self.pending = np.concatenate([self.pending, rows])
-        done = 0
-        while len(self.pending) - done >= BLOCK_SEARCH_SITES:
-            done += self._cut(self.pending[done : done + BLOCK_SEARCH_SITES])
-        self.pending = self.pending[done:]
+        """Cut blocks from the sites pending and `rows` while BLOCK_SEARCH_SITES of them are there,
+        copying at most that many rows at a time (not the whole of `rows`)."""
+        taken = 0
+        while True:
+            more = rows[taken : taken + BLOCK_SEARCH_SITES - len(self.pending)]
+            taken += len(more)
+            self.pending = np.concatenate([self.pending, more])
+            if len(self.pending) < BLOCK_SEARCH_SITES:
+                return
+            self.pending = self.pending[self._cut(self.pending) :]
 
     def finish(self) -> None:
         done = 0

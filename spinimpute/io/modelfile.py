@@ -143,13 +143,14 @@ def save_model(path, bundle: ModelBundle, *, threads: int = 1) -> None:
     contig_meta = []
     for i, (name, c) in enumerate(bundle.contigs.items()):
         p = f"contig{i}."
-        tensors[p + "positions"] = c.sites.positions.astype(np.int64)
-        tensors[p + "cm"] = c.cm.astype(np.float64)
+        # asarray, not astype: a chromosome's columns are not copied to be written
+        tensors[p + "positions"] = np.asarray(c.sites.positions, dtype=np.int64)
+        tensors[p + "cm"] = np.asarray(c.cm, dtype=np.float64)
         haplotypes = c.packed_haplotypes
         if not isinstance(haplotypes, CompactHaplotypes):
             haplotypes = compact_panel.encode(haplotypes, c.n_haplotypes, threads=threads)
         tensors.update({p + k: v for k, v in haplotypes.tensors().items()})
-        tensors[p + "alt_freq"] = c.alt_freq.astype(np.float32)
+        tensors[p + "alt_freq"] = np.asarray(c.alt_freq, dtype=np.float32)
         tensors[p + "windows"] = np.array([[w.start, w.stop, w.core_start, w.core_stop] for w in c.windows],
                                           dtype=np.int64).reshape(-1, 4)
         tensors[p + "ids"] = _strings_to_array(c.sites.ids)

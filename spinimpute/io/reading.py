@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -187,22 +188,57 @@ def read_panel(path, *, threads: int = 1, spill: Path | None = None) -> Panel:
     contigs: dict[str, dict] = {}
     counts = {"records": 0, "records_without_alt": 0, "multiallelic_records": 0, "snp_sites": 0, "indel_sites": 0,
               "symbolic_sites": 0, "other_sites": 0, "placeholder_alleles": 0, "duplicate_sites": 0}
-    with contextlib.ExitStack() as files:
-        _read_blocks(path, blocks, contigs, counts, spill, files)
-    vcf.close()
-    if not contigs:
-        raise InputFileError(path, "the file has no variant records")
     panel_contigs = {}
     width = -(-n_haps // 8)
-    for chrom, e in contigs.items():
-        sites = Sites(chrom, np.concatenate(e["pos"]).astype(np.int64), Strings.concat(e["id"]),
-                      Strings.concat(e["ref"]), Strings.concat(e["alt"]))
-        if spill is not None:
-            packed: PackedHaplotypes = FileRows(Path(e["file"].name), 0, (len(sites), width))
-        else:
-            packed = np.concatenate(e["packed"]) if e["packed"] else np.zeros((0, width), np.uint8)
-        panel_contigs[chrom] = PanelContig(sites, packed, n_haps, np.concatenate(e["count"]).astype(np.int64))
+    with contextlib.ExitStack() as files:
+        _read_blocks(path, blocks, contigs, counts, spill, files)
+        vcf.close()
+        if not contigs:
+            raise InputFileError(path, "the file has no variant records")
+        for chrom, e in contigs.items():
+            positions, carriers, ids, refs, alts = e["columns"].read()
+            sites = Sites(chrom, positions, ids, refs, alts)
+            if spill is not None:
+                e["file"].flush()
+                packed: PackedHaplotypes = FileRows(Path(e["file"].name), 0, (len(sites), width))
+            else:
+                packed = np.concatenate(e["packed"]) if e["packed"] else np.zeros((0, width), np.uint8)
+            panel_contigs[chrom] = PanelContig(sites, packed, n_haps, carriers)
     return Panel(samples, panel_contigs, lengths, counts)
+
+
+class _SiteColumns:
+    """A contig's per-site columns (positions, carrier counts, IDs, REF and ALT alleles) appended to
+    unnamed temporary files in `directory` (the spill directory; $TMPDIR without one) as blocks of
+    records are read, and read back once at the end: held in memory as a list of pieces per block,
+    a chromosome's columns took twice their size when joined, and their pieces fragmented the heap."""
+
+    NUMERIC: ClassVar[dict[str, type]] = {"pos": np.int64, "count": np.int64}
+    TEXT = ("id", "ref", "alt")
+
+    def __init__(self, directory: Path | None, files: contextlib.ExitStack):
+        self.location = str(directory if directory is not None else tempfile.gettempdir())
+        self.handles = {}
+        for name in (*self.NUMERIC, *self.TEXT):
+            with _writing(self.location):
+                self.handles[name] = files.enter_context(tempfile.TemporaryFile(dir=directory))  # noqa: SIM115
+
+    def append(self, positions: np.ndarray, carriers: np.ndarray, ids: Strings, refs: Strings, alts: Strings) -> None:
+        with _writing(self.location):
+            self.handles["pos"].write(positions.astype(np.int64).tobytes())
+            self.handles["count"].write(carriers.astype(np.int64).tobytes())
+            for name, values in zip(self.TEXT, (ids, refs, alts)):
+                self.handles[name].write(values.lines().tobytes())
+
+    def read(self) -> tuple[np.ndarray, np.ndarray, Strings, Strings, Strings]:
+        """Positions, carrier counts (int64), IDs, REF and ALT alleles, each read back whole."""
+        columns: dict[str, np.ndarray] = {}
+        for name, handle in self.handles.items():
+            handle.flush()
+            handle.seek(0)
+            columns[name] = np.fromfile(handle, dtype=self.NUMERIC.get(name, np.uint8))
+        ids, refs, alts = (Strings.from_lines(columns[name]) for name in self.TEXT)
+        return columns["pos"], columns["count"], ids, refs, alts
 
 
 def _read_blocks(path, blocks: Iterator[RecordBlock], contigs: dict[str, dict], counts: dict, spill: Path | None,
@@ -227,8 +263,8 @@ def _read_blocks(path, blocks: Iterator[RecordBlock], contigs: dict[str, dict], 
             if chrom != current:
                 if chrom in contigs:
                     raise InputFileError(path, f"records of contig '{chrom}' are not contiguous; sort the file")
-                contigs[chrom] = {"pos": [], "id": [], "ref": [], "alt": [], "packed": [], "count": [], "last_pos": 0,
-                                  "last_sites": set()}
+                contigs[chrom] = {"columns": _SiteColumns(spill, files), "packed": [],
+                                  "last_pos": 0, "last_sites": set()}
                 if spill is not None:
                     spilled = spill / f"contig{len(contigs)}.bits"
                     with _writing(spilled):
@@ -286,16 +322,14 @@ def _add_sites(entry: dict, block: RecordBlock, start: int, stop: int, counts: d
         carries = block.alleles[records_[rows]] == k
         packed[rows] = np.packbits(carries, axis=1)
         count[rows] = np.count_nonzero(carries, axis=1)
-    entry["pos"].append(block.positions[records_])
-    entry["id"].append(Strings.of(block.ids[i] for i in record_of))
-    entry["ref"].append(Strings.of(block.refs[i] for i in record_of))
-    entry["alt"].append(Strings.of(block.alts[i][k - 1] for i, k in zip(record_of, allele_of)))
+    entry["columns"].append(block.positions[records_], count, Strings.of(block.ids[i] for i in record_of),
+                            Strings.of(block.refs[i] for i in record_of),
+                            Strings.of(block.alts[i][k - 1] for i, k in zip(record_of, allele_of)))
     if "file" in entry:
         with _writing(entry["file"].name):
             entry["file"].write(packed.tobytes())
     else:
         entry["packed"].append(packed)
-    entry["count"].append(count)
 
 
 def read_target(

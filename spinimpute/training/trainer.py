@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from spinimpute.engine.cpu import CpuImputer
-from spinimpute.engine.device import Device
+from spinimpute.engine.device import Device, return_free_memory
 from spinimpute.io.genmap import GeneticMap, constant_rate_cm
 from spinimpute.model.config import MASKED
 from spinimpute.model.features import site_features
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Spans of consecutive windows a long panel's held-out fits are made on (`fit_regions`).
 FIT_SPANS = 5
+# Windows encoded between returns of the heap's free pages to the system (`return_free_memory`).
+TRIM_WINDOWS = 32
 
 
 @dataclass
@@ -348,6 +350,8 @@ def encode_panel(
             feats = site_features(contig.alt_freq[w.start : w.stop], contig.cm[w.start : w.stop])
             cached.append(network.encode(ref, torch.from_numpy(feats).to(device)).cpu().numpy())
             bar.update()
+            if len(cached) % TRIM_WINDOWS == 0:
+                return_free_memory()  # the activations of windows of many sizes
         contig.inducing = np.stack(cached).astype(np.float32)
     bar.close()
 
