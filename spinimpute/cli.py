@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shlex
@@ -12,7 +11,7 @@ import sys
 import click
 
 from spinimpute import __version__
-from spinimpute.engine.device import available_cpus
+from spinimpute.engine.device import available_cpus, keep_freed_memory
 from spinimpute.errors import SpinImputeError, check_output_path
 
 # OpenMP's idle threads (torch's) sleep rather than spin: on a machine shared with other jobs,
@@ -24,21 +23,6 @@ log = logging.getLogger("spinimpute")
 
 def _command_line() -> str:
     return " ".join(shlex.quote(a) for a in ["spinimpute", *sys.argv[1:]])
-
-
-def _keep_freed_memory() -> None:
-    """Make glibc reuse freed heap memory instead of mapping fresh pages for every large tensor.
-
-    The engine allocates and frees tensors of tens to hundreds of MB per window; with
-    glibc's defaults each is a new mmap whose pages the kernel must zero, which measured
-    as more system time than compute (BENCHMARKS.md, constants).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return  # not glibc
-    libc.mallopt(-4, 0)  # M_MMAP_MAX: serve large blocks from the heap
-    libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: do not hand the heap top back after each free
 
 
 def _check_region(value):
@@ -146,7 +130,7 @@ def train(ctx, ref_path, out_path, map_path, fine_tune, weights_path, window_sit
     from spinimpute.jobs import train_job
     from spinimpute.training.trainer import TrainingOptions
 
-    _keep_freed_memory()
+    keep_freed_memory()
     train_job(
         ref_path=ref_path,
         out_path=out_path,
@@ -201,7 +185,7 @@ def impute(ctx, target_path, model_path, out_path, summary_path, region, states,
     """
     from spinimpute.jobs import impute_job, summary_path_for
 
-    _keep_freed_memory()
+    keep_freed_memory()
     impute_job(
         target_path=target_path,
         model_path=model_path,
@@ -335,7 +319,7 @@ def beagle(ctx, arguments):
             log.warning("ignored Beagle tuning argument(s): %s", ", ".join(f"{k}=" for k in ignored))
         if "map" in values:
             log.warning("map=%s ignored: the model carries the genetic map it was trained with", values["map"])
-        _keep_freed_memory()
+        keep_freed_memory()
         impute_job(
             target_path=values["gt"],
             model_path=values["ref"],

@@ -59,19 +59,37 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
+def _glibc():
+    """The C library, where it is glibc (whose malloc the functions below tune); else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def keep_freed_memory() -> None:
+    """Make glibc reuse freed heap memory instead of mapping fresh pages for every large tensor.
+
+    The engine allocates and frees tensors of tens to hundreds of MB per window; with
+    glibc's defaults each is a new mmap whose pages the kernel must zero, which measured
+    as more system time than compute (BENCHMARKS.md, constants). The CLI sets this for its jobs.
+    """
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(-4, 0)  # M_MMAP_MAX: serve large blocks from the heap
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: do not hand the heap top back after each free
+
 
 def return_free_memory() -> None:
-    """Hand the pages that freed allocations left in the C library's heap back to the system
-    (glibc's malloc_trim; elsewhere nothing).
+    """Hand the free pages of glibc's heap back to the system (malloc_trim; elsewhere nothing).
 
-    Allocations of many sizes, one after another (a panel's blocks of records, the encoder's
-    activations window by window), leave free holes in the heap that glibc keeps: a 60 Mb panel's
-    preparation peaked between 0.72 and 1.03 GB from run to run with the same work (BENCHMARKS.md,
-    chromosome-length panel). Jobs call this between their phases and every so many windows.
+    With freed memory kept for reuse (`keep_freed_memory`), allocations of many sizes one after
+    another (a panel's blocks of records, the encoder's activations window by window) leave free
+    holes that only grow the heap, by an amount that varied from run to run (BENCHMARKS.md,
+    chromosome-length panel). `train` calls this between its phases and every few windows encoded.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # no malloc_trim: not glibc
-        pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
