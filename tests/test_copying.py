@@ -123,10 +123,11 @@ def test_groups_are_exact():
     block[250:] = block[:250]
     ref = torch.from_numpy(block.astype(np.float32))
     groups = copying.group_sites(ref, [0, 40, 40, 150])
+    sequences = copying.GroupSequences(groups)
     for k, (lo, hi) in enumerate([(0, 40), (40, 40), (40, 150)]):
         if lo == hi:
             continue
-        seqs = copying.group_sequences(groups, k).numpy()
+        seqs = sequences[k].numpy()
         np.testing.assert_array_equal(seqs[groups.group_of[k]], block[:, lo:hi])
         assert len(seqs) == len(np.unique(block[:, lo:hi], axis=0)) == groups.n_groups[k]
 

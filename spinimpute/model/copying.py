@@ -201,14 +201,24 @@ def _candidate_priority(ref_typed, query_typed, observed, segment_markers: int) 
     return shortfall * (4.0 * n_markers + 4.0) + total
 
 
-def group_sequences(groups: SiteGroups, k: int, device=None) -> torch.Tensor:
-    """(U_k, S_k) float 0/1 alleles of interval k's distinct sequences."""
-    lo, hi = groups.bounds[k], groups.bounds[k + 1]
-    dense = torch.zeros(int(groups.n_groups[k]), hi - lo)
-    counts = np.diff(groups.alt_ptr[lo : hi + 1])
-    rows = groups.alt_group[groups.alt_ptr[lo] : groups.alt_ptr[hi]]
-    dense[torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(np.repeat(np.arange(hi - lo), counts))] = 1.0
-    return dense.to(device)
+class GroupSequences:
+    """Each interval's distinct sequences as (U_k, S_k) float 0/1 matrices (`sequences[k]`), built on
+    `device` from the groups' lists of ALT sequences, which go to the device once rather than once per
+    interval (the GPU profile: BENCHMARKS.md, GPU)."""
+
+    def __init__(self, groups: SiteGroups, device=None):
+        self.groups, self.device = groups, device
+        self.alt_group = torch.from_numpy(groups.alt_group.astype(np.int64)).to(device)
+        counts = np.diff(groups.alt_ptr)
+        self.site_of_alt = torch.from_numpy(np.repeat(np.arange(len(counts), dtype=np.int64), counts)).to(device)
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        g = self.groups
+        lo, hi = g.bounds[k], g.bounds[k + 1]
+        first, last = int(g.alt_ptr[lo]), int(g.alt_ptr[hi])
+        dense = torch.zeros(int(g.n_groups[k]), hi - lo, device=self.device)
+        dense[self.alt_group[first:last], self.site_of_alt[first:last] - lo] = 1.0
+        return dense
 
 
 def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]:
@@ -299,6 +309,7 @@ def impute_sites(
     out = torch.empty(n_query, site_cm.shape[0], dtype=alpha.dtype, device=alpha.device)
     ones = torch.ones(n_query, n_states, dtype=alpha.dtype, device=alpha.device)
     bounds = groups.bounds
+    sequences = GroupSequences(groups, alpha.device)
     for k in range(n_markers + 1):
         lo, hi = bounds[k], bounds[k + 1]
         if lo == hi:
@@ -309,7 +320,7 @@ def impute_sites(
         rows = torch.cat([ag, a, g, ones])
         summed = torch.zeros(4 * n_query, int(groups.n_groups[k]), dtype=alpha.dtype, device=alpha.device)
         summed = summed.scatter_add(1, group_of[k].repeat(4, 1), rows)
-        products = (summed @ group_sequences(groups, k, alpha.device).to(alpha.dtype)).view(4, n_query, -1)
+        products = (summed @ sequences[k].to(alpha.dtype)).view(4, n_query, -1)
         w = weights[:, lo:hi]
         num = (w.unsqueeze(1) * products).sum(dim=0)
         den = w[0] * ag.sum(dim=1, keepdim=True) + w[1] + w[2] + w[3] * n_states
