@@ -1,5 +1,5 @@
 """Compute resources: the device, chosen once per job (`--device auto|cpu|cuda` becomes "cpu" or
-"cuda"), the CPUs the process may use, and the C library's memory arenas."""
+"cuda"), the CPUs the process may use, and how glibc's heap keeps and returns freed memory."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def return_free_memory() -> None:
     With freed memory kept for reuse (`keep_freed_memory`), allocations of many sizes one after
     another (a panel's blocks of records, the encoder's activations window by window) leave free
     holes that only grow the heap, by an amount that varied from run to run (BENCHMARKS.md,
-    chromosome-length panel). `train` calls this between its phases and every few windows encoded.
+    chromosome-length panel). `train` calls this after reading the panel and every few windows encoded.
     """
     libc = _glibc()
     if libc is not None:
