@@ -5,7 +5,8 @@ thread count; every step runs under /usr/bin/time -v for wall time and peak RSS;
 outputs are scored by `spinimpute.tools.evaluate` over the untyped sites (the sites absent from
 the target): aggregate and mean per-site dosage r² by reference MAF bin, the expected
 calibration error of GP, and the correlation of the tools' INFO r² estimate (DR2, R2)
-with the true per-site r².
+with the true per-site r². A second table gives each tool's dosage error (1 - aggregate r²)
+divided by Beagle's, per bin and overall.
 
     python benchmarks/compare.py sim [--scenario clean|hard-omni|...|all] [--seeds 1 2 3] [--small] [--unphased]
     python benchmarks/compare.py real [--thin K | --unphased]
@@ -241,10 +242,33 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def error_ratio_table(runs: list[dict], baseline: str = "beagle") -> str:
+    """A markdown table of each tool's dosage error (1 - aggregate r², mean over runs) divided by
+    `baseline`'s, per MAF bin and overall: below 1, fewer errors than the baseline."""
+    first = next(iter(runs[0].values()))["evaluation"]
+    labels = [b["bin"] for b in first["bins"]]
+
+    def errors(tool: str) -> list[float]:
+        evs = [run[tool]["evaluation"] for run in runs]
+        per_bin = [np.mean([1 - ev["bins"][i]["aggregate_r2"] for ev in evs]) for i in range(len(labels))]
+        return [*per_bin, np.mean([1 - ev["overall"]["aggregate_r2"] for ev in evs])]
+
+    base = errors(baseline)
+    head = ["tool", *[f"error ratio {label}" for label in labels], "error ratio overall"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for tool in runs[0]:
+        if tool != baseline:
+            ratios = [e / b if b > 0 else float("nan") for e, b in zip(errors(tool), base)]
+            lines.append("| " + " | ".join([tool, *[f"{r:.3f}" for r in ratios]]) + " |")
+    lines.append("| " + " | ".join([f"{baseline} (1 - r²)", *[f"{b:.5f}" for b in base]]) + " |")
+    return "\n".join(lines)
+
+
 def report(title: str, runs: list[dict], out: Path) -> None:
-    """Print the table of `runs` under `title` and write it to out/table.md."""
+    """Print the tables of `runs` under `title` and write them to out/table.md."""
     legend = "aggregate dosage r² by reference MAF bin (mean per-site r² in brackets), untyped sites; mean ± sd over runs"
-    text = "\n".join([f"## {title}", "", legend, "", table(runs)])
+    ratio_legend = "dosage error (1 - aggregate r²) divided by Beagle's; below 1, fewer errors than Beagle"
+    text = "\n".join([f"## {title}", "", legend, "", table(runs), "", ratio_legend, "", error_ratio_table(runs)])
     print(text + "\n", flush=True)
     (out / "table.md").write_text(text + "\n")
 
