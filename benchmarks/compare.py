@@ -77,9 +77,10 @@ def spinimpute_train(*, ref: Path, genetic_map: Path, model: Path, threads: int,
 
 
 def spinimpute_impute(*, target: Path, model: Path, output: Path, threads: int, device: str = "auto",
-                      formats: str = "GT,DS,GP") -> list[str]:
+                      formats: str = "GT,DS,GP", states: int | None = None) -> list[str]:
+    states_args = ["--states", str(states)] if states is not None else []
     return [sys.executable, "-m", "spinimpute", "-q", "impute", "--target", str(target), "--model", str(model),
-            "--out", str(output), "--threads", str(threads), "--device", device, "--format", formats]
+            "--out", str(output), "--threads", str(threads), "--device", device, "--format", formats, *states_args]
 
 
 def beagle_bref3(ref: Path) -> list[str]:
@@ -105,7 +106,7 @@ def minimac4_impute(*, target: Path, msav: Path, output: Path, genetic_map: Path
 
 
 def run(data: Path, out: Path, threads: int, steps: int | None, *, target: Path | None = None,
-        model: Path | None = None) -> dict:
+        model: Path | None = None, states: int | None = None) -> dict:
     """Prepare, impute and score with each tool on the data set in `data`; work in `out`.
 
     `target` replaces the data set's target.vcf.gz; with `model`, spinimpute imputes with that
@@ -125,7 +126,7 @@ def run(data: Path, out: Path, threads: int, steps: int | None, *, target: Path 
     results["spinimpute"] = {
         "prepare": prepare,
         "impute": timed(spinimpute_impute(target=target, model=model, output=out / "spin.vcf.gz",
-                                          threads=threads), out / "spin.impute.log"),
+                                          threads=threads, states=states), out / "spin.impute.log"),
         "output": out / "spin.vcf.gz",
     }
     results["beagle"] = {
@@ -288,6 +289,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fine-tune", dest="steps", type=int,
                         help="spinimpute train --fine-tune steps (default: the CLI default, none)")
+    parser.add_argument("--states", type=int, metavar="N",
+                        help="spinimpute impute --states N (default: the model's, 400); use another --out")
     parser.add_argument("--thin", type=int, metavar="K",
                         help="real only: keep one typed site in K (a sparser array) and impute with the model "
                              "that `compare.py real` trained, without retraining; works in <out>/real-thinK")
@@ -311,15 +314,16 @@ def main(argv=None) -> None:
             out = args.out / f"real-thin{args.thin}"
             target = thinned_target(REAL / "target.vcf.gz", args.thin, out / "data")
             report(f"real: {REAL.name}, one typed site in {args.thin}, spinimpute model trained once in real/",
-                   [run(REAL, out, args.threads, args.steps, target=target, model=model)], out)
+                   [run(REAL, out, args.threads, args.steps, target=target, model=model, states=args.states)], out)
             return
         if args.unphased:
             out = args.out / "real-unphased"
             report(f"real: {REAL.name}, target unphased, spinimpute model trained once in real/",
-                   [run(REAL, out, args.threads, args.steps, target=REAL / "target.unphased.vcf.gz", model=model)],
+                   [run(REAL, out, args.threads, args.steps, target=REAL / "target.unphased.vcf.gz", model=model,
+                        states=args.states)],
                    out)
             return
-        report(f"real: {REAL.name}", [run(REAL, out, args.threads, args.steps)], out)
+        report(f"real: {REAL.name}", [run(REAL, out, args.threads, args.steps, states=args.states)], out)
         return
     for scenario in SCENARIOS if args.scenario == "all" else [args.scenario]:
         options = {**SCENARIOS[scenario], **(SMALL_SIZES if args.small else {})}
@@ -334,9 +338,9 @@ def main(argv=None) -> None:
                 model = args.out / phased_name / f"seed{seed}" / "spin.model"  # the same panel's model
                 runs.append(run(out / "data", out, args.threads, args.steps,
                                 target=unphased_target(out / "data" / "target.vcf.gz", out / "data"),
-                                model=model if model.exists() else None))
+                                model=model if model.exists() else None, states=args.states))
             else:
-                runs.append(run(out / "data", out, args.threads, args.steps))
+                runs.append(run(out / "data", out, args.threads, args.steps, states=args.states))
         seeds = " ".join(str(s) for s in args.seeds)
         settings = ", ".join(f"{key} {value}" for key, value in options.items())
         targets = ", target unphased" if args.unphased else ""
