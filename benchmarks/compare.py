@@ -10,6 +10,7 @@ divided by Beagle's, per bin and overall.
 
     python benchmarks/compare.py sim [--scenario clean|hard-omni|...|all] [--seeds 1 2 3] [--small] [--unphased]
     python benchmarks/compare.py real [--thin K | --unphased]
+    (either with [--states N] [--fine-tune STEPS] [--threads N] [--out DIR])
 
 `sim` simulates each seed's data set for the named scenario (spinimpute.tools.simulate.SCENARIOS;
 `all` runs them one after another) and reports each metric as mean ± sd over seeds;
