@@ -6,6 +6,7 @@ Nothing here knows about models. Every problem with a file is an `InputFileError
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import os
 import tempfile
@@ -208,18 +209,22 @@ def read_panel(path, *, threads: int = 1, spill: Path | None = None) -> Panel:
 
 
 class _SiteColumns:
-    """A contig's per-site columns (positions, carrier counts, IDs, REF and ALT alleles) appended to
-    unnamed temporary files in `directory` (the spill directory; $TMPDIR without one) as blocks of
-    records are read, and read back once at the end: held in memory as a list of pieces per block,
-    a chromosome's columns took twice their size when joined, and their pieces fragmented the heap."""
+    """A contig's per-site columns (positions, carrier counts, IDs, REF and ALT alleles) appended, as
+    blocks of records are read, to unnamed temporary files in `directory` (the spill directory), or
+    to in-memory buffers without one, and read back once at the end: held as a list of pieces per
+    block, a chromosome's columns took twice their size when joined, and their pieces fragmented the
+    heap."""
 
     NUMERIC: ClassVar[dict[str, type]] = {"pos": np.int64, "count": np.int64}
     TEXT = ("id", "ref", "alt")
 
     def __init__(self, directory: Path | None, files: contextlib.ExitStack):
-        self.location = str(directory if directory is not None else tempfile.gettempdir())
-        self.handles = {}
+        self.location = str(directory)
+        self.handles: dict[str, Any] = {}
         for name in (*self.NUMERIC, *self.TEXT):
+            if directory is None:
+                self.handles[name] = io.BytesIO()
+                continue
             with _writing(self.location):
                 self.handles[name] = files.enter_context(tempfile.TemporaryFile(dir=directory))  # noqa: SIM115
 
@@ -234,9 +239,13 @@ class _SiteColumns:
         """Positions, carrier counts (int64), IDs, REF and ALT alleles, each read back whole."""
         columns: dict[str, np.ndarray] = {}
         for name, handle in self.handles.items():
+            dtype = self.NUMERIC.get(name, np.uint8)
+            if isinstance(handle, io.BytesIO):
+                columns[name] = np.frombuffer(handle.getbuffer(), dtype=dtype).copy()
+                continue
             handle.flush()
             handle.seek(0)
-            columns[name] = np.fromfile(handle, dtype=self.NUMERIC.get(name, np.uint8))
+            columns[name] = np.fromfile(handle, dtype=dtype)
         ids, refs, alts = (Strings.from_lines(columns[name]) for name in self.TEXT)
         return columns["pos"], columns["count"], ids, refs, alts
 
