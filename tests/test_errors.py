@@ -82,42 +82,28 @@ def test_debug_shows_traceback(tmp_path):
     assert result.exit_code != 0 and result.exception is not None
 
 
-def test_a_full_temporary_directory_is_one_line_and_leaves_no_output(tmp_path, small_benchmark, trained_model,
-                                                                     monkeypatch):
-    """A cohort whose results go to a temporary file, on a disk that fills up."""
+@pytest.mark.parametrize(("call", "error", "message"), [
+    ("pwrite", "ENOSPC", "cannot write a large cohort's results to a temporary file: No space left on device"),
+    ("preadv", "EIO", "cannot read a large cohort's results back from a temporary file: Input/output error"),
+])
+def test_a_failing_temporary_file_is_one_line_and_leaves_no_output(tmp_path, small_benchmark, trained_model,
+                                                                    monkeypatch, call, error, message):
+    """A cohort whose results go to a temporary file, on a disk that fills up or fails to read back."""
     import errno
+    import os
 
     from spinimpute.engine import impute
 
-    def no_space(*args):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def failing(*args):
+        code = getattr(errno, error)
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(impute, "GROUP_RESULT_BYTES", 1024)
-    monkeypatch.setattr(impute.os, "pwrite", no_space)
+    monkeypatch.setattr(impute.os, call, failing)
     out = tmp_path / "out.vcf.gz"
     result = CliRunner().invoke(main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"),
                                        "--model", str(trained_model), "-o", str(out)])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
-    assert "cannot write a large cohort's results to a temporary file: No space left on device" in result.output
-    assert not out.exists() and not list(tmp_path.iterdir())
-
-
-def test_a_failing_read_of_the_temporary_file_is_one_line_and_leaves_no_output(tmp_path, small_benchmark,
-                                                                                trained_model, monkeypatch):
-    import errno
-
-    from spinimpute.engine import impute
-
-    def failing_read(*args):
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(impute, "GROUP_RESULT_BYTES", 1024)
-    monkeypatch.setattr(impute.os, "preadv", failing_read)
-    out = tmp_path / "out.vcf.gz"
-    result = CliRunner().invoke(main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"),
-                                       "--model", str(trained_model), "-o", str(out)])
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
-    assert "cannot read a large cohort's results back from a temporary file: Input/output error" in result.output
+    assert message in result.output
     assert not out.exists() and not list(tmp_path.iterdir())
