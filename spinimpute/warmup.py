@@ -7,7 +7,7 @@ import numpy as np
 
 from spinimpute.engine import cpu, phasing_kernels, statistics
 from spinimpute.io import compact_panel, genotype_text, vcf_text
-from spinimpute.model import copying_kernels
+from spinimpute.model import copying_kernels, copying_numpy
 
 
 def compile_kernels() -> None:
@@ -29,7 +29,8 @@ def compile_kernels() -> None:
     gt_ds, gp = np.zeros((4 * 201, 8), np.uint8), np.zeros((101 * 101, 16), np.uint8)  # as genotype_text's tables
     genotype_text.diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp,
                                np.ones(len(gp), np.int64))
-    copying_kernels.candidate_priority(by_site[[1, 3]], query, np.array([0, 2]))
+    for n_candidates in (2, 1):  # all 8 haplotypes ranked; a pool of 4 (`POOL_STATES`) chosen by the PBWT first
+        copying_numpy.select_candidates(by_site, np.array([[0, -1, 1, 0, 1, 1]], dtype=np.int8), n_candidates)
     for dtype in (np.float32, np.int64):  # candidate priorities, and those that rank a chunk's own picks first
         copying_kernels.top_rows(np.zeros((1, 2), dtype), 1)
     line = np.frombuffer(b"20\t1\t.\tA\tG\t.\t.\t.\tGT\t0|1\n", dtype=np.uint8)

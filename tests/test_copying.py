@@ -88,7 +88,7 @@ def _random_problem(seed, n_ref=30, n_query=4, n_sites=60, n_typed=8):
 def test_candidates_equal_a_panel_of_those_rows(seed):
     ref, query, observed, cm, typed = _random_problem(seed)
     rate, error = torch.tensor(5.0, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
-    candidates = copying.select_candidates(ref[:, typed], query, observed, 9, segment_markers=3)
+    candidates = copying.select_candidates(ref[:, typed], query, observed, 9)
     assert candidates.shape == (query.shape[0], 9)
     assert (candidates[:, 1:] > candidates[:, :-1]).all()
     got = copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error, candidates=candidates)
@@ -138,7 +138,7 @@ def test_compiled_kernel_equals_torch_code(with_candidates):
     ref, query, observed, cm, typed = _random_problem(4)
     ref, query, cm = ref.float(), query.float(), cm.float()
     error = torch.tensor(0.01)
-    candidates = copying.select_candidates(ref[:, typed], query, observed, 9, segment_markers=3) if with_candidates else None
+    candidates = copying.select_candidates(ref[:, typed], query, observed, 9) if with_candidates else None
     args = (ref[:, typed], query, observed, cm[typed], ref, cm)
     compiled = copying.impute_sites(*args, torch.tensor(5.0), error, candidates=candidates)
     rate = torch.tensor(5.0, requires_grad=True)
@@ -147,15 +147,35 @@ def test_compiled_kernel_equals_torch_code(with_candidates):
     torch.testing.assert_close(compiled, differentiable.detach(), atol=2e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(50, 7, 3), (300, 40, 9), (700, 101, 6), (400, 330, 5)])  # the last: 3 chunks
-def test_compiled_candidates_equal_torch_code(shape, monkeypatch):
-    n_ref, n_markers, n_query = shape
-    g = torch.Generator().manual_seed(n_ref)
-    ref = (torch.rand(n_ref, n_markers, generator=g) < 0.3).float()
-    query = ref[torch.randint(0, n_ref, (n_query,), generator=g)].clone()
-    flip = torch.rand(n_query, n_markers, generator=g) < 0.05
+def test_torch_candidates_are_the_compiled_selection():
+    """Training (torch tensors) and imputation (numpy) choose the same states."""
+    from spinimpute.model import copying_numpy
+
+    g = torch.Generator().manual_seed(2)
+    ref = (torch.rand(400, 330, generator=g) < 0.3).float()
+    query = ref[torch.randint(0, 400, (5,), generator=g)].clone()
+    flip = torch.rand(5, 330, generator=g) < 0.05
     query[flip] = 1 - query[flip]
-    observed = torch.rand(n_query, n_markers, generator=g) < 0.9
-    compiled = copying.select_candidates(ref, query, observed, n_ref // 5)
-    monkeypatch.setattr(copying, "runs_compiled", lambda *tensors: False)
-    torch.testing.assert_close(compiled, copying.select_candidates(ref, query, observed, n_ref // 5), rtol=0, atol=0)
+    observed = torch.rand(5, 330, generator=g) < 0.9
+    chosen = copying.select_candidates(ref, query, observed, 80)
+    assert chosen.dtype == torch.int64
+    kernel_query = np.where(observed.numpy(), query.numpy(), -1).astype(np.int8)
+    np.testing.assert_array_equal(chosen.numpy(),
+                                  copying_numpy.select_candidates(ref.T.numpy().astype(np.uint8), kernel_query, 80))
+
+
+def test_a_large_panel_ranks_each_querys_pool_of_longest_matches(monkeypatch):
+    from spinimpute.model import copying_numpy, pbwt
+
+    rng = np.random.default_rng(8)
+    founders = rng.integers(0, 2, (6, 150))
+    markers = (founders[rng.integers(0, 6, 300)] ^ (rng.random((300, 150)) < 0.05)).T.astype(np.uint8)
+    query = markers[:, [5, 77, 150, 299]].T.astype(np.int8)
+    query[:, ::9] = -1
+    chosen = copying_numpy.select_candidates(markers, query, 20)  # 300 > 4 x 20: pools of 80
+    pool = pbwt.select_candidates(markers, query, copying_numpy.POOL_STATES * 20)
+    for q, template in enumerate([5, 77, 150, 299]):
+        assert set(chosen[q]) <= set(pool[q]) and template in chosen[q]
+    monkeypatch.setattr(copying_numpy, "POOL_STATES", 15)  # 300 <= 15 x 20: every haplotype ranked
+    every = copying_numpy.select_candidates(markers, query, 20)
+    assert all(template in every[q] for q, template in enumerate([5, 77, 150, 299]))

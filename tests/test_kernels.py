@@ -43,18 +43,6 @@ def test_groups_are_the_distinct_sequences_numbered_by_first_appearance(alt_rate
         np.testing.assert_array_equal(group_of[k], want[inverse.ravel()])
 
 
-@pytest.mark.parametrize("dtype,scale", [(np.float32, 1), (np.float32, 3404), (np.int64, 10**9)])
-def test_top_rows_keep_the_highest_priorities_and_the_lowest_index_ties(dtype, scale):
-    rng = np.random.default_rng(5)
-    priority = (rng.integers(-6, 7, (40, 3000)) * scale + rng.integers(-2, 2, (40, 3000))).astype(dtype)
-    for n_top in (1, 17, 400, 2999, 3000):
-        # The reference: sort by priority (highest first), then index (lowest first).
-        order = np.lexsort((np.broadcast_to(np.arange(3000), priority.shape), -priority.astype(np.int64)), axis=1)
-        expected = np.sort(order[:, :n_top], axis=1)
-        for threads in (1, 3):
-            np.testing.assert_array_equal(copying_kernels.top_rows(priority, n_top, threads=threads), expected)
-
-
 def test_site_sums_follow_ploidy():
     rng = np.random.default_rng(2)
     p = rng.random((7, 10)).astype(np.float32)  # 5 samples

@@ -67,14 +67,11 @@ class CpuImputer:
     def mismatch(self) -> np.ndarray:
         return np.float32(1.0) / (np.float32(1.0) + np.exp(-self.weights["logit_mismatch"]))
 
-    def copy_probabilities(self, *, markers: np.ndarray, query: np.ndarray, marker_cm: np.ndarray,
-                           site_cm: np.ndarray, groups: copying_numpy.SiteGroups) -> np.ndarray:
+    def copy_probabilities(self, *, markers: np.ndarray, query: np.ndarray, candidates: np.ndarray | None,
+                           marker_cm: np.ndarray, site_cm: np.ndarray, groups: copying_numpy.SiteGroups) -> np.ndarray:
         """The copying model's ALT probabilities (Q, J) float32: `Imputer.copy_probabilities`, as
         `SpinImputer.copy_probabilities` computes them."""
         n_ref = markers.shape[1]
-        candidates = None
-        if n_ref > self.copying_states:
-            candidates = copying_numpy.select_candidates(markers, query, self.copying_states, threads=self.threads)
         return copying_numpy.posteriors(markers, query, candidates, marker_cm, site_cm, groups,
                                         self.switch_rate(n_ref), self.mismatch(), threads=self.threads)
 

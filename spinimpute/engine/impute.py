@@ -39,6 +39,8 @@ CONTEXT_MARKERS = 192
 # Sites of consecutive windows' cores imputed in one run of the copying model, so that
 # the context markers are paid once per group rather than once per window.
 HMM_BLOCK_SITES = 64000
+# Target haplotypes whose copying states are chosen at once (at most; or one query batch).
+SELECTION_HAPLOTYPES = 8192
 # Bytes of a group's results (float32 per core site and target haplotype) held in memory until its
 # windows are written. A larger cohort's results go to a temporary file (in TMPDIR) batch by batch
 # and are read back in pieces of SPILL_PIECE_BYTES, so that memory does not grow with the cohort and
@@ -85,13 +87,13 @@ class ImputedBlock:
     haploid: np.ndarray | None = None
 
 
-def query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n_ref: int = 0, n_sites: int = 0,
+def query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n_sites: int = 0,
                      budget: int | None = None) -> int:
     """Query haplotypes per batch within `budget` bytes (QUERY_BATCH_BUDGET by default)."""
     if compiled:
         # The compiled copying model keeps its state per thread: what grows with the batch is
-        # candidate selection's (Q, R) scores and the float32 probabilities and logits of the sites.
-        per_query = 24 * n_ref + 16 * n_sites
+        # the float32 probabilities and logits of the sites.
+        per_query = 16 * n_sites
     else:
         # The torch copying model at its peak, per marker and state: the gathered states, emissions,
         # alpha and gamma as lists and stacked (float32), and the states' int64 interval groups.
@@ -255,8 +257,18 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
         contig.packed_haplotypes[g_lo:g_hi], n_ref, copying_numpy.interval_bounds(marker_cm, site_cm), threads=model.threads
     ) if len(marker_sites) else None
     batch = query_batch_size(len(marker_sites), min(n_ref, model.copying_states), compiled=model.compiled,
-                             n_ref=n_ref, n_sites=g_hi - g_lo, budget=model.memory_budget)
+                             n_sites=g_hi - g_lo, budget=model.memory_budget)
     batch = max(2, batch - batch % 2)  # whole samples: averaging phasings needs both haplotypes of each
+    # Candidate states are chosen for several batches at once (a PBWT pass over a large panel serves
+    # any number of queries), SELECTION_HAPLOTYPES or one batch at a time.
+    selection_span = batch * max(1, SELECTION_HAPLOTYPES // batch)
+
+    def states_of(query: np.ndarray) -> np.ndarray | None:
+        """(Q, K) candidate states of the (Q, M) query haplotypes; None where the copying model runs over all."""
+        if groups is None or n_ref <= model.copying_states:
+            return None
+        return copying_numpy.select_candidates(markers, query, model.copying_states, threads=model.threads)
+
     per_window = []
     for w_index, w, (lo_w, hi_w) in zip(group, windows, spans):
         features = site_features(contig.alt_freq[w.start : w.stop], contig.cm[w.start : w.stop])
@@ -273,11 +285,11 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
             per_window[-1]["last_marker"] = np.maximum(
                 np.searchsorted(marker_sites, np.arange(w.core_start, w.core_stop), side="right") - 1, 0)
 
-    def core_probabilities(query: np.ndarray) -> list[np.ndarray]:
+    def core_probabilities(query: np.ndarray, candidates: np.ndarray | None) -> list[np.ndarray]:
         """(core sites, Q) ALT probabilities of each window for the (Q, M) query haplotypes."""
         if groups is not None:  # typed markers in reach
-            hmm_prob = model.copy_probabilities(markers=markers, query=query, marker_cm=marker_cm,
-                                                site_cm=site_cm, groups=groups)
+            hmm_prob = model.copy_probabilities(markers=markers, query=query, candidates=candidates,
+                                                marker_cm=marker_cm, site_cm=site_cm, groups=groups)
         else:
             hmm_prob = np.broadcast_to(contig.alt_freq[g_lo:g_hi].astype(np.float32), (len(query), g_hi - g_lo))
         return [
@@ -294,8 +306,11 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
     changed = np.asarray(flips.any(axis=1) & ~flips.all(axis=1))  # (n_draws, n_samples)
     for h0 in range(0, n_target_haps, batch):
         h1 = min(n_target_haps, h0 + batch)  # whole samples: batch is even
+        if h0 % selection_span == 0:
+            span_start, span_states = h0, states_of(target_alleles[h0 : h0 + selection_span])
         samples = np.arange(h0 // 2, h1 // 2)
-        outs = core_probabilities(target_alleles[h0:h1])
+        outs = core_probabilities(target_alleles[h0:h1],
+                                  None if span_states is None else span_states[h0 - span_start : h1 - span_start])
         if n_phasings > 1:
             both_alt = [prob[:, 0::2] * prob[:, 1::2] for prob in outs]
             # Each unchanged sample takes the most likely phase's result once per drawn phasing.
@@ -309,7 +324,8 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
                     continue
                 haps = np.stack([2 * redo, 2 * redo + 1], axis=1).ravel()
                 query = np.ascontiguousarray(_swap_slots(alleles[:, haps], flips[draw][:, redo]).T, dtype=np.int8)
-                for prob, both, part, core_prob in zip(outs, both_alt, per_window, core_probabilities(query)):
+                for prob, both, part, core_prob in zip(outs, both_alt, per_window,
+                                                       core_probabilities(query, states_of(query))):
                     swapped = flips[draw][np.ix_(part["last_marker"], redo)]
                     prob[:, haps - h0] += _swap_slots(core_prob, swapped)
                     both[:, redo - h0 // 2] += core_prob[:, 0::2] * core_prob[:, 1::2]

@@ -14,7 +14,7 @@ import numpy as np
 
 from spinimpute.engine import phasing_kernels
 from spinimpute.engine.cpu import CpuImputer
-from spinimpute.model import copying_numpy
+from spinimpute.model import copying_numpy, pbwt
 from spinimpute.panel import ReferenceContig, Window
 from spinimpute.target import TargetContig
 
@@ -199,7 +199,7 @@ def _fit_order(misfit: np.ndarray, chunk_total: int) -> np.ndarray:
     chunk of CANDIDATE_CHUNK_MARKERS markers' own best (`chunk_total` over all chunks, when
     there are two or more), then all of them by the count over every marker."""
     overall = np.argsort(misfit.sum(axis=0), kind="stable")
-    cuts = copying_numpy.chunk_cuts(len(misfit), CANDIDATE_CHUNK_MARKERS)
+    cuts = pbwt.chunk_cuts(len(misfit), CANDIDATE_CHUNK_MARKERS)
     if len(cuts) < 3:
         return overall
     share = max(1, chunk_total // (len(cuts) - 1))

@@ -27,13 +27,15 @@ class Imputer(Protocol):
     compiled: bool
     memory_budget: int | None
 
-    def copy_probabilities(self, *, markers: np.ndarray, query: np.ndarray, marker_cm: np.ndarray,
-                           site_cm: np.ndarray, groups: SiteGroups) -> np.ndarray:
+    def copy_probabilities(self, *, markers: np.ndarray, query: np.ndarray, candidates: np.ndarray | None,
+                           marker_cm: np.ndarray, site_cm: np.ndarray, groups: SiteGroups) -> np.ndarray:
         """The copying model's (Q, J) float32 ALT probabilities.
 
         Args:
             markers: (M, R) uint8 reference alleles at the typed markers (M >= 1), marker-major.
             query: (Q, M) int8 query alleles, -1 where missing.
+            candidates: (Q, K) int32 panel haplotypes that are each query's states, increasing
+                (`spinimpute.model.copying_numpy.select_candidates`), or None for all R.
             marker_cm, site_cm: (M,) and (J,) float32 genetic positions.
             groups: the reference haplotypes grouped between these markers over these sites.
         """

@@ -50,13 +50,13 @@ class TorchImputer:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, dtype)
 
     @torch.inference_mode()
-    def copy_probabilities(self, *, markers, query, marker_cm, site_cm, groups) -> np.ndarray:
+    def copy_probabilities(self, *, markers, query, candidates, marker_cm, site_cm, groups) -> np.ndarray:
         """(Q, J) float32; arguments as `CpuImputer.copy_probabilities`."""
         query_t = self._tensor(query, torch.int64)
         hmm_prob = self.network.copy_probabilities(
             ref_typed=self._tensor(markers.T, torch.float32), query_typed=query_t.clamp(min=0).float(),
             observed=query_t >= 0, marker_cm=self._tensor(marker_cm), ref_sites=None, site_cm=self._tensor(site_cm),
-            groups=groups,
+            groups=groups, candidates=None if candidates is None else self._tensor(candidates, torch.int64),
         )
         return hmm_prob.float().cpu().numpy()
 

@@ -15,8 +15,6 @@ Shapes: Q query haplotypes, R reference haplotypes, M typed markers, J sites to 
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import torch
 
@@ -121,84 +119,22 @@ def forward_backward(
     return torch.stack(alphas, dim=1), torch.stack(gammas, dim=1)
 
 
-def select_candidates(
-    ref_typed: torch.Tensor, query_typed: torch.Tensor, observed: torch.Tensor, n_candidates: int,
-    *, segment_markers: int = 16,
-) -> torch.Tensor:
-    """Reference haplotypes that each query copies from most plausibly, as IMPUTE5 preselects states.
-
-    The markers are cut into segments; a haplotype ranks by how close its match over
-    some segment and its two neighbours comes to the best match there, so that every
-    stretch of the window keeps its own close templates (what template switching
-    needs); ties go to the better match over the whole window. Over many markers
-    (`copying_numpy.chunk_cuts`) each chunk first picks its own `copying_numpy.chunk_quota` best rows
-    by that rank over its markers, and the rest are filled by the rank over all of them.
-    Cost: one (Q, M) x (M, R) product per pass and a top-k per chunk.
+def select_candidates(ref_typed: torch.Tensor, query_typed: torch.Tensor, observed: torch.Tensor,
+                      n_candidates: int) -> torch.Tensor:
+    """Reference haplotypes that each query copies from most plausibly (`copying_numpy.select_candidates`,
+    on the CPU whatever the tensors' device: its PBWT pass is sequential over markers).
 
     Args:
         ref_typed: (R, M) reference alleles at the markers.
         query_typed: (Q, M) query alleles; observed: (Q, M) bool.
-        n_candidates: K < R states to keep per query.
+        n_candidates: K <= R states to keep per query.
 
     Returns:
-        (Q, K) long indices into the reference rows, increasing along each row.
+        (Q, K) long indices into the reference rows, increasing along each row, on the tensors' device.
     """
-    n_markers = ref_typed.shape[1]
-    if runs_compiled(ref_typed) and segment_markers == copying_numpy.SEGMENT_MARKERS:
-        markers, query = _kernel_alleles(ref_typed, query_typed, observed)
-        chosen = copying_numpy.select_candidates(markers, query, n_candidates, threads=torch.get_num_threads())
-        return torch.from_numpy(chosen).long()
-    priority = _candidate_priority(ref_typed, query_typed, observed, segment_markers)
-    chunks = copying_numpy.chunk_cuts(n_markers)
-    if len(chunks) > 2:
-        quota = copying_numpy.chunk_quota(n_candidates, len(chunks) - 1)
-        local = torch.zeros(priority.shape, dtype=torch.bool, device=priority.device)
-        for lo, hi in itertools.pairwise(chunks):
-            own = _candidate_priority(ref_typed[:, lo:hi], query_typed[:, lo:hi], observed[:, lo:hi], segment_markers)
-            local.scatter_(1, _top_rows(own, quota), True)
-        span = priority.max() - priority.min() + 1
-        priority = priority.double() + local.double() * span.double()
-    return _top_rows(priority, n_candidates)
-
-
-def _top_rows(priority: torch.Tensor, k: int) -> torch.Tensor:
-    """(Q, k) indices of each row's k highest (exact integer) priorities, increasing; ties to the
-    lower index, as in `copying_numpy.top_candidates`."""
-    n_ref = priority.shape[1]
-    key = priority.double() * n_ref - torch.arange(n_ref, device=priority.device)
-    return torch.topk(key, k, dim=1, sorted=False).indices.sort(dim=1).values
-
-
-def _candidate_priority(ref_typed, query_typed, observed, segment_markers: int) -> torch.Tensor:
-    """(Q, R) priorities of `select_candidates` over these markers (`copying_kernels.candidate_priority`)."""
-    n_markers = ref_typed.shape[1]
-    cuts = copying_numpy.segment_cuts(n_markers, segment_markers)
-    n_segments = len(cuts) - 1
-    x = (2.0 * query_typed - 1.0) * observed  # +1 ALT, -1 REF, 0 missing
-    y = 2.0 * ref_typed - 1.0
-
-    def matches(i: int) -> torch.Tensor | None:  # (Q, R) matches minus mismatches over segment i
-        return x[:, cuts[i] : cuts[i + 1]] @ y[:, cuts[i] : cuts[i + 1]].T if 0 <= i < n_segments else None
-
-    # Segments are visited with their two neighbours in a rolling window, so memory stays O(Q R).
-    first = matches(0)
-    assert first is not None  # at least one segment
-    before: torch.Tensor | None = None
-    here: torch.Tensor | None = first
-    after = matches(1)
-    total = first.clone()
-    shortfall = torch.full_like(first, -float("inf"))
-    for i in range(n_segments):
-        assert here is not None  # segment i's scores
-        local = here.clone()
-        for neighbour in (before, after):
-            if neighbour is not None:
-                local += neighbour
-        torch.maximum(shortfall, local - local.amax(dim=1, keepdim=True), out=shortfall)  # 0 for some segment's best
-        if after is not None:
-            total += after
-        before, here, after = here, after, matches(i + 2)
-    return shortfall * (4.0 * n_markers + 4.0) + total
+    markers, query = _kernel_alleles(ref_typed.cpu(), query_typed.cpu(), observed.cpu())
+    chosen = copying_numpy.select_candidates(markers, query, n_candidates, threads=torch.get_num_threads())
+    return torch.from_numpy(chosen).to(ref_typed.device, torch.int64)
 
 
 class GroupSequences:
@@ -330,8 +266,8 @@ def impute_sites(
 
 def _kernel_alleles(ref_typed, query_typed, observed) -> tuple[np.ndarray, np.ndarray]:
     """The kernels' inputs: (M, R) uint8 reference alleles, marker-major, and (Q, M) int8 query alleles, -1 missing."""
-    query = torch.where(observed, query_typed.round(), -1.0).to(torch.int8)
-    return ref_typed.T.to(torch.uint8).numpy(), query.numpy()
+    query = torch.where(observed, query_typed.detach().round(), -1.0).to(torch.int8)
+    return ref_typed.detach().T.to(torch.uint8).numpy(), query.numpy()
 
 
 def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, site_cm, rate_per_cm, error, candidates,

@@ -188,16 +188,19 @@ def _pack_segments(bits, cuts, packed, lo, hi):  # pragma: no cover - compiled
 
 
 @compiled
-def _candidate_priority(ref_packed, alt_packed, observed_packed, scale, priority, q_lo,
+def _candidate_priority(ref_packed, alt_packed, observed_packed, pool, scale, priority, q_lo,
                         q_hi):  # pragma: no cover - compiled
-    n_segments, n_ref = ref_packed.shape
+    n_segments = ref_packed.shape[0]
+    n_ref = pool.shape[1]  # the rows ranked: each query's pool
     rolling = np.zeros((3, n_ref), np.int16)  # segment scores: before, here, after (rotating rows)
     total = np.zeros(n_ref, np.int32)
     shortfall = np.zeros(n_ref, np.int16)
     for q in range(q_lo, q_hi):
         total[:] = 0
+        rows = pool[q]
         for slot in range(min(2, n_segments)):
-            _segment_score(ref_packed[slot], alt_packed[slot, q], observed_packed[slot, q], rolling[(slot + 1) % 3])
+            _segment_score(ref_packed[slot], rows, alt_packed[slot, q], observed_packed[slot, q],
+                           rolling[(slot + 1) % 3])
         for i in range(n_segments):
             before, here, after = rolling[i % 3], rolling[(i + 1) % 3], rolling[(i + 2) % 3]
             # Each case a loop of its own, without branches, so that it vectorises. The local
@@ -228,7 +231,7 @@ def _candidate_priority(ref_packed, alt_packed, observed_packed, scale, priority
                     shortfall[r] = max(shortfall[r], before[r] - best)
                     total[r] += here[r]
             if i + 2 < n_segments:
-                _segment_score(ref_packed[i + 2], alt_packed[i + 2, q], observed_packed[i + 2, q], before)
+                _segment_score(ref_packed[i + 2], rows, alt_packed[i + 2, q], observed_packed[i + 2, q], before)
         for r in range(n_ref):
             priority[q, r] = np.int64(shortfall[r]) * scale + total[r]
 
@@ -243,17 +246,18 @@ def _popcount16(x):  # pragma: no cover - compiled
 
 
 @compiled
-def _segment_score(ref_bits, alt, observed, out):  # pragma: no cover - compiled
-    """Matches minus mismatches of one query with every reference row over a segment."""
+def _segment_score(ref_bits, rows, alt, observed, out):  # pragma: no cover - compiled
+    """Matches minus mismatches of one query with the reference rows `rows` over a segment."""
     alt_bits = np.int32(alt)
     observed_bits = np.int32(observed)
     n_observed = _popcount16(observed_bits)
-    for r in range(ref_bits.shape[0]):
-        out[r] = np.int16(n_observed - 2 * _popcount16((np.int32(ref_bits[r]) ^ alt_bits) & observed_bits))
+    for j in range(rows.shape[0]):
+        out[j] = np.int16(n_observed - 2 * _popcount16((np.int32(ref_bits[rows[j]]) ^ alt_bits) & observed_bits))
 
 
-def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray, *, threads: int = 1) -> np.ndarray:
-    """Each reference row's priority as a copying state of each query (see `spinimpute.model.copying.select_candidates`).
+def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray, pool: np.ndarray, *,
+                       threads: int = 1) -> np.ndarray:
+    """The priority of each query's pool rows as its copying states (see `copying_numpy.select_candidates`).
 
     Over the marker segments [cuts[i], cuts[i + 1]) (at most 16 markers each), a row's
     score in a segment is its matches minus mismatches with the query's observed alleles;
@@ -265,9 +269,10 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
         markers: (M, R) uint8 reference alleles at the markers, marker-major.
         query: (Q, M) int8 query alleles, -1 where missing.
         cuts: (S + 1,) int64 segment bounds, from 0 to M.
+        pool: (Q, P) int32 reference rows to rank for each query.
 
     Returns:
-        (Q, R) float32 shortfall * (4 M + 4) + total, exact integers.
+        (Q, P) float32 shortfall * (4 M + 4) + total, exact integers.
     """
     n_markers, n_ref = markers.shape
     n_segments = len(cuts) - 1
@@ -281,8 +286,8 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
     observed_packed = np.zeros((n_segments, query.shape[1]), np.uint16)
     _pack_segments(np.ascontiguousarray(query == 1, dtype=np.uint8), cuts, alt_packed, 0, n_segments)
     _pack_segments(np.ascontiguousarray(query >= 0, dtype=np.uint8), cuts, observed_packed, 0, n_segments)
-    priority = np.empty((query.shape[1], n_ref), np.float32)
-    run_parts(_candidate_priority, query.shape[1], threads, ref_packed, alt_packed, observed_packed,
+    priority = np.empty(pool.shape, np.float32)
+    run_parts(_candidate_priority, query.shape[1], threads, ref_packed, alt_packed, observed_packed, pool,
               4 * n_markers + 4, priority)
     return priority
 

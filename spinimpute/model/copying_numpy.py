@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinimpute.model import copying_kernels
+from spinimpute.model import copying_kernels, pbwt
 
 # Markers per segment of candidate preselection; the compiled kernel packs a segment into 16 bits.
 SEGMENT_MARKERS = 16
-# Markers per chunk of candidate preselection: each chunk of a copying-model run contributes
-# its own best templates, so that one run over a long stretch (a group of windows, up to
-# 64,000 sites) keeps close templates for each part of it (BENCHMARKS.md, constants).
-CHUNK_MARKERS = 100
+# A panel of more than POOL_STATES times the copying states ranks only each query's pool of that
+# many haplotypes, those with the longest exact matches to it (BENCHMARKS.md, preselection).
+POOL_STATES = 4
 
 
 def switch_probability(distance_cm: np.ndarray, rate_per_cm) -> np.ndarray:
@@ -113,13 +112,6 @@ def top_candidates(priority: np.ndarray, n_candidates: int, *, threads: int = 1)
     return copying_kernels.top_rows(priority, n_candidates, threads=threads)
 
 
-def chunk_cuts(n_markers: int, chunk_markers: int = CHUNK_MARKERS) -> list[int]:
-    """Bounds of the marker chunks of candidate preselection: as equal as can be, each of at least
-    `chunk_markers` markers (a single chunk for fewer than twice that)."""
-    n_chunks = max(1, n_markers // chunk_markers)
-    return np.linspace(0, n_markers, n_chunks + 1).round().astype(np.int64).tolist()
-
-
 def chunk_quota(n_candidates: int, n_chunks: int) -> int:
     """Candidates each chunk picks by its own priority."""
     return -(-n_candidates // n_chunks)
@@ -134,31 +126,42 @@ def local_first(priority: np.ndarray, local: np.ndarray) -> np.ndarray:
 
 
 def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int, *, threads: int = 1) -> np.ndarray:
-    """Reference haplotypes that each query copies from most plausibly (see `spinimpute.model.copying.select_candidates`).
+    """Reference haplotypes that each query copies from most plausibly, as IMPUTE5 preselects states.
 
-    Each chunk of markers (`chunk_cuts`) picks its `chunk_quota` best rows by the priority over
-    its own markers; those come first, then the rest by the priority over all markers.
+    The markers are cut into segments; a haplotype ranks by how close its match over some
+    segment and its two neighbours comes to the best match there, so that every stretch
+    keeps its own close templates (what template switching needs); ties go to the better
+    match over all markers. Each chunk of markers (`pbwt.chunk_cuts`) first picks its
+    `chunk_quota` best rows by that rank over its own markers; the rest are filled by the
+    rank over all of them. In a panel of more than POOL_STATES times K haplotypes, only each
+    query's pool is ranked: the POOL_STATES * K with the longest exact matches to it
+    (`pbwt.select_candidates`), so that the cost does not grow with the panel.
 
     Args:
         markers: (M, R) uint8 reference alleles at the markers, marker-major.
         query: (Q, M) int8 query alleles, -1 where missing.
-        n_candidates: K < R states to keep per query.
+        n_candidates: K <= R states to keep per query.
 
     Returns:
         (Q, K) int32 indices into the reference rows, increasing along each row.
     """
-    n_markers = markers.shape[0]
-    priority = copying_kernels.candidate_priority(markers, query, np.asarray(segment_cuts(n_markers)), threads=threads)
-    chunks = chunk_cuts(n_markers)
+    n_markers, n_ref = markers.shape
+    if n_ref > POOL_STATES * n_candidates:
+        pool = pbwt.select_candidates(markers, query, POOL_STATES * n_candidates, threads=threads)
+    else:
+        pool = np.broadcast_to(np.arange(n_ref, dtype=np.int32), (query.shape[0], n_ref))
+    priority = copying_kernels.candidate_priority(markers, query, np.asarray(segment_cuts(n_markers)), pool,
+                                                  threads=threads)
+    chunks = pbwt.chunk_cuts(n_markers)
     if len(chunks) > 2:
         quota = chunk_quota(n_candidates, len(chunks) - 1)
         local = np.zeros(priority.shape, dtype=bool)
         for lo, hi in itertools.pairwise(chunks):
-            own = copying_kernels.candidate_priority(markers[lo:hi], query[:, lo:hi],
-                                                     np.asarray(segment_cuts(hi - lo)), threads=threads)
+            own = copying_kernels.candidate_priority(markers[lo:hi], query[:, lo:hi], np.asarray(segment_cuts(hi - lo)),
+                                                     pool, threads=threads)
             np.put_along_axis(local, top_candidates(own, quota, threads=threads).astype(np.int64), True, axis=1)
         priority = local_first(priority, local)
-    return top_candidates(priority, n_candidates, threads=threads)
+    return np.take_along_axis(pool, top_candidates(priority, n_candidates, threads=threads), axis=1)
 
 
 def posteriors(markers, query, candidates, marker_cm, site_cm, groups: SiteGroups, rate_per_cm, error, *,

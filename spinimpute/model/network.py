@@ -261,13 +261,15 @@ class SpinImputer(nn.Module):
         ref_sites: torch.Tensor | None,
         site_cm: torch.Tensor,
         groups: copying.SiteGroups | None = None,
+        candidates: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The semi-parametric path: Li-Stephens posterior ALT probabilities (Q, J).
 
         Shapes as in `spinimpute.model.copying.impute_sites`; `groups` may be shared by batches, and
         with them and at least one typed marker, `ref_sites` is not read (may be None).
         The switch rate follows the whole panel's size, the states are at most
-        `copying_states` candidates per query.
+        `copying_states` candidates per query: `candidates` (Q, K) where the caller chose them
+        (`copying.select_candidates`), else chosen here.
         """
         if ref_typed.shape[1] == 0:
             if ref_sites is None:
@@ -275,8 +277,7 @@ class SpinImputer(nn.Module):
             freq = ref_sites.float().mean(dim=0)
             return freq.expand(query_typed.shape[0], -1).clone()
         n_ref = ref_typed.shape[0]
-        candidates = None
-        if n_ref > self.copying_states:
+        if candidates is None and n_ref > self.copying_states:
             candidates = copying.select_candidates(ref_typed, query_typed, observed, self.copying_states)
         return copying.impute_sites(
             ref_typed,
