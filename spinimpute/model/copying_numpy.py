@@ -22,7 +22,7 @@ from spinimpute.model import copying_kernels, pbwt
 SEGMENT_MARKERS = 16
 # A panel of more than POOL_STATES times the copying states ranks only each query's pool of that
 # many haplotypes, those with the longest exact matches to it (BENCHMARKS.md, preselection).
-POOL_STATES = 4
+POOL_STATES = 2
 
 
 def switch_probability(distance_cm: np.ndarray, rate_per_cm) -> np.ndarray:
