@@ -26,6 +26,9 @@ def test_neighbours_are_the_longest_exact_matches(seed):
     samples = np.flatnonzero(rng.random(n_markers) < 0.5)
     n_neighbours = int(rng.integers(1, n_ref + 1))
     ids, lengths = pbwt.longest_matches(markers, query, samples, n_neighbours, threads=2)
+    in_parts = pbwt.longest_matches(markers, query, samples, n_neighbours, threads=5)  # the queries in two parts
+    np.testing.assert_array_equal(in_parts[0], ids)
+    np.testing.assert_array_equal(in_parts[1], lengths)
     equal = markers.T[None] == query[:, None]  # (Q, R, M)
     for q in range(len(query)):
         for s, k in enumerate(samples):

@@ -36,7 +36,7 @@ SAMPLE_STEP = 16
 # more samples names distinct haplotypes (BENCHMARKS.md, preselection).
 NEIGHBOURS = 128
 # Bytes of the matches (ids and lengths) of a batch of queries.
-SELECTION_BYTES = 128 * 2**20
+SELECTION_BYTES = 256 * 2**20
 
 
 @compiled
@@ -155,7 +155,8 @@ def _pass(markers, query, samples, n_neighbours, ids, lengths):  # pragma: no co
 def longest_matches(markers: np.ndarray, query: np.ndarray, samples: np.ndarray, n_neighbours: int, *,
                     threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Each query's panel haplotypes with the longest exact matches ending at (left to right) and
-    starting at (right to left) each sampled marker; the two passes run at once on two threads.
+    starting at (right to left) each sampled marker; the two directions run at once, each in
+    `threads // 2` parts of the queries.
 
     A missing query allele follows the neighbour that the query matches longer, so it breaks
     no match with that side.
@@ -177,22 +178,25 @@ def longest_matches(markers: np.ndarray, query: np.ndarray, samples: np.ndarray,
     n_query, n_markers = query.shape
     ids = np.empty((2, n_query, len(samples), n_neighbours), np.int32)
     lengths = np.empty_like(ids)
-    reversed_markers, reversed_query = np.ascontiguousarray(markers[::-1]), np.ascontiguousarray(query[:, ::-1])
-    reversed_samples = (n_markers - 1 - samples)[::-1].copy()
+    directions = [(markers, query, samples),
+                  (np.ascontiguousarray(markers[::-1]), np.ascontiguousarray(query[:, ::-1]),
+                   (n_markers - 1 - samples)[::-1].copy())]
+    # Each direction's queries in threads // 2 parts, each part a pass of its own: the passes
+    # over the panel repeat, but they are the smaller share (a few tenths of a second per pass).
+    parts = np.linspace(0, n_query, max(1, min(threads // 2, n_query)) + 1).round().astype(int)
+    tasks = [(d, int(lo), int(hi)) for d in range(2) for lo, hi in itertools.pairwise(parts) if hi > lo]
 
-    def left_to_right() -> None:
-        _pass(markers, query, samples, n_neighbours, ids[0], lengths[0])
-
-    def right_to_left() -> None:
-        _pass(reversed_markers, reversed_query, reversed_samples, n_neighbours, ids[1], lengths[1])
+    def run(d: int, lo: int, hi: int) -> None:
+        panel, queries, marks = directions[d]
+        _pass(panel, queries[lo:hi], marks, n_neighbours, ids[d, lo:hi], lengths[d, lo:hi])
 
     if threads > 1:
-        with ThreadPoolExecutor(2) as pool:
-            for future in [pool.submit(left_to_right), pool.submit(right_to_left)]:
+        with ThreadPoolExecutor(min(threads, len(tasks))) as pool:
+            for future in [pool.submit(run, *task) for task in tasks]:
                 future.result()
     else:
-        left_to_right()
-        right_to_left()
+        for task in tasks:
+            run(*task)
     return ids, lengths
 
 
