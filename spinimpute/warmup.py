@@ -29,8 +29,9 @@ def compile_kernels() -> None:
     gt_ds, gp = np.zeros((4 * 201, 8), np.uint8), np.zeros((101 * 101, 16), np.uint8)  # as genotype_text's tables
     genotype_text.diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp,
                                np.ones(len(gp), np.int64))
-    for n_candidates in (2, 1):  # all 8 haplotypes ranked; a pool of 4 (`POOL_STATES`) chosen by the PBWT first
-        copying_numpy.select_candidates(by_site, np.array([[0, -1, 1, 0, 1, 1]], dtype=np.int8), n_candidates)
+    two_queries = np.array([[0, -1, 1, 0, 1, 1], [1, 1, 0, 0, -1, 0]], dtype=np.int8)
+    for n_candidates in (4, 1):  # all 8 haplotypes ranked (a read-only broadcast pool); a PBWT pool of 2 x 1
+        copying_numpy.select_candidates(by_site, two_queries, n_candidates)
     for dtype in (np.float32, np.int64):  # candidate priorities, and those that rank a chunk's own picks first
         copying_kernels.top_rows(np.zeros((1, 2), dtype), 1)
     line = np.frombuffer(b"20\t1\t.\tA\tG\t.\t.\t.\tGT\t0|1\n", dtype=np.uint8)

@@ -172,7 +172,7 @@ def test_a_large_panel_ranks_each_querys_pool_of_longest_matches(monkeypatch):
     markers = (founders[rng.integers(0, 6, 300)] ^ (rng.random((300, 150)) < 0.05)).T.astype(np.uint8)
     query = markers[:, [5, 77, 150, 299]].T.astype(np.int8)
     query[:, ::9] = -1
-    chosen = copying_numpy.select_candidates(markers, query, 20)  # 300 > 4 x 20: pools of 80
+    chosen = copying_numpy.select_candidates(markers, query, 20)  # 300 > 2 x 20: pools of 40
     pool = pbwt.select_candidates(markers, query, copying_numpy.POOL_STATES * 20)
     for q, template in enumerate([5, 77, 150, 299]):
         assert set(chosen[q]) <= set(pool[q]) and template in chosen[q]

@@ -226,3 +226,27 @@ def test_a_large_cohort_gets_the_same_records_through_a_temporary_file(trained_m
             records[name] = [line for line in lines if not line.startswith("#")]
         assert len(opened) == (0 if name == "memory" else 1)
     assert len(records["file"]) > 300 and records["file"] == records["memory"]
+
+
+@pytest.mark.parametrize("phased", [True, False])
+def test_states_chosen_a_span_at_a_time_give_the_same_records(trained_model, small_benchmark, unphased_target,
+                                                              tmp_path, monkeypatch, phased):
+    """The engine chooses copying states for spans of target haplotypes; where the spans fall changes nothing."""
+    import gzip
+
+    from spinimpute.engine import impute
+    from spinimpute.jobs import impute_job
+
+    target = small_benchmark / "target.vcf.gz" if phased else unphased_target
+    monkeypatch.setattr(impute, "query_batch_size", lambda *args, **kwargs: 6)  # three samples a batch
+    records = {}
+    whole = impute.SELECTION_HAPLOTYPES
+    for span in (whole, 12):  # all 40 target haplotypes at once; spans of 12
+        monkeypatch.setattr(impute, "SELECTION_HAPLOTYPES", span)
+        out = tmp_path / f"span{span}.vcf.gz"
+        # 40 states of the panel's 300 haplotypes: each target haplotype's PBWT pool of 80 is ranked.
+        impute_job(target_path=target, model_path=trained_model, out_path=out, device="cpu", progress=False,
+                   threads=2, copying_states=40)
+        with gzip.open(out, "rt") as lines:
+            records[span] = [line for line in lines if not line.startswith("#")]
+    assert len(records[12]) > 300 and records[12] == records[whole]

@@ -43,6 +43,42 @@ def test_groups_are_the_distinct_sequences_numbered_by_first_appearance(alt_rate
         np.testing.assert_array_equal(group_of[k], want[inverse.ravel()])
 
 
+@pytest.mark.parametrize("dtype,scale", [(np.float32, 1), (np.float32, 3404), (np.int64, 10**9)])
+def test_top_rows_keep_the_highest_priorities_and_the_lowest_index_ties(dtype, scale):
+    rng = np.random.default_rng(5)
+    priority = (rng.integers(-6, 7, (40, 3000)) * scale + rng.integers(-2, 2, (40, 3000))).astype(dtype)
+    for n_top in (1, 17, 400, 2999, 3000):
+        # The reference: sort by priority (highest first), then index (lowest first).
+        order = np.lexsort((np.broadcast_to(np.arange(3000), priority.shape), -priority.astype(np.int64)), axis=1)
+        expected = np.sort(order[:, :n_top], axis=1)
+        for threads in (1, 3):
+            np.testing.assert_array_equal(copying_kernels.top_rows(priority, n_top, threads=threads), expected)
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_candidate_priority_is_the_best_local_shortfall_then_the_total(pooled):
+    """`candidate_priority` against its definition, over all rows and over per-query pools of rows."""
+    rng = np.random.default_rng(9)
+    n_markers, n_ref, n_query = 70, 50, 4
+    markers = (rng.random((n_markers, n_ref)) < 0.4).astype(np.uint8)
+    query = np.where(rng.random((n_query, n_markers)) < 0.1, -1, rng.random((n_query, n_markers)) < 0.4).astype(np.int8)
+    cuts = np.array([0, 16, 30, 46, 62, 70])
+    if pooled:
+        pool = np.sort(np.stack([rng.choice(n_ref, 20, replace=False) for _ in range(n_query)]), axis=1).astype(np.int32)
+    else:
+        pool = np.broadcast_to(np.arange(n_ref, dtype=np.int32), (n_query, n_ref))
+    got = copying_kernels.candidate_priority(markers, query, cuts, pool, threads=2)
+    for q in range(n_query):
+        rows = markers[:, pool[q]]  # (M, P)
+        observed = query[q] >= 0
+        agree = np.where(observed[:, None], np.where(rows == query[q][:, None], 1, -1), 0)
+        segment = np.stack([agree[a:b].sum(axis=0) for a, b in itertools.pairwise(cuts)])  # (S, P)
+        padded = np.pad(segment, ((1, 1), (0, 0)))
+        local = padded[:-2] + padded[1:-1] + padded[2:]
+        shortfall = (local - local.max(axis=1, keepdims=True)).max(axis=0)
+        np.testing.assert_array_equal(got[q], shortfall * (4 * n_markers + 4) + segment.sum(axis=0))
+
+
 def test_site_sums_follow_ploidy():
     rng = np.random.default_rng(2)
     p = rng.random((7, 10)).astype(np.float32)  # 5 samples

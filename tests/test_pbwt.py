@@ -77,9 +77,10 @@ def test_candidates_do_not_depend_on_the_batch(n_candidates, neighbours, monkeyp
     together = pbwt.select_candidates(markers, query, n_candidates, threads=2)
     assert together.shape == (9, n_candidates) and together.dtype == np.int32
     assert ((together >= 0) & (together < 12)).all() and (np.diff(together, axis=1) > 0).all()
-    monkeypatch.setattr(pbwt, "SELECTION_BYTES", 1)  # one query a batch
     alone = np.concatenate([pbwt.select_candidates(markers, query[q : q + 1], n_candidates) for q in range(9)])
     np.testing.assert_array_equal(alone, together)
+    monkeypatch.setattr(pbwt, "SELECTION_BYTES", 1)  # one query a batch, within one call
+    np.testing.assert_array_equal(pbwt.select_candidates(markers, query, n_candidates, threads=3), together)
 
 
 def test_more_candidates_than_haplotypes_is_an_error():

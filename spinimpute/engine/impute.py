@@ -260,8 +260,10 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
                              n_sites=g_hi - g_lo, budget=model.memory_budget)
     batch = max(2, batch - batch % 2)  # whole samples: averaging phasings needs both haplotypes of each
     # Candidate states are chosen for several batches at once (a PBWT pass over a large panel serves
-    # any number of queries), SELECTION_HAPLOTYPES or one batch at a time.
-    selection_span = batch * max(1, SELECTION_HAPLOTYPES // batch)
+    # any number of queries): up to SELECTION_HAPLOTYPES whose rankings fit the batch budget, or one batch.
+    per_selected = copying_numpy.selection_bytes(n_ref, min(n_ref, model.copying_states))
+    selected = min(SELECTION_HAPLOTYPES, (model.memory_budget or QUERY_BATCH_BUDGET) // per_selected)
+    selection_span = batch * max(1, selected // batch)
 
     def states_of(query: np.ndarray) -> np.ndarray | None:
         """(Q, K) candidate states of the (Q, M) query haplotypes; None where the copying model runs over all."""

@@ -261,9 +261,9 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
 
     Over the marker segments [cuts[i], cuts[i + 1]) (at most 16 markers each), a row's
     score in a segment is its matches minus mismatches with the query's observed alleles;
-    its local score adds the two neighbouring segments; its shortfall is the most that
-    some local score comes to below the best row's there (0 where it is the best), and
-    ties go to the larger total over all segments.
+    its local score adds the two neighbouring segments; its shortfall is the least that its
+    local score falls below the best pool row's in some segment (0 where it is the best),
+    and ties go to the larger total over all segments.
 
     Args:
         markers: (M, R) uint8 reference alleles at the markers, marker-major.

@@ -125,6 +125,13 @@ def local_first(priority: np.ndarray, local: np.ndarray) -> np.ndarray:
     return priority + local.astype(np.int64) * span
 
 
+def selection_bytes(n_ref: int, n_candidates: int) -> int:
+    """Bytes per query of `select_candidates`' rankings (float32 priorities over the whole run and a
+    chunk, the chunks' picks, their int64 ranks), besides the PBWT's matches (`pbwt.SELECTION_BYTES`)."""
+    pool = min(n_ref, POOL_STATES * n_candidates)
+    return 17 * pool + 4 * n_candidates
+
+
 def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int, *, threads: int = 1) -> np.ndarray:
     """Reference haplotypes that each query copies from most plausibly, as IMPUTE5 preselects states.
 

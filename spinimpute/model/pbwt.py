@@ -9,8 +9,9 @@ haplotypes are sorted by their reversed prefixes marker after marker (the PBWT),
 query keeps its insertion point in that order, and the haplotypes next to it there are
 the ones whose matches with it reach furthest back. One pass runs left to right and one
 right to left, so that at a sampled marker the query sees the panel's longest matches
-ending there and starting there. Cost: O(M (R + Q)) for the passes and O(Q S L) for the
-neighbours, independent of Q x R, where ranking every haplotype for every query is not.
+ending there and starting there. Cost: O(M R) for each pass over the panel (one per direction,
+part of the queries and round of asking again), O(M Q) and O(Q S L) for the queries and their
+neighbours: nothing of Q x R, which ranking every haplotype for every query is.
 
 Shapes: Q queries, R reference haplotypes, M typed markers, S sampled markers, L
 neighbours per query and sample, K candidates per query.
@@ -153,7 +154,7 @@ def _pass(markers, query, samples, n_neighbours, ids, lengths):  # pragma: no co
 
 
 def longest_matches(markers: np.ndarray, query: np.ndarray, samples: np.ndarray, n_neighbours: int, *,
-                    threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                    threads: int = 1, reversed_markers: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each query's panel haplotypes with the longest exact matches ending at (left to right) and
     starting at (right to left) each sampled marker; the two directions run at once, each in
     `threads // 2` parts of the queries.
@@ -166,6 +167,7 @@ def longest_matches(markers: np.ndarray, query: np.ndarray, samples: np.ndarray,
         query: (Q, M) int8 query alleles, -1 where missing.
         samples: (S,) increasing marker indices.
         n_neighbours: L haplotypes to report per query, sample and direction.
+        reversed_markers: markers[::-1] as a contiguous array, where the caller keeps one for many calls.
 
     Returns:
         ids (2, Q, S, L) int32 haplotypes, longest match first, -1 past the last match; lengths
@@ -176,11 +178,14 @@ def longest_matches(markers: np.ndarray, query: np.ndarray, samples: np.ndarray,
     query = np.ascontiguousarray(query, dtype=np.int8)
     samples = np.asarray(samples, dtype=np.int64)
     n_query, n_markers = query.shape
-    ids = np.empty((2, n_query, len(samples), n_neighbours), np.int32)
-    lengths = np.empty_like(ids)
+    if len(samples) and not (np.all(np.diff(samples) > 0) and 0 <= samples[0] and samples[-1] < n_markers):
+        raise ValueError("samples must be increasing marker indices")
+    ids = np.full((2, n_query, len(samples), n_neighbours), -1, np.int32)
+    lengths = np.zeros_like(ids)
+    if reversed_markers is None:
+        reversed_markers = np.ascontiguousarray(markers[::-1])
     directions = [(markers, query, samples),
-                  (np.ascontiguousarray(markers[::-1]), np.ascontiguousarray(query[:, ::-1]),
-                   (n_markers - 1 - samples)[::-1].copy())]
+                  (reversed_markers, np.ascontiguousarray(query[:, ::-1]), (n_markers - 1 - samples)[::-1].copy())]
     # Each direction's queries in threads // 2 parts, each part a pass of its own: the passes
     # over the panel repeat, but they are the smaller share (a few tenths of a second per pass).
     parts = np.linspace(0, n_query, max(1, min(threads // 2, n_query)) + 1).round().astype(int)
@@ -333,7 +338,10 @@ def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int,
     n_markers, n_ref = markers.shape
     if not 0 < n_candidates <= n_ref:
         raise ValueError(f"cannot keep {n_candidates} of {n_ref} haplotypes")
+    if n_markers < 1:
+        raise ValueError("preselection needs at least one marker")
     markers = np.ascontiguousarray(markers, dtype=np.uint8)
+    reversed_markers = np.ascontiguousarray(markers[::-1])
     samples, sample_chunk = sampled_markers(n_markers)
     out = np.empty((query.shape[0], n_candidates), np.int32)
     pending = np.arange(query.shape[0])
@@ -345,7 +353,8 @@ def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int,
         missing = []
         for lo in range(0, len(pending), batch):
             rows = pending[lo : lo + batch]
-            ids, lengths = longest_matches(markers, query[rows], samples, n_neighbours, threads=threads)
+            ids, lengths = longest_matches(markers, query[rows], samples, n_neighbours, threads=threads,
+                                           reversed_markers=reversed_markers)
             chosen, found = choose_candidates(ids, lengths, sample_chunk, n_candidates, n_ref,
                                               fill=n_neighbours == n_ref, threads=threads)
             done = (found >= n_candidates) | (n_neighbours == n_ref)
