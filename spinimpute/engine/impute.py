@@ -306,10 +306,21 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
     # imputes that sample as the most likely phase does (slots swapped at most, which the
     # alignment undoes): only the samples whose order changes there are imputed again.
     changed = np.asarray(flips.any(axis=1) & ~flips.all(axis=1))  # (n_draws, n_samples)
+
+    def redo_query(draw: int, redo: np.ndarray) -> np.ndarray:
+        """(2 x samples, M) the haplotypes of the samples `redo` in the slot order of drawn phasing `draw`."""
+        haps = np.stack([2 * redo, 2 * redo + 1], axis=1).ravel()
+        return np.ascontiguousarray(_swap_slots(alleles[:, haps], flips[draw][:, redo]).T, dtype=np.int8)
+
     for h0 in range(0, n_target_haps, batch):
         h1 = min(n_target_haps, h0 + batch)  # whole samples: batch is even
         if h0 % selection_span == 0:
             span_start, span_states = h0, states_of(target_alleles[h0 : h0 + selection_span])
+            # The drawn phasings' states too, for the span's samples whose slot order changes.
+            span_samples = np.arange(h0 // 2, min(n_target_haps, h0 + selection_span) // 2)
+            span_redo = [span_samples[changed[draw, span_samples]] for draw in range(n_phasings - 1)]
+            redo_states = [states_of(redo_query(draw, redo)) if len(redo) else None
+                           for draw, redo in enumerate(span_redo)]
         samples = np.arange(h0 // 2, h1 // 2)
         outs = core_probabilities(target_alleles[h0:h1],
                                   None if span_states is None else span_states[h0 - span_start : h1 - span_start])
@@ -325,9 +336,12 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
                 if not len(redo):
                     continue
                 haps = np.stack([2 * redo, 2 * redo + 1], axis=1).ravel()
-                query = np.ascontiguousarray(_swap_slots(alleles[:, haps], flips[draw][:, redo]).T, dtype=np.int8)
+                states = redo_states[draw]
+                if states is not None:  # the rows of these samples' two haplotypes among the span's
+                    at = np.searchsorted(span_redo[draw], redo)
+                    states = states[np.stack([2 * at, 2 * at + 1], axis=1).ravel()]
                 for prob, both, part, core_prob in zip(outs, both_alt, per_window,
-                                                       core_probabilities(query, states_of(query))):
+                                                       core_probabilities(redo_query(draw, redo), states)):
                     swapped = flips[draw][np.ix_(part["last_marker"], redo)]
                     prob[:, haps - h0] += _swap_slots(core_prob, swapped)
                     both[:, redo - h0 // 2] += core_prob[:, 0::2] * core_prob[:, 1::2]
