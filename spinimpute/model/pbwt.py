@@ -186,8 +186,8 @@ def longest_matches(markers: np.ndarray, query: np.ndarray, samples: np.ndarray,
         reversed_markers = np.ascontiguousarray(markers[::-1])
     directions = [(markers, query, samples),
                   (reversed_markers, np.ascontiguousarray(query[:, ::-1]), (n_markers - 1 - samples)[::-1].copy())]
-    # Each direction's queries in threads // 2 parts, each part a pass of its own: the passes
-    # over the panel repeat, but they are the smaller share (a few tenths of a second per pass).
+    # Each direction's queries in threads // 2 parts, each part a pass of its own: the passes over
+    # the panel repeat, but the queries' walks and the matches written are the larger share.
     parts = np.linspace(0, n_query, max(1, min(threads // 2, n_query)) + 1).round().astype(int)
     tasks = [(d, int(lo), int(hi)) for d in range(2) for lo, hi in itertools.pairwise(parts) if hi > lo]
 
