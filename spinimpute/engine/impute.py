@@ -309,8 +309,8 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
 
     def redo_query(draw: int, redo: np.ndarray) -> np.ndarray:
         """(2 x samples, M) the haplotypes of the samples `redo` in the slot order of drawn phasing `draw`."""
-        haps = np.stack([2 * redo, 2 * redo + 1], axis=1).ravel()
-        return np.ascontiguousarray(_swap_slots(alleles[:, haps], flips[draw][:, redo]).T, dtype=np.int8)
+        return np.ascontiguousarray(_swap_slots(alleles[:, _haplotype_rows(redo)], flips[draw][:, redo]).T,
+                                    dtype=np.int8)
 
     for h0 in range(0, n_target_haps, batch):
         h1 = min(n_target_haps, h0 + batch)  # whole samples: batch is even
@@ -335,11 +335,10 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
                 redo = samples[changed[draw, samples]]
                 if not len(redo):
                     continue
-                haps = np.stack([2 * redo, 2 * redo + 1], axis=1).ravel()
+                haps = _haplotype_rows(redo)
                 states = redo_states[draw]
                 if states is not None:  # the rows of these samples' two haplotypes among the span's
-                    at = np.searchsorted(span_redo[draw], redo)
-                    states = states[np.stack([2 * at, 2 * at + 1], axis=1).ravel()]
+                    states = states[_haplotype_rows(np.searchsorted(span_redo[draw], redo))]
                 for prob, both, part, core_prob in zip(outs, both_alt, per_window,
                                                        core_probabilities(redo_query(draw, redo), states)):
                     swapped = flips[draw][np.ix_(part["last_marker"], redo)]
@@ -348,6 +347,11 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
             outs = [_mixture_slots(prob, both, n_phasings) for prob, both in zip(outs, both_alt)]
         for position, prob in enumerate(outs):
             results.put(position, h0, prob)
+
+
+def _haplotype_rows(samples: np.ndarray) -> np.ndarray:
+    """The rows of the samples' two haplotypes each, sample by sample: 2 s, 2 s + 1."""
+    return np.stack([2 * samples, 2 * samples + 1], axis=1).ravel()
 
 
 def _mixture_slots(slot_sums: np.ndarray, both_alt_sums: np.ndarray, n: int) -> np.ndarray:

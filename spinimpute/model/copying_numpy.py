@@ -112,11 +112,6 @@ def top_candidates(priority: np.ndarray, n_candidates: int, *, threads: int = 1)
     return copying_kernels.top_rows(priority, n_candidates, threads=threads)
 
 
-def chunk_quota(n_candidates: int, n_chunks: int) -> int:
-    """Candidates each chunk picks by its own priority."""
-    return -(-n_candidates // n_chunks)
-
-
 def local_first(priority: np.ndarray, local: np.ndarray) -> np.ndarray:
     """(Q, R) int64 priorities that rank the chunks' own picks (`local`, bool) above every other row,
     each group ordered by `priority` (exact integers)."""
@@ -125,11 +120,15 @@ def local_first(priority: np.ndarray, local: np.ndarray) -> np.ndarray:
     return priority + local.astype(np.int64) * span
 
 
+def pool_size(n_ref: int, n_candidates: int) -> int:
+    """Haplotypes `select_candidates` ranks per query: all R, or a pool of POOL_STATES x K in a larger panel."""
+    return min(n_ref, POOL_STATES * n_candidates)
+
+
 def selection_bytes(n_ref: int, n_candidates: int) -> int:
     """Bytes per query of `select_candidates`' rankings (float32 priorities over the whole run and a
     chunk, the chunks' picks, their int64 ranks), besides the PBWT's matches (`pbwt.SELECTION_BYTES`)."""
-    pool = min(n_ref, POOL_STATES * n_candidates)
-    return 17 * pool + 4 * n_candidates
+    return 17 * pool_size(n_ref, n_candidates) + 4 * n_candidates
 
 
 def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int, *, threads: int = 1) -> np.ndarray:
@@ -139,7 +138,7 @@ def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int,
     segment and its two neighbours comes to the best match there, so that every stretch
     keeps its own close templates (what template switching needs); ties go to the better
     match over all markers. Each chunk of markers (`pbwt.chunk_cuts`) first picks its
-    `chunk_quota` best rows by that rank over its own markers; the rest are filled by the
+    `pbwt.chunk_quota` best rows by that rank over its own markers; the rest are filled by the
     rank over all of them. In a panel of more than POOL_STATES times K haplotypes, only each
     query's pool is ranked: the POOL_STATES * K with the longest exact matches to it
     (`pbwt.select_candidates`), so that the cost does not grow with the panel.
@@ -153,15 +152,15 @@ def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int,
         (Q, K) int32 indices into the reference rows, increasing along each row.
     """
     n_markers, n_ref = markers.shape
-    if n_ref > POOL_STATES * n_candidates:
-        pool = pbwt.select_candidates(markers, query, POOL_STATES * n_candidates, threads=threads)
+    if pool_size(n_ref, n_candidates) < n_ref:
+        pool = pbwt.select_candidates(markers, query, pool_size(n_ref, n_candidates), threads=threads)
     else:
         pool = np.broadcast_to(np.arange(n_ref, dtype=np.int32), (query.shape[0], n_ref))
     priority = copying_kernels.candidate_priority(markers, query, np.asarray(segment_cuts(n_markers)), pool,
                                                   threads=threads)
     chunks = pbwt.chunk_cuts(n_markers)
     if len(chunks) > 2:
-        quota = chunk_quota(n_candidates, len(chunks) - 1)
+        quota = pbwt.chunk_quota(n_candidates, len(chunks) - 1)
         local = np.zeros(priority.shape, dtype=bool)
         for lo, hi in itertools.pairwise(chunks):
             own = copying_kernels.candidate_priority(markers[lo:hi], query[:, lo:hi], np.asarray(segment_cuts(hi - lo)),

@@ -298,7 +298,7 @@ def choose_candidates(ids: np.ndarray, lengths: np.ndarray, sample_chunk: np.nda
     n_query = ids.shape[1]
     out = np.zeros((n_query, n_candidates), np.int32)
     found = np.zeros(n_query, np.int32)
-    quota = -(-n_candidates // max(n_chunks, 1))
+    quota = chunk_quota(n_candidates, max(n_chunks, 1))
     run_parts(_choose, n_query, threads, ids, lengths, sample_chunk, n_chunks, quota, n_candidates, n_ref, fill,
               out, found)
     return out, found
@@ -309,6 +309,11 @@ def chunk_cuts(n_markers: int, chunk_markers: int = CHUNK_MARKERS) -> list[int]:
     (a single chunk for fewer than twice that)."""
     n_chunks = max(1, n_markers // chunk_markers)
     return np.linspace(0, n_markers, n_chunks + 1).round().astype(np.int64).tolist()
+
+
+def chunk_quota(n_candidates: int, n_chunks: int) -> int:
+    """Candidates each chunk picks by its own score or priority first."""
+    return -(-n_candidates // n_chunks)
 
 
 def sampled_markers(n_markers: int) -> tuple[np.ndarray, np.ndarray]:
