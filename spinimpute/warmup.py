@@ -24,8 +24,12 @@ def compile_kernels() -> None:
         getattr(compact, name).setflags(write=False)
     np.asarray(compact)
     query = np.array([[0, 1]], dtype=np.int8)
+    block_bounds = np.array([0, 2])
+    for rows in (packed, np.packbits(by_site, axis=1)):  # the model file's rows are read-only, a decoded panel's not
+        blocks = (block_bounds, copying_kernels.group_blocks(rows, np.packbits(by_site[[1, 3]], axis=1), 8, bounds,
+                                                             block_bounds))
     copying_kernels.copy_posteriors(by_site[[1, 3]], query, np.arange(8, dtype=np.int32)[None], np.array([0.01]),
-                                    0.001, bounds, groups, np.full((4, 6), 0.25))
+                                    0.001, bounds, groups, blocks, np.full((4, 6), 0.25))
     gt_ds, gp = np.zeros((4 * 201, 8), np.uint8), np.zeros((101 * 101, 16), np.uint8)  # as genotype_text's tables
     genotype_text.diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp,
                                np.ones(len(gp), np.int64))

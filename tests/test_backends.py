@@ -84,7 +84,7 @@ def test_copying_model_equals_the_torch_hmm(n_ref):
     markers = ref[:, typed].T.to(torch.uint8).numpy()
     kernel_query = torch.where(observed, query, -1.0).to(torch.int8).numpy()
     groups = copying_numpy.group_packed_sites(np.packbits(ref.T.to(torch.uint8).numpy(), axis=1), n_ref,
-                                              copying_numpy.interval_bounds(marker_cm.numpy(), site_cm.numpy()))
+                                              copying_numpy.interval_bounds(marker_cm.numpy(), site_cm.numpy()), markers)
     # The engine chooses the states for the CPU backend (`spinimpute.engine.impute`); the module chooses its own.
     candidates = (copying_numpy.select_candidates(markers, kernel_query, net.copying_states)
                   if n_ref > net.copying_states else None)

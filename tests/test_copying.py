@@ -122,7 +122,7 @@ def test_groups_are_exact():
     block = (g.random((500, 150)) < 0.05).astype(np.uint8)
     block[250:] = block[:250]
     ref = torch.from_numpy(block.astype(np.float32))
-    groups = copying.group_sites(ref, [0, 40, 40, 150])
+    groups = copying.group_sites(ref, ref[:, [39, 41]], [0, 40, 40, 150])
     sequences = copying.GroupSequences(groups)
     for k, (lo, hi) in enumerate([(0, 40), (40, 40), (40, 150)]):
         if lo == hi:
@@ -145,6 +145,31 @@ def test_compiled_kernel_equals_torch_code(with_candidates):
     differentiable = copying.impute_sites(*args, rate, error, candidates=candidates)
     assert differentiable.requires_grad and not compiled.requires_grad
     torch.testing.assert_close(compiled, differentiable.detach(), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("block_sites,block_markers", [(0, 1), (6, 3), (10**9, 10**9)])
+@pytest.mark.parametrize("with_candidates", [False, True])
+def test_compiled_posteriors_do_not_depend_on_the_blocks(monkeypatch, block_sites, block_markers, with_candidates):
+    """The compiled forward-backward runs over the classes of states that share their alleles over a
+    block of markers; every marker alone, a few together or all in one block give the torch code's
+    posteriors, which runs over each state."""
+    from spinimpute.model import copying_numpy
+
+    ref, query, observed, cm, typed = _random_problem(7, n_ref=60, n_query=5, n_sites=300, n_typed=40)
+    ref[40:] = ref[:20]  # three copies of each of 20 sequences ...
+    ref[40:, ::7] = 1 - ref[40:, ::7]  # ... the third differing at a seventh of the sites
+    error, rate = torch.tensor(0.01, dtype=torch.float64), torch.tensor(5.0, dtype=torch.float64)
+    candidates = copying.select_candidates(ref[:, typed], query, observed, 25) if with_candidates else None
+    args = (ref[:, typed], query, observed, cm[typed], ref, cm)
+    with torch.enable_grad():
+        want = copying.impute_sites(*args, rate.clone().requires_grad_(True), error, candidates=candidates).detach()
+    monkeypatch.setattr(copying_numpy, "BLOCK_SITES", block_sites)
+    monkeypatch.setattr(copying_numpy, "BLOCK_MARKERS", block_markers)
+    groups = copying.group_sites(ref, ref[:, typed], copying.interval_bounds(cm[typed], cm))
+    n_blocks = len(groups.block_bounds) - 1
+    assert n_blocks == {1: 40, 3: None, 10**9: 1}[block_markers] or block_markers == 3 and 13 < n_blocks < 40
+    got = copying.impute_sites(*args, rate, error, candidates=candidates, groups=groups)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)  # the compiled kernel returns float32
 
 
 def test_torch_candidates_are_the_compiled_selection():

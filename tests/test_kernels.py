@@ -43,6 +43,28 @@ def test_groups_are_the_distinct_sequences_numbered_by_first_appearance(alt_rate
         np.testing.assert_array_equal(group_of[k], want[inverse.ravel()])
 
 
+def test_block_groups_are_the_distinct_sequences_over_markers_and_inner_sites():
+    rng = np.random.default_rng(4)
+    n_ref = 90
+    by_site = (rng.random((300, n_ref)) < 0.1).astype(np.uint8)
+    by_site[:, 45:] = by_site[:, :45]
+    by_site[::5, 60:] = 1 - by_site[::5, 60:]  # some copies differ at some sites only
+    markers = by_site[[3, 50, 51, 120, 200, 260, 299]]
+    markers[1, :3] = 1 - markers[1, :3]  # and three at a marker only
+    by_site[[50, 119], [51, 52]] = 1 - by_site[[50, 119], [51, 52]]  # two at a block's first or last inner site
+    bounds = np.array([0, 3, 50, 51, 120, 200, 260, 300, 300])  # the intervals of 7 markers
+    block_bounds = np.array([0, 1, 4, 7])
+    for threads in (1, 2):
+        block_of = copying_kernels.group_blocks(np.packbits(by_site, axis=1), np.packbits(markers, axis=1), n_ref,
+                                                bounds, block_bounds, threads)
+        for b, (m0, m1) in enumerate(itertools.pairwise(block_bounds)):
+            rows = np.vstack([markers[m0:m1], by_site[bounds[m0 + 1] : bounds[m1]]])  # its markers, inner sites
+            want = np.unique(rows.T, axis=0, return_inverse=True)[1].ravel()
+            # The same partition of the haplotypes: each label of one is one label of the other.
+            pairs = np.unique(np.stack([block_of[b], want]), axis=1)
+            assert pairs.shape[1] == len(np.unique(block_of[b])) == len(np.unique(want))
+
+
 @pytest.mark.parametrize("dtype,scale", [(np.float32, 1), (np.float32, 3404), (np.int64, 10**9)])
 def test_top_rows_keep_the_highest_priorities_and_the_lowest_index_ties(dtype, scale):
     rng = np.random.default_rng(5)

@@ -254,7 +254,8 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
     n_phasings = 1 + len(flips)
     # Grouped straight from the model file's packed rows: the group's sites are never unpacked.
     groups = copying_numpy.group_packed_sites(
-        contig.packed_haplotypes[g_lo:g_hi], n_ref, copying_numpy.interval_bounds(marker_cm, site_cm), threads=model.threads
+        contig.packed_haplotypes[g_lo:g_hi], n_ref, copying_numpy.interval_bounds(marker_cm, site_cm), markers,
+        threads=model.threads,
     ) if len(marker_sites) else None
     batch = query_batch_size(len(marker_sites), min(n_ref, model.copying_states), compiled=model.compiled,
                              n_sites=g_hi - g_lo, budget=model.memory_budget)

@@ -25,6 +25,9 @@ from spinimpute.io.vcf_text import RecordBlock, is_text_vcf, text_record_blocks
 from spinimpute.panel import PackedHaplotypes, Panel, PanelContig, Sites, Strings
 from spinimpute.target import MISSING, Target, TargetContig
 
+# A/T and C/G SNPs oriented by linkage per read of the panel's rows (theirs and their flanks').
+LINKAGE_BATCH = 64
+
 
 def open_vcf(path, threads: int = 1):
     import cyvcf2
@@ -477,13 +480,23 @@ def _orient_by_linkage(chrom: str, pending: dict, found: dict, panel_haplotypes,
     """Orient a contig's A/T and C/G SNPs that frequency could not by their correlations with the
     nearest unambiguous markers (`spinimpute.io.strand`); store them or count them dropped."""
     known = np.asarray(sorted(found), dtype=np.int64)
-    decisions = {}
-    for idx, (alleles, *_rest) in pending.items():
+    flanks_of = {}
+    for idx in pending:
         at = int(np.searchsorted(known, idx))
-        flanks = known[max(0, at - strand.FLANK_MARKERS) : at + strand.FLANK_MARKERS]
-        panel = panel_haplotypes(chrom, np.concatenate([[idx], flanks]).astype(np.int64))
-        target_flanks = np.stack([found[i][0] for i in flanks]) if len(flanks) else np.zeros((0, len(alleles)))
-        decisions[idx] = strand.linkage_orientation(panel[0], panel[1:], alleles, target_flanks)
+        flanks_of[idx] = known[max(0, at - strand.FLANK_MARKERS) : at + strand.FLANK_MARKERS]
+    decisions = {}
+    in_order = sorted(pending)
+    for first in range(0, len(in_order), LINKAGE_BATCH):
+        # The panel's rows of a batch of neighbouring SNPs and their flanks in one read (a read per
+        # SNP decodes the same blocks of the model file again and again).
+        batch = in_order[first : first + LINKAGE_BATCH]
+        needed = np.unique(np.concatenate([batch, *(flanks_of[idx] for idx in batch)]).astype(np.int64))
+        rows = panel_haplotypes(chrom, needed)
+        for idx in batch:
+            alleles, flanks = pending[idx][0], flanks_of[idx]
+            panel = rows[np.searchsorted(needed, np.concatenate([[idx], flanks]).astype(np.int64))]
+            target_flanks = np.stack([found[i][0] for i in flanks]) if len(flanks) else np.zeros((0, len(alleles)))
+            decisions[idx] = strand.linkage_orientation(panel[0], panel[1:], alleles, target_flanks)
     # Stored only once all are decided, so that no SNP of uncertain strand serves as a neighbour.
     for idx, (alleles, unphased_gt, haploid, label_at) in pending.items():
         decision = decisions[idx]

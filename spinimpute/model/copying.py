@@ -162,10 +162,12 @@ def interval_bounds(marker_cm: torch.Tensor, site_cm: torch.Tensor) -> list[int]
     return copying_numpy.interval_bounds(marker_cm.detach().cpu().numpy(), site_cm.detach().cpu().numpy())
 
 
-def group_sites(ref_sites: torch.Tensor, bounds: list[int]) -> SiteGroups:
-    """Group the reference haplotypes (R, J) within each interval of `bounds`."""
+def group_sites(ref_sites: torch.Tensor, ref_typed: torch.Tensor, bounds: list[int]) -> SiteGroups:
+    """Group the reference haplotypes (R, J) within each interval of `bounds` and over blocks of
+    the markers (R, M) (`copying_numpy.group_packed_sites`)."""
     by_site = ref_sites.detach().to("cpu", torch.uint8).T.numpy()
     return copying_numpy.group_packed_sites(np.packbits(by_site, axis=1), ref_sites.shape[0], bounds,
+                                            ref_typed.detach().to("cpu", torch.uint8).T.numpy(),
                                             threads=torch.get_num_threads())
 
 
@@ -217,7 +219,7 @@ def impute_sites(
         rate_per_cm, error: HMM parameters (scalars).
         candidates: optional (Q, K) reference rows that each query copies from (see
             `select_candidates`); all R rows when None.
-        groups: `group_sites(ref_sites, interval_bounds(marker_cm, site_cm))`, to reuse
+        groups: `group_sites(ref_sites, ref_typed, interval_bounds(marker_cm, site_cm))`, to reuse
             it across batches of queries; made here when None.
 
     Returns:
@@ -226,7 +228,7 @@ def impute_sites(
     if groups is None:
         if ref_sites is None:
             raise ValueError("impute_sites needs ref_sites or groups")
-        groups = group_sites(ref_sites, interval_bounds(marker_cm, site_cm))
+        groups = group_sites(ref_sites, ref_typed, interval_bounds(marker_cm, site_cm))
     if runs_compiled(ref_typed, rate_per_cm, error):
         return _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, site_cm, rate_per_cm, error,
                                       candidates, groups)

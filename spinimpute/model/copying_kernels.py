@@ -293,32 +293,60 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
 
 
 @compiled
-def _interval_posteriors(k, a, a_scale, g, g_scale, cand, groups_by_haplotype, n_groups, bounds, weights, alt_ptr,
-                         alt_group, sums, out_row):  # pragma: no cover - compiled
-    """Posteriors of interval k's sites from the forward message a * a_scale before it and the
-    backward message g * g_scale after it (both normalised to sum to one once scaled).
+def _label_blocks(packed, packed_markers, n_ref, bounds, block_bounds, block_of, b_lo, b_hi):  # pragma: no cover
+    """Exact grouping over each block of markers: its markers' alleles and its inner intervals' sites."""
+    labels = np.empty(n_ref, np.int32)
+    size = np.zeros(n_ref, np.int32)
+    moving = np.zeros(n_ref, np.int32)
+    split = np.empty(n_ref, np.int32)
+    touched = np.empty(n_ref, np.int32)
+    carriers = np.empty(n_ref, np.int32)
+    for b in range(b_lo, b_hi):
+        m0, m1 = block_bounds[b], block_bounds[b + 1]
+        labels[:] = 0
+        size[0] = n_ref
+        n = 1
+        for m in range(m0, m1):
+            n = _split_groups(packed_markers[m], n_ref, labels, size, moving, split, touched, carriers, n)
+        for j in range(bounds[m0 + 1], bounds[m1]):  # the sites of intervals m0 + 1 .. m1 - 1
+            n = _split_groups(packed[j], n_ref, labels, size, moving, split, touched, carriers, n)
+        for r in range(n_ref):
+            block_of[r, b] = labels[r]
 
-    groups_by_haplotype[r, k]: haplotype r's group in interval k. The backward pass visits the
-    intervals in turn, so each state's cache line of its row serves 16 intervals.
+
+def group_blocks(packed: np.ndarray, packed_markers: np.ndarray, n_ref: int, bounds: np.ndarray,
+                 block_bounds: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Group the reference haplotypes by their alleles over each block of markers.
+
+    Block b holds markers [block_bounds[b], block_bounds[b + 1]); two haplotypes share a
+    group there when they carry the same alleles at those markers and at the sites of the
+    intervals between them (so also the same group in each of those intervals).
+
+    Args:
+        packed: (J, ceil(R / 8)) np.packbits rows of the sites, cut into intervals by `bounds`.
+        packed_markers: (M, ceil(R / 8)) np.packbits rows of the markers.
+
+    Returns:
+        (n_blocks, R) int32 group labels (below R; not numbered in any order), laid out
+        haplotype by haplotype: the copying model reads each state's labels block after block.
     """
-    lo, hi = bounds[k], bounds[k + 1]
-    if lo == hi:
-        return
-    n_states = cand.shape[0]
-    n = n_groups[k]
-    sums[:n] = 0.0
-    for s in range(n_states):
-        u = groups_by_haplotype[cand[s], k]
-        a_s = a[s] * a_scale
-        g_s = g[s] * g_scale
-        sums[u, 0] += a_s * g_s
-        sums[u, 1] += a_s
-        sums[u, 2] += g_s
-        sums[u, 3] += 1.0
-    ag_total = 0.0  # summed over the groups, not the states: no chain of additions in the loop above
-    for u in range(n):
+    block_bounds = np.ascontiguousarray(block_bounds, dtype=np.int64)
+    n_blocks = len(block_bounds) - 1
+    by_haplotype = np.zeros((n_ref, n_blocks), dtype=np.int32)
+    run_parts(_label_blocks, n_blocks, threads, np.ascontiguousarray(packed, dtype=np.uint8),
+              np.ascontiguousarray(packed_markers, dtype=np.uint8), n_ref, np.ascontiguousarray(bounds, dtype=np.int64),
+              block_bounds, by_haplotype)
+    return by_haplotype.T
+
+
+@compiled
+def _site_posteriors(k, sums, n_states, bounds, weights, alt_ptr, alt_group, out_row):  # pragma: no cover - compiled
+    """Posteriors of interval k's sites from its groups' sums of a*g, a, g and states (`sums`, (U_k, 4)),
+    a and g the forward message before it and the backward message after it, each summing to one."""
+    ag_total = 0.0  # summed over the groups, not the states: no chain of additions in the callers' loops
+    for u in range(sums.shape[0]):
         ag_total += sums[u, 0]
-    for j in range(lo, hi):
+    for j in range(bounds[k], bounds[k + 1]):
         s_ag = 0.0
         s_a = 0.0
         s_g = 0.0
@@ -331,68 +359,163 @@ def _interval_posteriors(k, a, a_scale, g, g_scale, cand, groups_by_haplotype, n
             s_1 += sums[u, 3]
         num = weights[0, j] * s_ag + weights[1, j] * s_a + weights[2, j] * s_g + weights[3, j] * s_1
         den = weights[0, j] * ag_total + weights[1, j] + weights[2, j] + weights[3, j] * n_states
-        p = num / den
-        out_row[j] = min(1.0, max(0.0, p))
+        out_row[j] = min(1.0, max(0.0, num / den))
 
 
 @compiled
-def _emit(step, prev, prev_scale, states, allele, match, mismatch, out):  # pragma: no cover - compiled
-    """out = emission * (prev * prev_scale + step), unnormalised; returns 1 / its sum.
+def _interval_posteriors(k, a, g, cand, groups_by_haplotype, n_groups, bounds, weights, alt_ptr, alt_group, sums,
+                         out_row):  # pragma: no cover - compiled
+    """Posteriors of interval k's sites from each state's forward message a before it and backward
+    message g after it (each summing to one)."""
+    if bounds[k] == bounds[k + 1]:
+        return
+    n = n_groups[k]
+    sums[:n] = 0.0
+    for s in range(cand.shape[0]):
+        u = groups_by_haplotype[cand[s], k]
+        sums[u, 0] += a[s] * g[s]
+        sums[u, 1] += a[s]
+        sums[u, 2] += g[s]
+        sums[u, 3] += 1.0
+    _site_posteriors(k, sums[:n], cand.shape[0], bounds, weights, alt_ptr, alt_group, out_row)
 
-    step < 0: the emission alone. states: the states' alleles at this marker. Leaving each
-    message unnormalised and carrying its scale saves a pass over the states per marker.
+
+@compiled
+def _copy_posteriors(alleles, query, candidates, jump, error, block_bounds, blocks_by_haplotype, bounds,
+                     groups_by_haplotype, n_groups, alt_ptr, alt_group, weights, out, q_lo, q_hi):  # pragma: no cover
+    """The forward-backward over each query's states, a block of markers at a time.
+
+    Within a block, the states that share a group of `blocks_by_haplotype` (a class) share
+    their emissions, so each state's forward message is P(u) a(s) + C(u): its message a(s)
+    before the block times a factor of its class u, plus a term of its class. The passes
+    carry P and C per class (O(U) per marker for U classes rather than O(K)); a state's own
+    message is formed only at the block's ends, and the sites between the block's markers
+    take their posteriors from sums per class (each class lies in one group of each
+    interval there), as Minimac's state reduction does.
     """
-    total = 0.0
-    for s in range(states.shape[0]):
-        e = match if allele < 0 or states[s] == allele else mismatch
-        v = e * (prev[s] * prev_scale + step) if step >= 0 else e
-        out[s] = v
-        total += v
-    return 1.0 / total
-
-
-@compiled
-def _copy_posteriors(alleles, query, candidates, jump, error, bounds, groups_by_haplotype, n_groups, alt_ptr, alt_group,
-                     weights, out, q_lo, q_hi):  # pragma: no cover - compiled
     n_markers = alleles.shape[1]
     n_states = candidates.shape[1]
-    alpha = np.empty((n_markers, n_states), np.float64)
-    alpha_scale = np.empty(n_markers, np.float64)
-    g = np.empty(n_states, np.float64)
-    states = np.empty((n_markers, n_states), np.uint8)
+    n_blocks = len(block_bounds) - 1
+    entry = np.empty((n_blocks + 1, n_states), np.float64)  # forward message before each block, summing to one
+    class_of = np.empty((n_blocks, n_states), np.int32)
+    first = np.empty((n_blocks, n_states), np.int32)  # each class's first state's haplotype
+    count = np.empty((n_blocks, n_states), np.float64)  # each class's states
+    n_classes = np.empty(n_blocks, np.int64)
+    base = np.empty(n_blocks + 1, np.int64)
+    fwd_p = np.empty(0, np.float64)  # P and C of each block's markers and classes, in turn (grown as needed)
+    fwd_c = np.empty(0, np.float64)
+    sigma = np.empty(n_markers, np.float64)  # 1 / the forward message's sum at each marker
+    local = np.full(blocks_by_haplotype.shape[0], -1, np.int32)  # a block's groups -> their class, -1 elsewhere
+    a_sum = np.empty(n_states, np.float64)
+    b_sum = np.empty(n_states, np.float64)
+    ab_sum = np.empty(n_states, np.float64)
+    bwd_q = np.empty(n_states, np.float64)
+    bwd_d = np.empty(n_states, np.float64)
+    g_after = np.empty(n_states, np.float64)
+    g_here = np.empty(n_states, np.float64)
     sums = np.empty((max(1, n_groups.max()), 4), np.float64)  # a group's four sums share a cache line
     match, mismatch = 1.0 - error, error
-    last = n_markers - 1
     for q in range(q_lo, q_hi):
         cand = candidates[q]
         x = query[q]
         out_row = out[q]
-        # The states' alleles, gathered once for both passes: a contiguous row of each state's
-        # haplotype, rather than K scattered reads in every marker's row.
-        for s in range(n_states):
-            row = alleles[cand[s]]
-            for m in range(n_markers):
-                states[m, s] = row[m]
-        alpha_scale[0] = _emit(-1.0, g, 1.0, states[0], x[0], match, mismatch, alpha[0])
-        for m in range(1, n_markers):
-            alpha_scale[m] = _emit(jump[m - 1], alpha[m - 1], alpha_scale[m - 1], states[m], x[m], match, mismatch,
-                                   alpha[m])
+        base[0] = 0
+        for b in range(n_blocks):
+            n_u = 0
+            for s in range(n_states):
+                label = blocks_by_haplotype[cand[s], b]
+                u = local[label]
+                if u < 0:
+                    u = n_u
+                    local[label] = u
+                    first[b, u] = cand[s]
+                    count[b, u] = 0.0
+                    n_u += 1
+                class_of[b, s] = u
+                count[b, u] += 1.0
+            for u in range(n_u):
+                local[blocks_by_haplotype[first[b, u], b]] = -1
+            n_classes[b] = n_u
+            base[b + 1] = base[b] + n_u * (block_bounds[b + 1] - block_bounds[b])
+        if base[n_blocks] > fwd_p.shape[0]:
+            fwd_p = np.empty(base[n_blocks], np.float64)
+            fwd_c = np.empty(base[n_blocks], np.float64)
+        # Forward.
+        entry[0, :] = 1.0  # no message before the first marker: its emission alone
+        for b in range(n_blocks):
+            m0, m1, n_u = block_bounds[b], block_bounds[b + 1], n_classes[b]
+            a_sum[:n_u] = 0.0
+            for s in range(n_states):
+                a_sum[class_of[b, s]] += entry[b, s]
+            step = jump[m0 - 1] if m0 > 0 else 0.0
+            for m in range(m0, m1):
+                at = base[b] + (m - m0) * n_u
+                total = 0.0
+                for u in range(n_u):
+                    e = match if x[m] < 0 or alleles[first[b, u], m] == x[m] else mismatch
+                    if m == m0:
+                        p, c = e, e * step
+                    else:
+                        p = e * sigma[m - 1] * fwd_p[at - n_u + u]
+                        c = e * (sigma[m - 1] * fwd_c[at - n_u + u] + jump[m - 1])
+                    fwd_p[at + u] = p
+                    fwd_c[at + u] = c
+                    total += p * a_sum[u] + count[b, u] * c
+                sigma[m] = 1.0 / total
+            at = base[b] + (m1 - 1 - m0) * n_u
+            for s in range(n_states):
+                u = class_of[b, s]
+                entry[b + 1, s] = sigma[m1 - 1] * (fwd_p[at + u] * entry[b, s] + fwd_c[at + u])
+        _interval_posteriors(n_markers, entry[n_blocks], entry[n_blocks], cand, groups_by_haplotype, n_groups, bounds,
+                             weights, alt_ptr, alt_group, sums, out_row)
         # Backward; each interval is imputed as soon as the backward message of its right marker is known.
-        _interval_posteriors(n_markers, alpha[last], alpha_scale[last], alpha[last], alpha_scale[last], cand,
-                             groups_by_haplotype, n_groups, bounds, weights, alt_ptr, alt_group, sums, out_row)
-        g_scale = _emit(-1.0, g, 1.0, states[last], x[last], match, mismatch, g)
-        for m in range(last, -1, -1):
-            if m < last:
-                g_scale = _emit(jump[m], g, g_scale, states[m], x[m], match, mismatch, g)
-            if m > 0:
-                _interval_posteriors(m, alpha[m - 1], alpha_scale[m - 1], g, g_scale, cand, groups_by_haplotype, n_groups,
-                                     bounds, weights, alt_ptr, alt_group, sums, out_row)
-            else:
-                _interval_posteriors(0, g, g_scale, g, g_scale, cand, groups_by_haplotype, n_groups, bounds, weights,
-                                     alt_ptr, alt_group, sums, out_row)
+        g_after[:] = 1.0  # no message after the last marker
+        for b in range(n_blocks - 1, -1, -1):
+            m0, m1, n_u = block_bounds[b], block_bounds[b + 1], n_classes[b]
+            a_sum[:n_u] = 0.0
+            b_sum[:n_u] = 0.0
+            ab_sum[:n_u] = 0.0
+            for s in range(n_states):
+                u = class_of[b, s]
+                a_sum[u] += entry[b, s]
+                b_sum[u] += g_after[s]
+                ab_sum[u] += entry[b, s] * g_after[s]
+            step = jump[m1 - 1] if m1 < n_markers else 0.0
+            tau = 1.0
+            for m in range(m1 - 1, m0 - 1, -1):
+                total = 0.0
+                for u in range(n_u):
+                    e = match if x[m] < 0 or alleles[first[b, u], m] == x[m] else mismatch
+                    if m == m1 - 1:
+                        bwd_q[u], bwd_d[u] = e, e * step
+                    else:
+                        bwd_d[u] = e * (tau * bwd_d[u] + jump[m])
+                        bwd_q[u] = e * tau * bwd_q[u]
+                    total += bwd_q[u] * b_sum[u] + count[b, u] * bwd_d[u]
+                tau = 1.0 / total
+                if m > m0 and bounds[m] < bounds[m + 1]:  # interval m lies within the block
+                    at = base[b] + (m - 1 - m0) * n_u
+                    n = n_groups[m]
+                    sums[:n] = 0.0
+                    for u in range(n_u):
+                        p, c, qq, d = fwd_p[at + u], fwd_c[at + u], bwd_q[u], bwd_d[u]
+                        w = groups_by_haplotype[first[b, u], m]
+                        sums[w, 0] += sigma[m - 1] * tau * (p * qq * ab_sum[u] + p * d * a_sum[u]
+                                                             + c * qq * b_sum[u] + c * d * count[b, u])
+                        sums[w, 1] += sigma[m - 1] * (p * a_sum[u] + c * count[b, u])
+                        sums[w, 2] += tau * (qq * b_sum[u] + d * count[b, u])
+                        sums[w, 3] += count[b, u]
+                    _site_posteriors(m, sums[:n], n_states, bounds, weights, alt_ptr, alt_group, out_row)
+            for s in range(n_states):
+                u = class_of[b, s]
+                g_here[s] = tau * (bwd_q[u] * g_after[s] + bwd_d[u])
+            # Interval m0, between this block and the one before (interval 0: before the first marker).
+            _interval_posteriors(m0, entry[b] if m0 > 0 else g_here, g_here, cand, groups_by_haplotype, n_groups,
+                                 bounds, weights, alt_ptr, alt_group, sums, out_row)
+            g_after, g_here = g_here, g_after
 
 
-def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, weights, *, threads: int = 1,
+def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, blocks, weights, *, threads: int = 1,
                     dtype=np.float32) -> np.ndarray:
     """Posterior ALT probability of each site for each query (see `spinimpute.model.copying.impute_sites`).
 
@@ -404,6 +527,8 @@ def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, wei
         error: mismatch probability.
         bounds: (M + 2,) int64 site bounds of the M + 1 intervals.
         groups: (group_of, n_groups, alt_ptr, alt_group) from `group_intervals` over those intervals.
+        blocks: (block_bounds, block_of): marker bounds of blocks of markers that cover them all, and
+            `group_blocks` over them.
         weights: (4, J) float64 weights of the a*g, a, g and uniform terms at each site.
 
     Returns:
@@ -413,12 +538,14 @@ def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, wei
     if out.size == 0:
         return out
     group_of, n_groups, alt_ptr, alt_group = groups
-    # Haplotype-major copies (R, M) and (R, M + 1): each state's row is read whole. `group_packed_sites`
-    # lays group_of out so that its copy costs nothing.
+    block_bounds, block_of = blocks
+    # Haplotype-major copies (R, M), (R, n_blocks) and (R, M + 1): each state's row is read whole.
+    # `copying_numpy.group_packed_sites` lays the groups out so that their copies cost nothing.
     args = (
         np.ascontiguousarray(np.asarray(markers, dtype=np.uint8).T), np.ascontiguousarray(query, dtype=np.int8),
         np.ascontiguousarray(candidates, dtype=np.int32), np.ascontiguousarray(jump, dtype=np.float64),
-        float(error), np.ascontiguousarray(bounds, dtype=np.int64),
+        float(error), np.ascontiguousarray(block_bounds, dtype=np.int64),
+        np.ascontiguousarray(np.asarray(block_of, dtype=np.int32).T), np.ascontiguousarray(bounds, dtype=np.int64),
         np.ascontiguousarray(np.asarray(group_of, dtype=np.int32).T), n_groups, alt_ptr, alt_group,
         np.ascontiguousarray(weights, dtype=np.float64), out,
     )

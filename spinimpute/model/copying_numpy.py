@@ -23,6 +23,10 @@ SEGMENT_MARKERS = 16
 # A panel of more than POOL_STATES times the copying states ranks only each query's pool of that
 # many haplotypes, those with the longest exact matches to it (BENCHMARKS.md, preselection).
 POOL_STATES = 2
+# The copying model's blocks of markers: at most BLOCK_SITES sites between a block's markers and at
+# most BLOCK_MARKERS markers (BENCHMARKS.md, constants).
+BLOCK_SITES = 192
+BLOCK_MARKERS = 32
 
 
 def switch_probability(distance_cm: np.ndarray, rate_per_cm) -> np.ndarray:
@@ -45,11 +49,14 @@ def interval_bounds(marker_cm: np.ndarray, site_cm: np.ndarray) -> list[int]:
 
 @dataclass
 class SiteGroups:
-    """Reference haplotypes grouped, between each pair of neighbouring markers, by their alleles there.
+    """Reference haplotypes grouped, between each pair of neighbouring markers, by their alleles there,
+    and over blocks of neighbouring markers.
 
     Haplotypes with the same alleles over an interval's sites add up to one term of the
     posterior there, so imputing an interval costs O(U) per query for U distinct
     sequences (far fewer than the panel's haplotypes), as in Minimac's state reduction.
+    Over a block of markers, states with the same alleles at its markers and at the sites
+    between them share their emissions, so the forward-backward runs over those classes.
 
     Attributes:
         bounds: interval k holds sites [bounds[k], bounds[k + 1]); interval 0 lies
@@ -58,6 +65,9 @@ class SiteGroups:
         n_groups: (M + 1,) int32, distinct sequences per interval.
         alt_ptr, alt_group: the sequences of site j's interval that carry its ALT allele
             are alt_group[alt_ptr[j]:alt_ptr[j + 1]].
+        block_bounds: (n_blocks + 1,) int64, block b holds markers [block_bounds[b], block_bounds[b + 1]).
+        block_of: (n_blocks, R) int32, each haplotype's sequence over each block's markers and the
+            sites between them.
     """
 
     bounds: list[int]
@@ -65,15 +75,39 @@ class SiteGroups:
     n_groups: np.ndarray
     alt_ptr: np.ndarray
     alt_group: np.ndarray
+    block_bounds: np.ndarray
+    block_of: np.ndarray
 
 
-def group_packed_sites(packed: np.ndarray, n_ref: int, bounds: list[int], *, threads: int = 1) -> SiteGroups:
-    """Group the R haplotypes within each interval of `bounds`, from the sites' np.packbits rows
-    (J, ceil(R / 8)), as the model file stores them."""
-    group_of, *rest = copying_kernels.group_intervals(packed, n_ref, np.asarray(bounds), threads)
+def marker_blocks(bounds: list[int]) -> np.ndarray:
+    """Bounds of blocks of consecutive markers, each as long as the sites between its markers stay
+    within BLOCK_SITES (and its markers within BLOCK_MARKERS): the classes of states over a block
+    grow with its sites, and each block costs O(K) per query at its ends (BENCHMARKS.md, constants)."""
+    n_markers = len(bounds) - 2
+    inner = np.asarray(bounds, dtype=np.int64)
+    cuts = [0]
+    m0 = 0
+    for m in range(1, n_markers):
+        # Marker m joins block [m0, m) if the sites of intervals m0 + 1 .. m stay within BLOCK_SITES.
+        if m - m0 >= BLOCK_MARKERS or inner[m + 1] - inner[m0 + 1] > BLOCK_SITES:
+            cuts.append(m)
+            m0 = m
+    cuts.append(n_markers)
+    return np.asarray(cuts, dtype=np.int64)
+
+
+def group_packed_sites(packed: np.ndarray, n_ref: int, bounds: list[int], markers: np.ndarray, *,
+                       threads: int = 1) -> SiteGroups:
+    """Group the R haplotypes within each interval of `bounds` and over blocks of markers, from the
+    sites' np.packbits rows (J, ceil(R / 8)), as the model file stores them, and the (M, R) uint8
+    alleles at the markers."""
+    group_of, n_groups, alt_ptr, alt_group = copying_kernels.group_intervals(packed, n_ref, np.asarray(bounds), threads)
+    block_bounds = marker_blocks(bounds)
+    block_of = copying_kernels.group_blocks(packed, np.packbits(np.asarray(markers, dtype=np.uint8), axis=1), n_ref,
+                                            np.asarray(bounds), block_bounds, threads)
     # Laid out haplotype by haplotype (still indexed [interval, haplotype]): the copying model reads
     # its states' groups over all intervals, a contiguous row each (`copying_kernels.copy_posteriors`).
-    return SiteGroups(bounds, np.ascontiguousarray(group_of.T).T, *rest)
+    return SiteGroups(bounds, np.ascontiguousarray(group_of.T).T, n_groups, alt_ptr, alt_group, block_bounds, block_of)
 
 
 def site_weights(marker_cm: np.ndarray, site_cm: np.ndarray, bounds: list[int], rate_per_cm, n_states: int):
@@ -190,5 +224,5 @@ def posteriors(markers, query, candidates, marker_cm, site_cm, groups: SiteGroup
     return copying_kernels.copy_posteriors(
         markers, query, candidates, switch_jump(marker_cm, rate_per_cm, n_states), float(error),
         np.asarray(groups.bounds), (groups.group_of, groups.n_groups, groups.alt_ptr, groups.alt_group),
-        weights.astype(np.float64), threads=threads,
+        (groups.block_bounds, groups.block_of), weights.astype(np.float64), threads=threads,
     )
