@@ -23,10 +23,10 @@ SEGMENT_MARKERS = 16
 # A panel of more than POOL_STATES times the copying states ranks only each query's pool of that
 # many haplotypes, those with the longest exact matches to it (BENCHMARKS.md, preselection).
 POOL_STATES = 2
-# The copying model's blocks of markers: at most BLOCK_SITES sites between a block's markers and at
-# most BLOCK_MARKERS markers (BENCHMARKS.md, constants).
-BLOCK_SITES = 192
-BLOCK_MARKERS = 32
+# The copying model's blocks of markers: at most BLOCK_MARKERS markers and BLOCK_SITES sites between
+# them (BENCHMARKS.md, constants).
+BLOCK_MARKERS = 16
+BLOCK_SITES = 4096
 
 
 def switch_probability(distance_cm: np.ndarray, rate_per_cm) -> np.ndarray:
