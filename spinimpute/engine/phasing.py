@@ -14,7 +14,7 @@ import numpy as np
 
 from spinimpute.engine import phasing_kernels
 from spinimpute.engine.cpu import CpuImputer
-from spinimpute.model import copying_numpy, pbwt
+from spinimpute.model import copying_kernels, copying_numpy, pbwt
 from spinimpute.panel import ReferenceContig, Window
 from spinimpute.target import TargetContig
 
@@ -32,6 +32,8 @@ CANDIDATE_CHUNK_MARKERS = 40
 # Phasings drawn beside the most likely one, whose imputations are averaged with it (see
 # `phase_contig`); imputation runs once per phasing.
 PHASE_DRAWS = 4
+# Bytes of a batch of samples' misfit counts (float32, per chunk and overall) in candidate selection.
+FIT_BYTES = 128 * 2**20
 
 
 def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetContig, *, sample_keys: np.ndarray,
@@ -90,7 +92,7 @@ def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetConti
         if len(samples) == 0:
             continue
         columns = target.site_index[lo:hi]
-        markers = contig.haplotypes(window.start, window.stop)[columns - window.start]  # (M, R)
+        markers = contig.haplotypes_at(columns)  # (M, R)
         first = alleles[lo:hi, 2 * samples].T  # (S, M)
         second = alleles[lo:hi, 2 * samples + 1].T
         genotypes = np.where((first < 0) | (second < 0), -1, first + second).astype(np.int8)
@@ -99,7 +101,7 @@ def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetConti
         # The most likely pair of template paths among the haplotypes that fit the genotypes;
         # then, among those that fit each haplotype of that phase, the posterior of each
         # heterozygote's orientation relative to the previous one, summed over all paths.
-        chosen = np.stack([pair_candidates(g, markers) for g in genotypes])  # (S, K)
+        chosen = pair_candidates(genotypes, markers, threads=threads)  # (S, K)
         templates = _candidate_alleles(markers, chosen)
         path = phasing_kernels.pair_viterbi(genotypes, first, second, anchored, templates, jump, error, threads=threads)
         copied_first, copied_second = _copied_alleles(templates, path)
@@ -107,7 +109,7 @@ def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetConti
         hap_first = np.where(het & (copied_first != copied_second), copied_first,
                              np.where(het, first, genotypes // 2))  # missing stays -1
         hap_second = np.where(het, 1 - hap_first, hap_first)
-        chosen = np.stack([haplotype_candidates(hap_first[j], hap_second[j], markers) for j in range(len(samples))])
+        chosen = haplotype_candidates(hap_first, hap_second, markers, threads=threads)
         templates = _candidate_alleles(markers, chosen)
         same = phasing_kernels.pair_relative_phase(genotypes, first, second, anchored, templates, jump, error,
                                                    threads=threads)
@@ -169,42 +171,69 @@ def _uniform(seed: int, draw: int, positions: np.ndarray, keys: np.ndarray) -> n
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def pair_candidates(genotypes: np.ndarray, markers: np.ndarray, n_candidates: int = PAIR_CANDIDATES) -> np.ndarray:
-    """(K,) panel haplotypes that fit a sample's homozygous genotypes best (fewest of them
-    contradicted; `_fit_order`), K = min(n_candidates, R).
+def pair_candidates(genotypes: np.ndarray, markers: np.ndarray, n_candidates: int = PAIR_CANDIDATES, *,
+                    threads: int = 1) -> np.ndarray:
+    """(S, K) panel haplotypes that fit each sample's homozygous genotypes best (fewest of them
+    contradicted; `_fit_orders`), K = min(n_candidates, R), increasing.
 
     Args:
-        genotypes: (M,) ALT counts, -1 missing.
+        genotypes: (S, M) ALT counts, -1 missing.
         markers: (M, R) panel alleles at the markers.
     """
-    contradicts = ((genotypes == 0)[:, None] & (markers == 1)) | ((genotypes == 2)[:, None] & (markers == 0))
-    return _first_distinct(_fit_order(contradicts, n_candidates // 2), min(n_candidates, markers.shape[1]))
+    k = min(n_candidates, markers.shape[1])
+    orders = _fit_orders(genotypes == 0, genotypes == 2, markers, n_candidates // 2, k, threads)
+    return np.stack([_first_distinct(order, k) for order in orders])
 
 
 def haplotype_candidates(first: np.ndarray, second: np.ndarray, markers: np.ndarray,
-                         n_candidates: int = HAPLOTYPE_CANDIDATES) -> np.ndarray:
-    """(K,) panel haplotypes that fit either of a sample's two phased haplotypes best (fewest
-    alleles differing; `_fit_order`), taken from each in turn, K = min(n_candidates, R).
+                         n_candidates: int = HAPLOTYPE_CANDIDATES, *, threads: int = 1) -> np.ndarray:
+    """(S, K) panel haplotypes that fit either of each sample's two phased haplotypes best (fewest
+    alleles differing; `_fit_orders`), taken from each in turn, K = min(n_candidates, R), increasing.
 
     Args:
-        first, second: (M,) the haplotypes' alleles at the markers.
+        first, second: (S, M) the haplotypes' alleles at the markers, -1 missing.
         markers: (M, R) panel alleles at the markers.
     """
-    orders = [_fit_order(markers != haplotype[:, None], n_candidates // 4) for haplotype in (first, second)]
-    return _first_distinct(np.stack(orders, axis=1).ravel(), min(n_candidates, markers.shape[1]))
+    k = min(n_candidates, markers.shape[1])
+    orders = [_fit_orders(haplotype == 0, haplotype == 1, markers, n_candidates // 4, k, threads)
+              for haplotype in (first, second)]
+    return np.stack([_first_distinct(order, k) for order in np.stack(orders, axis=2).reshape(len(first), -1)])
 
 
-def _fit_order(misfit: np.ndarray, chunk_total: int) -> np.ndarray:
-    """Panel haplotypes by their count of misfitting markers, (M, R) bool `misfit`: first each
-    chunk of CANDIDATE_CHUNK_MARKERS markers' own best (`chunk_total` over all chunks, when
-    there are two or more), then all of them by the count over every marker."""
-    overall = np.argsort(misfit.sum(axis=0), kind="stable")
-    cuts = pbwt.chunk_cuts(len(misfit), CANDIDATE_CHUNK_MARKERS)
-    if len(cuts) < 3:
-        return overall
-    share = max(1, chunk_total // (len(cuts) - 1))
-    picked = [np.argsort(misfit[a:b].sum(axis=0), kind="stable")[:share] for a, b in itertools.pairwise(cuts)]
-    return np.concatenate([*picked, overall])
+def _fit_orders(must_ref: np.ndarray, must_alt: np.ndarray, markers: np.ndarray, chunk_total: int, k: int,
+                threads: int) -> np.ndarray:
+    """The first entries of each query's order of the panel haplotypes, enough for its first k distinct ones:
+    first each chunk of CANDIDATE_CHUNK_MARKERS markers' own best (`chunk_total` over all chunks, when
+    there are two or more), then all of them, each by its count of misfitting markers, ties to the
+    lower index (a stable sort's order).
+
+    A haplotype misfits a query at a marker where the query's allele must be REF (`must_ref`,
+    (Q, M) bool) and the haplotype carries ALT, or the other way round (`must_alt`). The counts of
+    a batch of queries are matrix products (exact integers in float32), so that no (Q, M, R) array
+    is formed and a large panel costs a few products per window rather than a sort per sample.
+    """
+    n_markers, n_ref = markers.shape
+    cuts = pbwt.chunk_cuts(n_markers, CANDIDATE_CHUNK_MARKERS)
+    n_chunks = len(cuts) - 1
+    share = max(1, chunk_total // n_chunks) if n_chunks > 1 else 0
+    values = np.asarray(markers, dtype=np.float32)
+    signed = must_ref.astype(np.float32) - must_alt.astype(np.float32)  # +1 where ALT misfits, -1 where REF does
+    batch = max(1, FIT_BYTES // (4 * n_ref * (n_chunks + 1)))
+    out = []
+    for q0 in range(0, len(signed), batch):
+        part = slice(q0, q0 + batch)
+        counts = [signed[part, a:b] @ values[a:b] + must_alt[part, a:b].sum(axis=1, keepdims=True, dtype=np.float32)
+                  for a, b in itertools.pairwise(cuts)]
+        overall = np.sum(counts, axis=0) if n_chunks > 1 else counts[0]
+        picked = [_lowest(c, share, threads) for c in counts] if n_chunks > 1 else []
+        out.append(np.concatenate([*picked, _lowest(overall, k + share * n_chunks, threads)], axis=1))
+    return np.concatenate(out)
+
+
+def _lowest(counts: np.ndarray, n: int, threads: int) -> np.ndarray:
+    """(Q, min(n, R)) indices of each row's n lowest counts, (Q, R) exact integers, by count then index."""
+    top = copying_kernels.top_rows(-counts, min(n, counts.shape[1]), threads=threads)  # increasing indices
+    return np.take_along_axis(top, np.argsort(np.take_along_axis(counts, top, axis=1), axis=1, kind="stable"), axis=1)
 
 
 @dataclasses.dataclass
