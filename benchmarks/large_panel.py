@@ -1,7 +1,7 @@
 """A large panel side by side with Beagle 5.4 and Minimac4: 5 Mb, 40,000 haplotypes, 1,000 targets.
 
     python benchmarks/large_panel.py [--panel-samples 20000] [--targets 1000] [--scored 250]
-        [--length 5e6] [--threads 2] [--seed 1] [--first-mb MB] [--out benchmarks/results/large]
+        [--length 5e6] [--threads 2] [--seed 1] [--first-mb MB] [--unphased] [--out benchmarks/results/large]
 
 A chromosome-length panel is the same script with other sizes (`--panel-samples 3200 --targets 500
 --length 60e6 --first-mb 5`): --first-mb also prepares the panel's first MB megabases alone with each
@@ -16,6 +16,7 @@ targets at 187,000 sites took over 20 GB) and a PLINK map.
 The data are cached in --out/data. Each tool prepares the panel (spinimpute train, bref3,
 Minimac4 --compress-reference) and imputes the targets (GT:DS:GP), under /usr/bin/time -v; the
 prepared file's size is reported beside each. Every output is scored by `spinimpute evaluate`.
+--unphased also imputes the targets with their genotypes unphased (spinimpute and Beagle phase them).
 Prints a markdown table and writes results.json into --out.
 """
 
@@ -124,6 +125,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--first-mb", type=float, default=None,
                         help="also prepare the panel's first MB megabases alone with each tool")
+    parser.add_argument("--unphased", action="store_true",
+                        help="also impute the targets with their genotypes unphased (spinimpute and Beagle, which "
+                             "phase them; Minimac4 does not)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "large")
     args = parser.parse_args(argv)
     from spinimpute.tools.evaluate import evaluate
@@ -166,6 +170,8 @@ def main(argv=None) -> None:
         results[tool]["r2"]["overall"] = ev.overall["aggregate_r2"]
     if args.first_mb:
         results["first"] = prepare_first(ref, genetic_map, runs, args.first_mb, args.threads)
+    if args.unphased:
+        results["unphased"] = impute_unphased(data, runs, args.threads, evaluate)
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     bins = list(results["spinimpute"]["r2"])
     print(f"\n{summary['panel_haplotypes']} haplotypes, {summary['panel_sites']} sites, {args.length / 1e6:g} Mb; "
@@ -179,6 +185,14 @@ def main(argv=None) -> None:
         print(f"| {tool} | {r['prepare']['wall_s']} | {r['prepare']['cpu_s']} | {r['prepare']['peak_rss_mb']} | "
               f"{r['prepared_mb']} | {r['impute']['wall_s']} | {r['impute']['cpu_s']} | {r['impute']['peak_rss_mb']} | "
               + " | ".join(f"{r['r2'][b]:.4f}" for b in bins) + " |")
+    if args.unphased:
+        print("\nThe same targets with their genotypes unphased (each tool's prepared panel as above):\n")
+        print("| tool | impute wall s | impute CPU s | impute peak RSS MB | " + " | ".join(f"r² {b}" for b in bins) + " |")
+        print("|---" * (4 + len(bins)) + "|")
+        for tool in ("spinimpute", "beagle"):
+            r = results["unphased"][tool]
+            print(f"| {tool} | {r['impute']['wall_s']} | {r['impute']['cpu_s']} | {r['impute']['peak_rss_mb']} | "
+                  + " | ".join(f"{r['r2'][b]:.4f}" for b in bins) + " |")
     if args.first_mb:
         print(f"\nThe first {args.first_mb:g} Mb alone ({results['first']['sites']} sites):\n")
         print("| tool | prepare wall s | prepare CPU s | prepare peak RSS MB | prepared file MB |")
@@ -186,6 +200,39 @@ def main(argv=None) -> None:
         for tool in ("spinimpute", "beagle", "minimac4"):
             r = results["first"][tool]
             print(f"| {tool} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} | {r['prepared_mb']} |")
+
+
+def impute_unphased(data: Path, runs: Path, threads: int, evaluate) -> dict:
+    """Impute target.vcf.gz with every genotype written unphased ('/'), by spinimpute and Beagle."""
+    import subprocess
+
+    import pysam
+
+    from spinimpute.io.bgzf import BgzfTextWriter
+
+    target = data / "target.unphased.vcf.gz"
+    if not target.exists():
+        text = subprocess.run(["bcftools", "view", str(data / "target.vcf.gz")], check=True, capture_output=True).stdout
+        lines = text.split(b"\n")
+        body = [line.replace(b"|", b"/") if line and not line.startswith(b"#") else line for line in lines]
+        with BgzfTextWriter(target, threads=threads) as out:
+            out.write(b"\n".join(body))
+        pysam.tabix_index(str(target), preset="vcf", force=True)
+    out: dict = {}
+    for tool, cmd, output in (
+        ("spinimpute", compare.spinimpute_impute(target=target, model=runs / "spin.model",
+                                                 output=runs / "spin.unphased.vcf.gz", threads=threads),
+         runs / "spin.unphased.vcf.gz"),
+        ("beagle", compare.beagle_impute(target=target, bref=runs / "ref.bref3", prefix=runs / "beagle.unphased",
+                                         genetic_map=data / "plink.map", threads=threads, gp=True),
+         runs / "beagle.unphased.vcf.gz"),
+    ):
+        print(f"{tool}: impute unphased", file=sys.stderr)
+        out[tool] = {"impute": timed(cmd, runs / f"{tool}.unphased.impute.log")}
+        ev = evaluate(data / "truth.vcf.gz", output, ref_path=data / "ref.vcf.gz", target_path=target, threads=threads)
+        out[tool]["r2"] = {b["bin"]: b["aggregate_r2"] for b in ev.as_dict()["bins"]}
+        out[tool]["r2"]["overall"] = ev.overall["aggregate_r2"]
+    return out
 
 
 def prepare_first(ref: Path, genetic_map: Path, runs: Path, megabases: float, threads: int) -> dict:
