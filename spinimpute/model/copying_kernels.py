@@ -396,7 +396,7 @@ def _copy_posteriors(alleles, query, candidates, jump, error, block_bounds, bloc
     n_markers = alleles.shape[1]
     n_states = candidates.shape[1]
     n_blocks = len(block_bounds) - 1
-    entry = np.empty((n_blocks + 1, n_states), np.float64)  # forward message before each block, summing to one
+    entry = np.empty((n_blocks + 1, n_states), np.float64)  # forward message before each block (sums to one; ones before the first)
     class_of = np.empty((n_blocks, n_states), np.int32)
     first = np.empty((n_blocks, n_states), np.int32)  # each class's first state's haplotype
     count = np.empty((n_blocks, n_states), np.float64)  # each class's states
