@@ -195,9 +195,11 @@ def haplotype_candidates(first: np.ndarray, second: np.ndarray, markers: np.ndar
         markers: (M, R) panel alleles at the markers.
     """
     k = min(n_candidates, markers.shape[1])
-    orders = [_fit_orders(haplotype == 0, haplotype == 1, markers, n_candidates // 4, k, threads)
-              for haplotype in (first, second)]
-    return np.stack([_first_distinct(order, k) for order in np.stack(orders, axis=2).reshape(len(first), -1)])
+    both = np.stack([first, second], axis=1).reshape(-1, first.shape[1])  # each sample's two haplotypes in turn
+    orders = _fit_orders(both == 0, both == 1, markers, n_candidates // 4, k, threads)  # (2 S, L)
+    # Each sample's two orders taken in turn: first[0], second[0], first[1], ...
+    interleaved = orders.reshape(len(first), 2, -1).transpose(0, 2, 1).reshape(len(first), -1)
+    return np.stack([_first_distinct(order, k) for order in interleaved])
 
 
 def _fit_orders(must_ref: np.ndarray, must_alt: np.ndarray, markers: np.ndarray, chunk_total: int, k: int,

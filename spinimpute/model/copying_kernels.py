@@ -69,14 +69,22 @@ def _split_groups(row, n_ref, labels, size, moving, split, touched, carriers, n)
 
 
 @compiled
+def _split_scratch(n_ref):  # pragma: no cover - compiled
+    """`_split_groups`' arrays for R haplotypes, all in one group: labels, each label's size, the
+    current site's carriers in each label (all zero between calls), the label they move to, the
+    labels touched and the carriers."""
+    labels = np.zeros(n_ref, np.int32)
+    size = np.zeros(n_ref, np.int32)
+    if n_ref > 0:
+        size[0] = n_ref
+    return (labels, size, np.zeros(n_ref, np.int32), np.empty(n_ref, np.int32), np.empty(n_ref, np.int32),
+            np.empty(n_ref, np.int32))
+
+
+@compiled
 def _label_intervals(packed, n_ref, bounds, group_of, n_groups, first_member, k_lo, k_hi):  # pragma: no cover
     """Exact grouping: at each site the ALT carriers of a group split off into a new group."""
-    labels = np.empty(n_ref, np.int32)
-    size = np.zeros(n_ref, np.int32)  # members of each label
-    moving = np.zeros(n_ref, np.int32)  # the current site's carriers in each label
-    split = np.empty(n_ref, np.int32)  # the label those carriers move to, -1 if they are the whole label
-    touched = np.empty(n_ref, np.int32)
-    carriers = np.empty(n_ref, np.int32)
+    labels, size, moving, split, touched, carriers = _split_scratch(n_ref)
     number = np.empty(n_ref, np.int32)
     for k in range(k_lo, k_hi):
         labels[:] = 0
@@ -120,13 +128,7 @@ def _fill_alt_groups(packed, bounds, n_groups, first_member, alt_ptr, alt_group,
 
 @compiled
 def _distinct_after_each(packed, n_ref, cap, out):  # pragma: no cover - compiled
-    labels = np.zeros(n_ref, np.int32)
-    size = np.zeros(n_ref, np.int32)
-    size[0] = n_ref
-    moving = np.zeros(n_ref, np.int32)
-    split = np.empty(n_ref, np.int32)
-    touched = np.empty(n_ref, np.int32)
-    carriers = np.empty(n_ref, np.int32)
+    labels, size, moving, split, touched, carriers = _split_scratch(n_ref)
     n = 1
     for j in range(packed.shape[0]):
         n = _split_groups(packed[j], n_ref, labels, size, moving, split, touched, carriers, n)
@@ -295,12 +297,7 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
 @compiled
 def _label_blocks(packed, packed_markers, n_ref, bounds, block_bounds, block_of, b_lo, b_hi):  # pragma: no cover
     """Exact grouping over each block of markers: its markers' alleles and its inner intervals' sites."""
-    labels = np.empty(n_ref, np.int32)
-    size = np.zeros(n_ref, np.int32)
-    moving = np.zeros(n_ref, np.int32)
-    split = np.empty(n_ref, np.int32)
-    touched = np.empty(n_ref, np.int32)
-    carriers = np.empty(n_ref, np.int32)
+    labels, size, moving, split, touched, carriers = _split_scratch(n_ref)
     for b in range(b_lo, b_hi):
         m0, m1 = block_bounds[b], block_bounds[b + 1]
         labels[:] = 0
