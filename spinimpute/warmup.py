@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spinimpute.engine import cpu, phasing_kernels, statistics
+from spinimpute.engine import cpu, impute, phasing_kernels, statistics
 from spinimpute.io import compact_panel, genotype_text, vcf_text
 from spinimpute.model import copying_kernels, copying_numpy
 
@@ -30,9 +30,7 @@ def compile_kernels() -> None:
                                                              block_bounds))
     copying_kernels.copy_posteriors(by_site[[1, 3]], query, np.arange(8, dtype=np.int32)[None], np.array([0.01]),
                                     0.001, bounds, groups, blocks, np.full((4, 6), 0.25))
-    gt_ds, gp = np.zeros((4 * 201, 8), np.uint8), np.zeros((101 * 101, 16), np.uint8)  # as genotype_text's tables
-    genotype_text.diploid_text(np.zeros((1, 2), np.float32), gt_ds, np.ones(len(gt_ds), np.int64), gp,
-                               np.ones(len(gp), np.int64))
+    genotype_text.record_text(np.zeros((1, 2), np.float32), np.zeros(1, np.uint8), np.ones(1, np.int64))
     two_queries = np.array([[0, -1, 1, 0, 1, 1], [1, 1, 0, 0, -1, 0]], dtype=np.int8)
     for n_candidates in (4, 1):  # all 8 haplotypes ranked (a read-only broadcast pool); a PBWT pool of 2 x 1
         copying_numpy.select_candidates(by_site, two_queries, n_candidates)
@@ -44,6 +42,10 @@ def compile_kernels() -> None:
     statistics.site_sums(np.zeros((1, 2), np.float32), None)
     statistics.site_sums(np.zeros((1, 2), np.float32), np.ones((1, 1), bool))
     cpu.gelu(np.zeros((1, 2), np.float32))
+    for probabilities in (np.zeros((1, 2), np.float32), np.zeros((2, 4), np.float32)[:, :2]):  # a window of a group
+        cpu.clip_tokens(probabilities, 4)
+        impute.copy_tiled(probabilities.T, np.zeros((3, 3), np.float32)[:2, :len(probabilities)])  # results' columns
+        impute.copy_tiled(probabilities, np.zeros(probabilities.shape, np.float32))  # a spilled batch
     pair_arguments = (np.ones((1, 2), np.int8), np.ones((1, 2), np.int8), np.zeros((1, 2), np.int8),
                       np.zeros((1, 2), bool), by_site[:2, :2][None], np.array([0.01]), 0.001)
     phasing_kernels.pair_viterbi(*pair_arguments)

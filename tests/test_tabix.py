@@ -68,3 +68,20 @@ def test_bgzf_reads_back_and_refuses_damage(tmp_path):
     path.write_bytes(raw[:-40])  # cut inside the last data block
     with pytest.raises(BgzfFormatError, match="ends inside"):
         list(read_bgzf(path))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bgzf_blocks_hold_the_text_however_it_is_written(tmp_path, threads):
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 4, 5 * BGZF_BLOCK_INPUT + 123).astype(np.uint8)
+    cuts = np.sort(rng.choice(len(data), 12, replace=False))
+    cuts[3] = cuts[2] + 2 * BGZF_BLOCK_INPUT  # a piece of whole blocks, compressed where it lies
+    pieces = np.split(data, np.unique(np.minimum(cuts, len(data))))
+    path = tmp_path / "x.gz"
+    with BgzfTextWriter(path, threads=threads) as out:
+        for i, piece in enumerate(pieces):  # arrays, bytes and str, as records, tests and the header come
+            out.write(piece if i % 3 == 0 else piece.tobytes() if i % 3 == 1 else piece.tobytes().decode("ascii"))
+    blocks = [b for group in read_bgzf(path) for b in group]
+    assert b"".join(blocks) == data.tobytes()
+    assert [len(b) for b in blocks] == [BGZF_BLOCK_INPUT] * 5 + [123, 0]  # block k holds text [k, k + 1) x 0xFF00
+    assert len(out.block_offsets) == len(blocks)  # each data block's offset, then the end-of-file marker's

@@ -7,7 +7,7 @@ import pytest
 
 from spinimpute.errors import InputFileError
 from spinimpute.io.atomic import atomic_output
-from spinimpute.io.genotype_text import format_genotype_block, format_genotype_rows
+from spinimpute.io.genotype_text import format_genotype_block, format_genotype_rows, record_text
 from spinimpute.io.reading import read_panel, read_target
 from spinimpute.io.writing import ImputedVcfWriter
 from spinimpute.target import MISSING
@@ -125,6 +125,26 @@ def test_genotype_block_formatting():
     for gp in (True, False):  # the compiled rows hold the same text
         rows = format_genotype_rows(probs.astype(np.float32), gp=gp)
         assert rows == [("\t" + "\t".join(r)).encode() for r in format_genotype_block(probs, gp=gp)]
+
+
+@pytest.mark.parametrize("gp", [True, False])
+def test_record_text_is_the_prefix_and_the_fields_of_each_site(gp):
+    rng = np.random.default_rng(4)
+    n_sites, n_samples = 40, 23
+    probs = (rng.random((n_sites, 2 * n_samples)) < 0.3).astype(np.float32)
+    unsure = rng.random(probs.shape) < 0.3  # the rest certain, written from the four certain fields
+    probs[unsure] = rng.random(unsure.sum()).astype(np.float32)
+    probs[rng.random(probs.shape) < 0.05] = np.float32(0.995)  # near 1, its DS and GP not those of 1
+    probs[0] = 0.0  # a whole row certain, and one of no certain call
+    probs[1] = 0.5
+    prefixes = [bytes(rng.integers(65, 91, size=rng.integers(0, 12)).astype(np.uint8)) for _ in range(n_sites)]
+    text, ends = record_text(probs, np.frombuffer(b"".join(prefixes), np.uint8),
+                             np.cumsum([len(p) for p in prefixes]).astype(np.int64), gp=gp)
+    fields = format_genotype_block(probs, gp=gp)
+    want = b"".join(p + ("\t" + "\t".join(row) + "\n").encode() for p, row in zip(prefixes, fields))
+    assert text.tobytes() == want
+    assert ends.tolist() == np.cumsum([len(p) + len(("\t" + "\t".join(row) + "\n").encode())
+                                       for p, row in zip(prefixes, fields)]).tolist()
 
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from spinimpute.compiled import compiled
+from spinimpute.compiled import compiled, run_parts
 from spinimpute.model import copying_numpy
 from spinimpute.model.config import CERTAIN, FEED_FORWARD, MASKED, SITE_FEATURES, ModelConfig
 
@@ -78,30 +78,37 @@ class CpuImputer:
     # ---------------------------------------------------------------- predictor
     def predict(self, *, inducing: np.ndarray, query_alleles: np.ndarray, hmm_prob: np.ndarray,
                 site_features: np.ndarray) -> np.ndarray:
-        """ALT logits (Q, W) float32: `Imputer.predict`, as `SpinImputer.predict` computes them."""
+        """ALT probabilities (Q, W) float32: `Imputer.predict`, as the sigmoid of `SpinImputer.predict`'s
+        logits. A certain token's probabilities are the copying model's, clipped as the module clips
+        them (what the sigmoid of their logits gives back), so only the open tokens' take logarithms."""
         k = self.kmer
-        q, w = query_alleles.shape
-        pad = -w % k
-        p = np.clip(hmm_prob.astype(np.float32), np.float32(1e-6), np.float32(1 - 1e-6))
-        logit = np.log(p / (np.float32(1) - p))
+        w = query_alleles.shape[1]
+        prob, is_open = clip_tokens(hmm_prob, k, threads=self.threads)
         if not self.corrects:
-            return logit
-        # Padding sites count as certain (probability 0), so they never open a token.
-        p_tokens = np.pad(p, ((0, 0), (0, pad))).reshape(q, -1, k)
-        logit_tokens = np.pad(logit, ((0, 0), (0, pad))).reshape(q, -1, k)
-        rows, cols = np.nonzero((np.minimum(p_tokens, 1 - p_tokens) > CERTAIN).any(axis=-1))
-        if len(rows):
-            digits = np.pad(query_alleles, ((0, 0), (0, pad)), constant_values=MASKED).reshape(q, -1, k)
-            words = (digits[rows, cols] * 3 ** np.arange(k)).sum(axis=-1)
-            features = np.pad(site_features, ((0, pad), (0, 0))).reshape(-1, k * SITE_FEATURES)
-            tokens = self.weights["word_embedding.weight"][words] + _linear(features, self.weights, "site_projection")[cols]
-            p_open, logit_open = p_tokens[rows, cols], logit_tokens[rows, cols]  # (N, kmer) each
-            hmm_in = np.stack([p_open, logit_open / np.float32(10.0)], axis=-1).reshape(len(rows), 2 * k)
-            tokens = tokens + _linear(hmm_in, self.weights, "hmm_projection")
-            head = _linear(self._attend(tokens, inducing), self.weights, "head").reshape(-1, k, 2)
-            head *= np.float32(self.refinement_weight)
-            logit_tokens[rows, cols] = (1 + head[..., 0]) * logit_open + head[..., 1]
-        return logit_tokens.reshape(q, -1)[:, :w]
+            return prob
+        rows, cols = np.nonzero(is_open)
+        if not len(rows):
+            return prob
+        # (N, kmer) sites of the open tokens; padding sites (beyond W) count as probability 0, logit 0.
+        columns = cols[:, None] * k + np.arange(k)
+        inside = columns < w
+        columns = np.minimum(columns, w - 1)
+        p_open = np.where(inside, prob[rows[:, None], columns], np.float32(0))
+        with np.errstate(divide="ignore"):
+            logit_open = np.where(inside, np.log(p_open / (np.float32(1) - p_open)), np.float32(0))
+        digits = np.where(inside, query_alleles[rows[:, None], columns], MASKED)
+        words = (digits * 3 ** np.arange(k)).sum(axis=-1)
+        features = np.pad(site_features, ((0, -w % k), (0, 0))).reshape(-1, k * SITE_FEATURES)
+        tokens = self.weights["word_embedding.weight"][words] + _linear(features, self.weights, "site_projection")[cols]
+        hmm_in = np.stack([p_open, logit_open / np.float32(10.0)], axis=-1).reshape(len(rows), 2 * k)
+        tokens = tokens + _linear(hmm_in, self.weights, "hmm_projection")
+        head = _linear(self._attend(tokens, inducing), self.weights, "head").reshape(-1, k, 2)
+        head *= np.float32(self.refinement_weight)
+        logits = (1 + head[..., 0]) * logit_open + head[..., 1]
+        with np.errstate(over="ignore"):
+            corrected = np.float32(1.0) / (np.float32(1.0) + np.exp(-logits.astype(np.float32)))
+        prob[np.broadcast_to(rows[:, None], columns.shape)[inside], columns[inside]] = corrected[inside]
+        return prob
 
     def _attend(self, x: np.ndarray, inducing: np.ndarray) -> np.ndarray:
         """The predictor's attention block (`MultiheadAttentionBlock`): tokens (N, E) to the inducing points.
@@ -130,6 +137,33 @@ class CpuImputer:
         out = x + _linear(attended, weights, name + ".mix")
         hidden = gelu(_linear(_layer_norm(out, weights, name + ".norm_ff"), weights, name + f".{FEED_FORWARD[0]}"))
         return out + _linear(hidden, weights, name + f".{FEED_FORWARD[1]}")
+
+
+@compiled
+def _clip_tokens(hmm_prob, kmer, certain, prob, is_open, lo, hi):  # pragma: no cover - compiled
+    # Rows [lo, hi) of `clip_tokens`; `certain` float32, as numpy compares a float32 array with CERTAIN.
+    low, high, one = np.float32(1e-6), np.float32(1 - 1e-6), np.float32(1.0)
+    n_sites = hmm_prob.shape[1]
+    for q in range(lo, hi):
+        for t in range(is_open.shape[1]):
+            opened = False
+            for j in range(t * kmer, min(n_sites, (t + 1) * kmer)):
+                p = min(max(hmm_prob[q, j], low), high)
+                prob[q, j] = p
+                if min(p, one - p) > certain:
+                    opened = True
+            is_open[q, t] = opened
+
+
+def clip_tokens(hmm_prob: np.ndarray, kmer: int, *, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The (Q, W) probabilities clipped as the module clips them before their logits, and (Q, ceil(W / kmer))
+    whether each token is open: a site's probability farther than CERTAIN from 0 and 1 (padding sites beyond
+    W count as 0)."""
+    q, w = hmm_prob.shape
+    prob = np.empty((q, w), dtype=np.float32)
+    is_open = np.empty((q, -(-w // kmer)), dtype=np.bool_)
+    run_parts(_clip_tokens, q, threads, np.asarray(hmm_prob, dtype=np.float32), kmer, np.float32(CERTAIN), prob, is_open)
+    return prob, is_open
 
 
 @compiled

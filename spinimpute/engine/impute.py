@@ -20,6 +20,7 @@ from typing import Self
 
 import numpy as np
 
+from spinimpute.compiled import compiled, run_parts
 from spinimpute.engine.protocol import Imputer
 from spinimpute.errors import OutputFileError
 from spinimpute.model import copying_numpy
@@ -61,9 +62,7 @@ def predict_probabilities(model: Imputer, *, inducing, hmm_prob, typed_columns, 
     """
     query_alleles = np.full(hmm_prob.shape, MASKED, dtype=np.int64)
     query_alleles[:, typed_columns] = np.where(typed_alleles >= 0, typed_alleles, MASKED)
-    logits = model.predict(inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob, site_features=features)
-    with np.errstate(over="ignore"):
-        prob = np.float32(1.0) / (np.float32(1.0) + np.exp(-logits.astype(np.float32)))
+    prob = model.predict(inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob, site_features=features)
     prob[:, typed_columns] = np.where(typed_alleles >= 0, typed_alleles, prob[:, typed_columns])
     return prob
 
@@ -134,7 +133,7 @@ def impute_contig(
     needed = set(contig.windows_covering(sites))
     for group in window_groups(contig, sites):
         with _GroupResults([contig.windows[i].core_stop - contig.windows[i].core_start for i in group],
-                           target.alleles.shape[1]) as results:
+                           target.alleles.shape[1], threads=model.threads) as results:
             _impute_group(model, contig, target, group, results)
             for position, w_index in enumerate(group):
                 if w_index not in needed:
@@ -156,8 +155,8 @@ class _GroupResults:
     haplotypes at a time: in memory within GROUP_RESULT_BYTES, else in a temporary file, each
     batch's block of each window stored row by row, read back in pieces of SPILL_PIECE_BYTES."""
 
-    def __init__(self, core_sizes: list[int], n_haplotypes: int):
-        self.core_sizes, self.n_haplotypes = core_sizes, n_haplotypes
+    def __init__(self, core_sizes: list[int], n_haplotypes: int, *, threads: int = 1):
+        self.core_sizes, self.n_haplotypes, self.threads = core_sizes, n_haplotypes, threads
         self.spilled = 4 * sum(core_sizes) * n_haplotypes > GROUP_RESULT_BYTES
         self.arrays: list[np.ndarray] = []
         self.stored: list[list[tuple[int, int, int]]] = [[] for _ in core_sizes]  # (first column, columns, offset)
@@ -186,9 +185,11 @@ class _GroupResults:
     def put(self, window: int, first: int, values: np.ndarray) -> None:
         """The (core sites, columns) results of window `window` for haplotypes first, first + 1, ..."""
         if not self.spilled:
-            self.arrays[window][:, first : first + values.shape[1]] = values
+            copy_tiled(values, self.arrays[window][:, first : first + values.shape[1]], threads=self.threads)
             return
-        data = np.ascontiguousarray(values, dtype=np.float32).data.cast("B")
+        contiguous = np.empty(values.shape, dtype=np.float32)
+        copy_tiled(values, contiguous, threads=self.threads)
+        data = contiguous.data.cast("B")
         try:
             written = 0
             while written < len(data):
@@ -348,6 +349,24 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
             outs = [_mixture_slots(prob, both, n_phasings) for prob, both in zip(outs, both_alt)]
         for position, prob in enumerate(outs):
             results.put(position, h0, prob)
+
+
+def copy_tiled(source: np.ndarray, destination: np.ndarray, *, threads: int = 1) -> None:
+    """destination[...] = source (2-d float32, any strides), tile by tile on `threads` threads: the
+    engine's results are the transpose of the predictor's, which numpy copies element by element."""
+    run_parts(_copy_tiled, destination.shape[0], threads, source, destination)
+
+
+@compiled
+def _copy_tiled(source, destination, lo, hi):  # pragma: no cover - compiled
+    tile = 64
+    for i0 in range(lo, hi, tile):
+        i1 = min(hi, i0 + tile)
+        for j0 in range(0, destination.shape[1], tile):
+            j1 = min(destination.shape[1], j0 + tile)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    destination[i, j] = source[i, j]
 
 
 def _haplotype_rows(samples: np.ndarray) -> np.ndarray:

@@ -43,7 +43,8 @@ class Imputer(Protocol):
 
     def predict(self, *, inducing: np.ndarray, query_alleles: np.ndarray, hmm_prob: np.ndarray,
                 site_features: np.ndarray) -> np.ndarray:
-        """(Q, W) float32 ALT logits of the SPIN predictor over the copying model's probabilities.
+        """(Q, W) float32 ALT probabilities of the SPIN predictor over the copying model's (a new,
+        writable array): the sigmoid of `SpinImputer.predict`'s logits.
 
         Args:
             inducing: (I, F*E) cached inducing points of the window.

@@ -62,10 +62,10 @@ class TorchImputer:
 
     @torch.inference_mode()
     def predict(self, *, inducing, query_alleles, hmm_prob, site_features) -> np.ndarray:
-        """(Q, W) float32 logits; arguments as `CpuImputer.predict`."""
+        """(Q, W) float32 probabilities; arguments as `CpuImputer.predict`."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
             logits = self.network.predict(
                 inducing=self._tensor(inducing), query_alleles=self._tensor(query_alleles, torch.int64),
                 hmm_prob=self._tensor(hmm_prob), site_features=self._tensor(site_features),
             )
-        return logits.float().cpu().numpy()
+        return torch.sigmoid(logits.float()).cpu().numpy()

@@ -80,7 +80,7 @@ def read_bgzf(path, *, piece_bytes: int = 2**20) -> Iterator[list[bytes]]:
                 return
 
 
-def _bgzf_block(data: bytes, level: int) -> bytes:
+def _bgzf_block(data: bytes | memoryview, level: int) -> bytes:
     payload = isal_zlib.compress(data, level, -15)
     header = b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\xff\x06\x00BC\x02\x00"
     size = len(header) + 2 + len(payload) + 8 - 1
@@ -103,16 +103,24 @@ class BgzfTextWriter:
         self._max_pending = 4 * threads
         self._block_offsets: list[int] = []
 
-    def write(self, text: str | bytes) -> None:
-        self._buffer += text.encode() if isinstance(text, str) else text
-        if len(self._buffer) >= BGZF_BLOCK_INPUT:
-            cut = len(self._buffer) - len(self._buffer) % BGZF_BLOCK_INPUT
-            data = bytes(self._buffer[:cut])
-            del self._buffer[:cut]
-            for i in range(0, cut, BGZF_BLOCK_INPUT):
-                self._submit(data[i : i + BGZF_BLOCK_INPUT])
+    def write(self, text) -> None:
+        """Append text: a str, or bytes-like (bytes, a uint8 array), whose whole blocks are compressed
+        from where they lie (the writer holds a view of them until they are written: do not change them)."""
+        data = memoryview(text.encode() if isinstance(text, str) else text).cast("B")
+        if self._buffer:
+            take = min(len(data), BGZF_BLOCK_INPUT - len(self._buffer))
+            self._buffer += data[:take]
+            data = data[take:]
+            if len(self._buffer) < BGZF_BLOCK_INPUT:
+                return
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+        whole = len(data) - len(data) % BGZF_BLOCK_INPUT
+        for i in range(0, whole, BGZF_BLOCK_INPUT):
+            self._submit(data[i : i + BGZF_BLOCK_INPUT])
+        self._buffer += data[whole:]
 
-    def _submit(self, chunk: bytes) -> None:
+    def _submit(self, chunk: bytes | memoryview) -> None:
         if self._pool is None:
             self._write_block(_bgzf_block(chunk, self._level))
             return

@@ -36,7 +36,7 @@ def _byte_table(strings, width: int) -> np.ndarray:
 
 # A diploid field is GT + ":" + DS (indexed by GT * 201 + DS in hundredths, at most 8
 # bytes) and ":" + GP + "\t" (indexed by P(0) * 101 + P(2) in hundredths; P(1) is what
-# they leave), each with its length; a compiled loop copies them (`diploid_text`).
+# they leave), each with its length; a compiled loop copies them (`record_text`).
 _GT_DS_BYTES = _byte_table([gt + ds for gt in _GT_TEXT for ds in _DS_TEXT], 8)
 
 
@@ -72,11 +72,30 @@ def format_genotype_rows(hap_prob: np.ndarray, haploid: np.ndarray | None = None
     """
     if haploid is not None and haploid.any():
         return [("\t" + "\t".join(row)).encode() for row in format_genotype_block(hap_prob, haploid, gp=gp)]
+    text, ends = record_text(hap_prob, np.zeros(0, np.uint8), np.zeros(len(hap_prob), np.int64), gp=gp)
+    starts = [0, *ends[:-1].tolist()]
+    return [text[a : b - 1].tobytes() for a, b in zip(starts, ends.tolist())]  # without the newline
+
+
+def record_text(hap_prob: np.ndarray, prefixes: np.ndarray, prefix_ends: np.ndarray, *,
+                gp: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Diploid records as text: row i is its prefix (`prefixes[prefix_ends[i - 1]:prefix_ends[i]]`,
+    the fixed columns), its sample fields each after a tab, then a newline.
+
+    Returns:
+        (text uint8, ends int64): record i is text[ends[i - 1]:ends[i]] (from 0 for row 0).
+    """
+    hap_prob = np.ascontiguousarray(hap_prob, dtype=np.float32)
     gp_table, gp_lengths = (_GP_BYTES, _GP_LENGTHS) if gp else (_NO_GP_BYTES, _NO_GP_LENGTHS)
-    buffer, end_array = diploid_text(hap_prob, _GT_DS_BYTES, _GT_DS_LENGTHS, gp_table, gp_lengths)
-    ends: list[int] = end_array.tolist()
-    text = buffer[: ends[-1] if ends else 0].tobytes()
-    return [text[a:b] for a, b in zip([0, *ends[:-1]], ends)]
+    n_sites = hap_prob.shape[0]
+    # Room for the widest fields: each is copied whole (a fixed number of bytes, faster than its
+    # length) and the next written over what lies beyond its length.
+    width = _GT_DS_BYTES.shape[1] + gp_table.shape[1]
+    out = np.empty(len(prefixes) + n_sites * (2 + (hap_prob.shape[1] // 2) * width) + width, np.uint8)
+    ends = np.zeros(n_sites, np.int64)
+    if n_sites:
+        _record_text(hap_prob, prefixes, prefix_ends, _GT_DS_BYTES, _GT_DS_LENGTHS, gp_table, gp_lengths, out, ends)
+    return out[: ends[-1] if n_sites else 0], ends
 
 
 def format_genotype_block(hap_prob: np.ndarray, haploid: np.ndarray | None = None, *, gp: bool = True) -> np.ndarray:
@@ -116,11 +135,29 @@ _GP_TEXT = np.asarray([row.tobytes().rstrip(b"\0").decode()[:-1] for row in _GP_
 
 
 @compiled
-def _diploid_text(hap_prob, gt_ds_bytes, gt_ds_length, gp_bytes, gp_length, out, ends, row_lo, row_hi,
-                  pos):  # pragma: no cover - compiled
+def _record_text(hap_prob, prefixes, prefix_ends, gt_ds_bytes, gt_ds_length, gp_bytes, gp_length, out,
+                 ends):  # pragma: no cover - compiled
     hundred, one, half = np.float32(100.0), np.float32(1.0), np.float32(0.5)
     n_samples = hap_prob.shape[1] // 2
-    for i in range(row_lo, row_hi):
+    gt_ds_width, gp_width = gt_ds_bytes.shape[1], gp_bytes.shape[1]
+    # The fields of the four certain genotypes, whole ("0|0:0:1,0,0" and its tab): most calls are
+    # one of them, copied in a fixed number of bytes without the tables' lengths.
+    certain_width = gt_ds_length[0] + gp_length[100 * 101]
+    certain = np.empty((4, certain_width), np.uint8)
+    certain_codes = np.empty((4, 2), np.int64)
+    for gt in range(4):
+        ds = (gt >> 1) + (gt & 1)
+        certain_codes[gt, 0] = gt * 201 + 100 * ds
+        certain_codes[gt, 1] = (100 if ds == 0 else 0) * 101 + (100 if ds == 2 else 0)
+        n = gt_ds_length[certain_codes[gt, 0]]
+        certain[gt, :n] = gt_ds_bytes[certain_codes[gt, 0], :n]
+        certain[gt, n:] = gp_bytes[certain_codes[gt, 1], : certain_width - n]
+    pos, prefix_start = 0, 0
+    for i in range(hap_prob.shape[0]):
+        for b in range(prefix_start, prefix_ends[i]):
+            out[pos] = prefixes[b]
+            pos += 1
+        prefix_start = prefix_ends[i]
         out[pos] = 9  # tab
         pos += 1
         for s in range(n_samples):
@@ -130,30 +167,17 @@ def _diploid_text(hap_prob, gt_ds_bytes, gt_ds_length, gp_bytes, gp_length, out,
             gp0 = int(np.rint((one - p1) * (one - p2) * hundred))
             gp2 = int(np.rint(p1 * p2 * hundred))
             gt = 2 * (p1 >= half) + (p2 >= half)
-            code = gt * 201 + ds
-            for b in range(gt_ds_length[code]):
+            code, gp_code = gt * 201 + ds, gp0 * 101 + gp2
+            if code == certain_codes[gt, 0] and gp_code == certain_codes[gt, 1]:
+                for b in range(certain_width):
+                    out[pos + b] = certain[gt, b]
+                pos += certain_width
+                continue
+            for b in range(gt_ds_width):
                 out[pos + b] = gt_ds_bytes[code, b]
             pos += gt_ds_length[code]
-            code = gp0 * 101 + gp2
-            for b in range(gp_length[code]):
-                out[pos + b] = gp_bytes[code, b]
-            pos += gp_length[code]
-        pos -= 1  # the tab after the last field
+            for b in range(gp_width):
+                out[pos + b] = gp_bytes[gp_code, b]
+            pos += gp_length[gp_code]
+        out[pos - 1] = 10  # a newline for the tab after the last field
         ends[i] = pos
-
-
-def diploid_text(hap_prob: np.ndarray, gt_ds_bytes, gt_ds_length, gp_bytes, gp_length) -> tuple[np.ndarray, np.ndarray]:
-    """The sample columns of each site as text, from fixed-width field tables (see `format_genotype_rows`).
-
-    Returns:
-        (text uint8, ends int64): row i is text[ends[i - 1]:ends[i]] (from 0 for row 0).
-    """
-    hap_prob = np.ascontiguousarray(hap_prob, dtype=np.float32)
-    n_sites = hap_prob.shape[0]
-    out = np.empty(n_sites * (1 + (hap_prob.shape[1] // 2) * (gt_ds_bytes.shape[1] + gp_bytes.shape[1])), np.uint8)
-    ends = np.zeros(n_sites, np.int64)
-    if n_sites:
-        _diploid_text(hap_prob, gt_ds_bytes, gt_ds_length.astype(np.int64), gp_bytes, gp_length.astype(np.int64), out,
-                      ends, 0, n_sites, 0)
-    return out, ends
-

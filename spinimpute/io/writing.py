@@ -10,7 +10,7 @@ import numpy as np
 
 from spinimpute.errors import OutputFileError
 from spinimpute.io.bgzf import BGZF_BLOCK_INPUT, BgzfTextWriter, write_bgzf
-from spinimpute.io.genotype_text import format_genotype_rows
+from spinimpute.io.genotype_text import format_genotype_rows, record_text
 from spinimpute.io.tabix import TabixIndexBuilder
 from spinimpute.panel import Sites
 
@@ -33,7 +33,7 @@ class RecordBlock:
     end exclusive) on `contig` and its length in bytes."""
 
     contig: str
-    text: bytes
+    text: bytes | np.ndarray  # bytes, or a uint8 array
     beg: np.ndarray
     end: np.ndarray
     lengths: np.ndarray
@@ -60,8 +60,8 @@ class PlainTextWriter:
     def __init__(self, path):
         self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed by close()
 
-    def write(self, text: bytes) -> None:
-        self._file.write(text)
+    def write(self, text: bytes | np.ndarray) -> None:
+        self._file.write(text if isinstance(text, bytes) else text.data)
 
     def close(self) -> None:
         self._file.close()
@@ -107,26 +107,27 @@ class ImputedVcfWriter:
     ) -> RecordBlock:
         """The records of sites [start, start + len(hap_prob)) of `sites`; changes nothing in
         the writer, so that blocks can be formatted on several threads and written in order."""
-        genotypes = format_genotype_rows(hap_prob, haploid, gp=self.gp)
         format_keys = "GT:DS:GP" if self.gp else "GT:DS"
         contig = self._names.get(sites.contig, sites.contig)
-        parts: list[bytes] = []
-        lengths = np.empty(len(genotypes), dtype=np.int64)
-        ref_lengths = np.empty(len(genotypes), dtype=np.int64)
-        stop = start + len(genotypes)
+        stop = start + len(hap_prob)
         positions = sites.positions[start:stop].tolist()
         ids, refs, alts = list(sites.ids[start:stop]), list(sites.refs[start:stop]), list(sites.alts[start:stop])
-        for k, columns in enumerate(genotypes):
-            info = f"DR2={dr2[k]:.2f};AF={af[k]:.4f}" + ("" if typed[k] else ";IMP")  # as Beagle writes it
-            fixed = (
-                f"{contig}\t{positions[k]}\t{ids[k]}\t{refs[k]}\t{alts[k]}"
-                f"\t.\tPASS\t{info}\t{format_keys}".encode()
-            )
-            parts += (fixed, columns, b"\n")
-            lengths[k] = len(fixed) + len(columns) + 1
-            ref_lengths[k] = len(refs[k])
+        fixed = [
+            f"{contig}\t{positions[k]}\t{ids[k]}\t{refs[k]}\t{alts[k]}\t.\tPASS\tDR2={dr2[k]:.2f};AF={af[k]:.4f}"
+            f"{'' if typed[k] else ';IMP'}\t{format_keys}".encode()  # INFO as Beagle writes it
+            for k in range(len(hap_prob))
+        ]
         beg = np.asarray(sites.positions[start:stop], dtype=np.int64) - 1
-        return RecordBlock(contig, b"".join(parts), beg, beg + ref_lengths, lengths)
+        end = beg + np.fromiter(map(len, refs), dtype=np.int64, count=len(refs))
+        if haploid is not None and haploid.any():
+            genotypes = format_genotype_rows(hap_prob, haploid, gp=self.gp)
+            lengths = np.array([len(p) + len(c) + 1 for p, c in zip(fixed, genotypes)], dtype=np.int64)
+            return RecordBlock(contig, b"".join(part for columns, prefix in zip(genotypes, fixed)
+                                                for part in (prefix, columns, b"\n")), beg, end, lengths)
+        prefixes = np.frombuffer(b"".join(fixed), dtype=np.uint8)
+        prefix_ends = np.cumsum(np.fromiter(map(len, fixed), dtype=np.int64, count=len(fixed)))
+        text, ends = record_text(hap_prob, prefixes, prefix_ends, gp=self.gp)
+        return RecordBlock(contig, text, beg, end, np.diff(ends, prepend=0))
 
     def write_records(self, block: RecordBlock) -> None:
         """Append records made by `block_text`, in file order."""
