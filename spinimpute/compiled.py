@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numba
 import numpy as np
@@ -25,14 +27,44 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b > a]
 
 
+# Parts per thread: taken in turn, so that a costly part (the rows of a group's common sites, say)
+# does not leave the other threads idle while one finishes it.
+PARTS_PER_THREAD = 8
+# Threads that run kernels' parts, kept from call to call: starting threads for every call cost
+# more than the small kernels that run hundreds of times per group of windows. They only run
+# kernels, which never wait on the pool, so callers on several threads share it without deadlock.
+_workers: ThreadPoolExecutor | None = None
+_workers_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _workers
+    with _workers_lock:
+        if _workers is None:
+            _workers = ThreadPoolExecutor(max_workers=max(32, 4 * (os.cpu_count() or 1)),
+                                          thread_name_prefix="spinimpute-kernel")
+        return _workers
+
+
 def run_parts(kernel: Callable[..., object], n: int, threads: int, *args) -> None:
-    """kernel(*args, lo, hi) over [0, n) cut into `threads` parts, in parallel (threads: the
-    kernel must release the GIL, as the compiled ones here do)."""
-    parts = _split(n, threads)
-    if len(parts) <= 1:
-        for lo, hi in parts:
-            kernel(*args, lo, hi)
-        return
-    with ThreadPoolExecutor(len(parts)) as pool:
-        for future in [pool.submit(kernel, *args, lo, hi) for lo, hi in parts]:
-            future.result()
+    """kernel(*args, lo, hi) over [0, n) cut into parts that `threads` threads take in turn, the
+    calling one and the pool's (the kernel must release the GIL, as the compiled ones here do)."""
+    threads = max(1, min(threads, n))
+    parts = iter(_split(n, threads * PARTS_PER_THREAD if threads > 1 else 1))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                part = next(parts, None)
+            if part is None:
+                return
+            kernel(*args, *part)
+
+    futures = [_pool().submit(work) for _ in range(threads - 1)]
+    try:
+        work()
+    finally:
+        wait(futures)
+    for future in futures:
+        future.result()
