@@ -289,10 +289,13 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
             per_window[-1]["last_marker"] = np.maximum(
                 np.searchsorted(marker_sites, np.arange(w.core_start, w.core_stop), side="right") - 1, 0)
 
+    # The copying model reads each state's row of markers: laid out so once per group, not per batch.
+    markers_by_haplotype = np.ascontiguousarray(markers.T)
+
     def core_probabilities(query: np.ndarray, candidates: np.ndarray | None) -> list[np.ndarray]:
         """(core sites, Q) ALT probabilities of each window for the (Q, M) query haplotypes."""
         if groups is not None:  # typed markers in reach
-            hmm_prob = model.copy_probabilities(markers=markers, query=query, candidates=candidates,
+            hmm_prob = model.copy_probabilities(markers=markers_by_haplotype.T, query=query, candidates=candidates,
                                                 marker_cm=marker_cm, site_cm=site_cm, groups=groups)
         else:
             hmm_prob = np.broadcast_to(contig.alt_freq[g_lo:g_hi].astype(np.float32), (len(query), g_hi - g_lo))
@@ -353,7 +356,8 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
 
 def copy_tiled(source: np.ndarray, destination: np.ndarray, *, threads: int = 1) -> None:
     """destination[...] = source (2-d float32, any strides), tile by tile on `threads` threads: the
-    engine's results are the transpose of the predictor's, which numpy copies element by element."""
+    engine's results (the transpose of the predictor's) go to new memory, whose pages cost more to
+    fault in than the copy itself, and threads fault them in side by side."""
     run_parts(_copy_tiled, destination.shape[0], threads, source, destination)
 
 

@@ -100,7 +100,7 @@ class BgzfTextWriter:
         self._buffer = bytearray()
         self._pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
         self._pending: deque = deque()
-        self._max_pending = 4 * threads
+        self._max_pending = 64 * threads
         self._block_offsets: list[int] = []
 
     def write(self, text) -> None:
