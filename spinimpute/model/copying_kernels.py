@@ -18,6 +18,9 @@ import numpy as np
 from spinimpute.compiled import compiled, run_parts
 
 
+_POPCOUNT = np.array([v.bit_count() for v in range(256)], dtype=np.int64)
+
+
 @compiled
 def _allele(packed_row, r):  # pragma: no cover - compiled
     """Haplotype r's allele in a row of np.packbits (big bit order)."""
@@ -30,19 +33,27 @@ def _split_groups(row, n_ref, labels, size, moving, split, touched, carriers, n)
     group that also has REF carriers move to a new group. Returns the new number of groups.
 
     Only the site's carriers are visited (found a byte at a time), so the many rare sites
-    of a large panel cost little more than reading their bytes. `size` holds each group's
-    members; `moving`, `split`, `touched` and `carriers` are scratch space of R entries
-    (`moving` all zero between calls).
+    of a large panel cost little more than reading their bytes; where most haplotypes carry
+    ALT, the REF carriers move instead (the same partition: the callers' labels name groups,
+    in no order). `size` holds each group's members; `moving`, `split`, `touched` and
+    `carriers` are scratch space of R entries (`moving` all zero between calls).
     """
+    n_alt = 0
+    for b in range(row.shape[0]):
+        n_alt += _POPCOUNT[row[b]]
+    invert = 0xFF if 2 * n_alt > n_ref else 0
+    last = row.shape[0] - 1
     c = 0
     for b in range(row.shape[0]):
-        byte = row[b]
+        byte = row[b] ^ invert
+        if b == last:  # no haplotypes beyond R
+            byte &= (0xFF << (8 * row.shape[0] - n_ref)) & 0xFF
         if byte:
+            # Each bit's haplotype written, kept where the bit is set: no branch on the bits
+            # (`carriers` has room for 8 beyond R).
             for bit in range(8):
-                r = 8 * b + bit
-                if (byte >> (7 - bit)) & 1 and r < n_ref:
-                    carriers[c] = r
-                    c += 1
+                carriers[c] = 8 * b + bit
+                c += (byte >> (7 - bit)) & 1
     n_touched = 0
     for i in range(c):
         g = labels[carriers[i]]
@@ -72,13 +83,13 @@ def _split_groups(row, n_ref, labels, size, moving, split, touched, carriers, n)
 def _split_scratch(n_ref):  # pragma: no cover - compiled
     """`_split_groups`' arrays for R haplotypes, all in one group: labels, each label's size, the
     current site's carriers in each label (all zero between calls), the label they move to, the
-    labels touched and the carriers."""
+    labels touched and the carriers (R + 8)."""
     labels = np.zeros(n_ref, np.int32)
     size = np.zeros(n_ref, np.int32)
     if n_ref > 0:
         size[0] = n_ref
     return (labels, size, np.zeros(n_ref, np.int32), np.empty(n_ref, np.int32), np.empty(n_ref, np.int32),
-            np.empty(n_ref, np.int32))
+            np.empty(n_ref + 8, np.int32))
 
 
 @compiled
