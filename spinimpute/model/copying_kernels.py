@@ -17,8 +17,7 @@ import numpy as np
 
 from spinimpute.compiled import compiled, run_parts
 
-
-_POPCOUNT = np.array([v.bit_count() for v in range(256)], dtype=np.int64)
+_POPCOUNT = np.array([v.bit_count() for v in range(256)], dtype=np.int64)  # set bits of each byte value
 
 
 @compiled
