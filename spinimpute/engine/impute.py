@@ -60,7 +60,7 @@ def predict_probabilities(model: Imputer, *, inducing, hmm_prob, typed_columns, 
             returned as they are (0 or 1).
         features: (W', SITE_FEATURES) site features.
     """
-    query_alleles = np.full(hmm_prob.shape, MASKED, dtype=np.int64)
+    query_alleles = np.full(hmm_prob.shape, MASKED, dtype=np.int8)
     query_alleles[:, typed_columns] = np.where(typed_alleles >= 0, typed_alleles, MASKED)
     prob = model.predict(inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob, site_features=features)
     prob[:, typed_columns] = np.where(typed_alleles >= 0, typed_alleles, prob[:, typed_columns])
