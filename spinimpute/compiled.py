@@ -28,7 +28,7 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 # Parts per thread: taken in turn, so that a costly part (the rows of a group's common sites, say)
-# does not leave the other threads idle while one finishes it.
+# does not leave the other threads idle while one finishes it (BENCHMARKS.md, constants).
 PARTS_PER_THREAD = 8
 # Threads that run kernels' parts, kept from call to call: starting threads for every call cost
 # more than the small kernels that run hundreds of times per group of windows. They only run

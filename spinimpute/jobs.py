@@ -49,7 +49,8 @@ DEFAULT_FLANK_SITES = 1000
 WRITE_QUEUE_BYTES = 256 * 2**20
 # Probabilities formatted as one piece of text: a window's sites for a large cohort are cut into
 # pieces (the text is about 4 times the probabilities' bytes, GT:DS:GP), so that the text being
-# formatted on each thread does not grow with the cohort.
+# formatted on each thread does not grow with the cohort, nor each piece take new memory
+# (BENCHMARKS.md, constants).
 FORMAT_PIECE_BYTES = 4 * 2**20
 
 Precision = Literal["auto", "float32", "mixed"]
