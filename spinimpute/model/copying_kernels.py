@@ -166,7 +166,7 @@ def group_intervals(packed: np.ndarray, n_ref: int, bounds: np.ndarray, threads:
         bounds: (n_intervals + 1,) int64 site bounds of the intervals.
 
     Returns:
-        group_of (n_intervals, R) int32 group of each haplotype in each interval,
+        group_of (n_intervals, R) int32 group of each haplotype in each interval (laid out haplotype by haplotype),
         numbered in order of first appearance; n_groups (n_intervals,) int32; and, for
         each site j, the groups of its interval whose sequence carries ALT there:
         alt_group[alt_ptr[j]:alt_ptr[j + 1]] (int32, increasing).
@@ -176,7 +176,9 @@ def group_intervals(packed: np.ndarray, n_ref: int, bounds: np.ndarray, threads:
         raise ValueError(f"{packed.shape[1]} bytes per site cannot hold {n_ref} haplotypes")
     bounds = np.ascontiguousarray(bounds, dtype=np.int64)
     n_intervals = len(bounds) - 1
-    group_of = np.zeros((n_intervals, n_ref), dtype=np.int32)
+    # Laid out haplotype by haplotype (indexed [interval, haplotype]): the copying model reads its
+    # states' groups over all intervals, a contiguous row each (`copy_posteriors`).
+    group_of = np.zeros((n_ref, n_intervals), dtype=np.int32).T
     n_groups = np.zeros(n_intervals, dtype=np.int32)
     first_member = np.zeros((n_intervals, n_ref), dtype=np.int32)
     run_parts(_label_intervals, n_intervals, threads, packed, n_ref, bounds, group_of, n_groups, first_member)

@@ -105,9 +105,7 @@ def group_packed_sites(packed: np.ndarray, n_ref: int, bounds: list[int], marker
     block_bounds = marker_blocks(bounds)
     block_of = copying_kernels.group_blocks(packed, np.packbits(np.asarray(markers, dtype=np.uint8), axis=1), n_ref,
                                             np.asarray(bounds), block_bounds, threads)
-    # Laid out haplotype by haplotype (still indexed [interval, haplotype]): the copying model reads
-    # its states' groups over all intervals, a contiguous row each (`copying_kernels.copy_posteriors`).
-    return SiteGroups(bounds, np.ascontiguousarray(group_of.T).T, n_groups, alt_ptr, alt_group, block_bounds, block_of)
+    return SiteGroups(bounds, group_of, n_groups, alt_ptr, alt_group, block_bounds, block_of)
 
 
 def site_weights(marker_cm: np.ndarray, site_cm: np.ndarray, bounds: list[int], rate_per_cm, n_states: int):
