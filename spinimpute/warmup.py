@@ -17,6 +17,8 @@ def compile_kernels() -> None:
     bounds = np.array([0, 2, 4, 6])
     packed = np.packbits(by_site, axis=1)
     groups = copying_kernels.group_intervals(packed, 8, bounds)
+    # Intervals of more groups than the labelling records first haplotypes for.
+    copying_kernels._first_members(groups[0], groups[1], np.zeros((3, 8), np.int32), np.flatnonzero(groups[1]))
     packed.setflags(write=False)  # as the model file's rows are read
     copying_kernels.group_intervals(packed, 8, bounds)
     compact = compact_panel.encode(np.vstack([packed, np.zeros((1, 1), np.uint8)]), 8)  # as train encodes a panel

@@ -172,6 +172,31 @@ def test_compiled_posteriors_do_not_depend_on_the_blocks(monkeypatch, block_site
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)  # the compiled kernel returns float32
 
 
+@pytest.mark.parametrize("block_markers", [1, 16])
+def test_sites_reached_from_the_few_groups_holding_states_are_the_torch_posteriors(monkeypatch, block_markers):
+    """Where a query's states occupy few of an interval's groups (a large panel), the compiled kernel
+    reaches the sites from those groups' ALT sites; elsewhere each site sums its ALT groups. Both
+    give the torch code's posteriors; the problem has intervals of each kind."""
+    from spinimpute.model import copying_numpy
+
+    ref, query, observed, cm, typed = _random_problem(11, n_ref=240, n_query=6, n_sites=400, n_typed=30)
+    ref[120:] = (torch.rand(120, 400, generator=torch.Generator().manual_seed(5)) < 0.3).double()  # many groups
+    error, rate = torch.tensor(0.01, dtype=torch.float64), torch.tensor(5.0, dtype=torch.float64)
+    candidates = copying.select_candidates(ref[:, typed], query, observed, 12)
+    args = (ref[:, typed], query, observed, cm[typed], ref, cm)
+    with torch.enable_grad():
+        want = copying.impute_sites(*args, rate.clone().requires_grad_(True), error, candidates=candidates).detach()
+    monkeypatch.setattr(copying_numpy, "BLOCK_MARKERS", block_markers)
+    groups = copying.group_sites(ref, ref[:, typed], copying.interval_bounds(cm[typed], cm))
+    occupied = [(len(np.unique(groups.group_of[k][candidates[q].numpy()])), groups.n_groups[k])
+                for q in range(len(query)) for k in range(len(groups.n_groups))
+                if groups.bounds[k] < groups.bounds[k + 1]]
+    assert any(4 * n_occ < n for n_occ, n in occupied) and any(4 * n_occ >= n for n_occ, n in occupied)
+    got = copying.impute_sites(*args, rate, error, candidates=candidates, groups=groups)
+    assert (got == 0).any()  # sites where no group holding states carries ALT
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
 def test_torch_candidates_are_the_compiled_selection():
     """Training (torch tensors) and imputation (numpy) choose the same states."""
     from spinimpute.model import copying_numpy

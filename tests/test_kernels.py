@@ -27,6 +27,25 @@ def test_groups_split_over_threads_equal_one_thread():
             np.testing.assert_array_equal(alt_group[alt_ptr[j] : alt_ptr[j + 1]], np.unique(group_of[k][by_site[j] == 1]))
 
 
+def test_intervals_with_more_groups_than_first_members_recorded_group_alike(monkeypatch):
+    """The grouping records the first haplotypes of FIRST_MEMBERS groups an interval as it labels;
+    wider intervals find theirs afterwards: the same groups and ALT groups either way."""
+    rng = np.random.default_rng(4)
+    by_site = (rng.random((300, 90)) < 0.3).astype(np.uint8)
+    bounds = np.array([0, 2, 40, 41, 200, 300])
+    packed = np.packbits(by_site, axis=1)
+    want = copying_kernels.group_intervals(packed, 90, bounds, threads=2)
+    monkeypatch.setattr(copying_kernels, "FIRST_MEMBERS", 3)
+    got = copying_kernels.group_intervals(packed, 90, bounds, threads=2)
+    assert (want[1] > 3).sum() >= 3 and (want[1] <= 3).any()
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+    group_of, _, alt_ptr, alt_group = got
+    for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        for j in range(lo, hi):
+            np.testing.assert_array_equal(alt_group[alt_ptr[j] : alt_ptr[j + 1]], np.unique(group_of[k][by_site[j] == 1]))
+
+
 @pytest.mark.parametrize("alt_rate,n_ref", [(0.002, 203), (0.05, 203), (0.5, 61), (1.0, 16)])
 def test_groups_are_the_distinct_sequences_numbered_by_first_appearance(alt_rate, n_ref):
     rng = np.random.default_rng(3)

@@ -109,10 +109,24 @@ def _label_intervals(packed, n_ref, bounds, group_of, n_groups, first_member, k_
             g = labels[r]
             if number[g] < 0:
                 number[g] = m
-                first_member[k, m] = r
+                if m < first_member.shape[1]:  # wider intervals: `_first_members` afterwards
+                    first_member[k, m] = r
                 m += 1
             group_of[k, r] = number[g]
         n_groups[k] = m
+
+
+@compiled
+def _first_members(group_of, n_groups, first_member, intervals):  # pragma: no cover - compiled
+    """Each group's first haplotype in the `intervals` (group_of numbers groups by first appearance)."""
+    for k in intervals:
+        m = 0
+        for r in range(group_of.shape[1]):
+            if group_of[k, r] == m:
+                first_member[k, m] = r
+                m += 1
+                if m == n_groups[k]:
+                    break
 
 
 @compiled
@@ -156,6 +170,9 @@ def distinct_sequences(packed: np.ndarray, n_ref: int, cap: int) -> np.ndarray:
     return out[:n]
 
 
+FIRST_MEMBERS = 1024  # groups an interval whose first haplotypes the grouping records as it labels
+
+
 def group_intervals(packed: np.ndarray, n_ref: int, bounds: np.ndarray, threads: int = 1):
     """Group the reference haplotypes by their alleles within each interval.
 
@@ -180,8 +197,15 @@ def group_intervals(packed: np.ndarray, n_ref: int, bounds: np.ndarray, threads:
     # states' groups over all intervals, a contiguous row each (`copy_posteriors`).
     group_of = np.zeros((n_ref, n_intervals), dtype=np.int32).T
     n_groups = np.zeros(n_intervals, dtype=np.int32)
-    first_member = np.zeros((n_intervals, n_ref), dtype=np.int32)
+    # Room for FIRST_MEMBERS groups an interval (few intervals have more): an (intervals x R)
+    # array would be new memory, written at a few entries a row.
+    first_member = np.zeros((n_intervals, min(n_ref, FIRST_MEMBERS)), dtype=np.int32)
     run_parts(_label_intervals, n_intervals, threads, packed, n_ref, bounds, group_of, n_groups, first_member)
+    if n_intervals and n_groups.max() > first_member.shape[1]:
+        wider = np.zeros((n_intervals, int(n_groups.max())), dtype=np.int32)
+        wider[:, : first_member.shape[1]] = first_member
+        first_member = wider
+        _first_members(group_of, n_groups, first_member, np.flatnonzero(n_groups > FIRST_MEMBERS))
     counts = np.zeros(packed.shape[0], dtype=np.int64)
     run_parts(_count_alt_groups, n_intervals, threads, packed, bounds, n_groups, first_member, counts)
     alt_ptr = np.zeros(packed.shape[0] + 1, dtype=np.int64)
@@ -349,49 +373,138 @@ def group_blocks(packed: np.ndarray, packed_markers: np.ndarray, n_ref: int, bou
 
 
 @compiled
-def _site_posteriors(k, sums, n_states, bounds, weights, alt_ptr, alt_group, out_row):  # pragma: no cover - compiled
-    """Posteriors of interval k's sites from its groups' sums of a*g, a, g and states (`sums`, (U_k, 4)),
-    a and g the forward message before it and the backward message after it, each summing to one."""
-    ag_total = 0.0  # summed over the groups, not the states: no chain of additions in the callers' loops
-    for u in range(sums.shape[0]):
-        ag_total += sums[u, 0]
-    for j in range(bounds[k], bounds[k + 1]):
-        s_ag = 0.0
-        s_a = 0.0
-        s_g = 0.0
-        s_1 = 0.0
-        for t in range(alt_ptr[j], alt_ptr[j + 1]):
-            u = alt_group[t]
-            s_ag += sums[u, 0]
-            s_a += sums[u, 1]
-            s_g += sums[u, 2]
-            s_1 += sums[u, 3]
-        num = weights[0, j] * s_ag + weights[1, j] * s_a + weights[2, j] * s_g + weights[3, j] * s_1
-        den = weights[0, j] * ag_total + weights[1, j] + weights[2, j] + weights[3, j] * n_states
-        out_row[j] = min(1.0, max(0.0, num / den))
+def _alt_sites(bounds, n_groups, alt_ptr, alt_group):  # pragma: no cover - compiled
+    """The transpose of the sites' ALT groups: the sites of interval k where its group u carries
+    ALT are alt_site[site_ptr[group_base[k] + u]:site_ptr[group_base[k] + u + 1]] (increasing)."""
+    n_intervals = len(bounds) - 1
+    group_base = np.zeros(n_intervals + 1, np.int64)
+    for k in range(n_intervals):
+        group_base[k + 1] = group_base[k] + n_groups[k]
+    site_ptr = np.zeros(group_base[n_intervals] + 1, np.int64)
+    for k in range(n_intervals):
+        for j in range(bounds[k], bounds[k + 1]):
+            for t in range(alt_ptr[j], alt_ptr[j + 1]):
+                site_ptr[group_base[k] + alt_group[t] + 1] += 1
+    for g in range(group_base[n_intervals]):
+        site_ptr[g + 1] += site_ptr[g]
+    fill = site_ptr[:-1].copy()
+    alt_site = np.empty(len(alt_group), np.int32)
+    for k in range(n_intervals):
+        for j in range(bounds[k], bounds[k + 1]):
+            for t in range(alt_ptr[j], alt_ptr[j + 1]):
+                g = group_base[k] + alt_group[t]
+                alt_site[fill[g]] = j
+                fill[g] += 1
+    return group_base, site_ptr, alt_site
 
 
 @compiled
-def _interval_posteriors(k, a, g, cand, groups_by_haplotype, n_groups, bounds, weights, alt_ptr, alt_group, sums,
-                         out_row):  # pragma: no cover - compiled
+def _occupy(sums, u, occupied, n_occ):  # pragma: no cover - compiled
+    """Note group u as holding states (before its first count is added); the new count."""
+    if sums[u, 3] == 0.0:
+        occupied[n_occ] = u
+        return n_occ + 1
+    return n_occ
+
+
+@compiled
+def _site_posteriors(k, sums, occupied, n_occ, n_states, bounds, weights, alt_ptr, alt_group, sites, acc,
+                     out_row):  # pragma: no cover - compiled
+    """Posteriors of interval k's sites from its groups' sums of a*g, a, g and states (`sums`, (U_k, 4)),
+    a and g the forward message before it and the backward message after it, each summing to one.
+
+    Only the groups occupied[:n_occ] hold states (the others' sums are zero); `sums` is left zero.
+    A site where none of them carries ALT has no ALT mass: probability 0. Where few groups hold
+    states (a large panel's few hundred states among its sequences), the sites are reached from
+    those groups' ALT sites (`sites`: `_alt_sites`); otherwise each site sums its ALT groups.
+    Either way a site's sums are added in increasing group order: the same values.
+    """
+    n = sums.shape[0]
+    lo, hi = bounds[k], bounds[k + 1]
+    sparse = 4 * n_occ < n
+    if sparse:  # increasing group order, as the dense sums run
+        for i in range(1, n_occ):
+            u = occupied[i]
+            t = i
+            while t > 0 and occupied[t - 1] > u:
+                occupied[t] = occupied[t - 1]
+                t -= 1
+            occupied[t] = u
+    else:
+        n_occ = 0
+        for u in range(n):
+            if sums[u, 3] != 0.0:
+                occupied[n_occ] = u
+                n_occ += 1
+    ag_total = 0.0  # summed over the groups, not the states: no chain of additions in the callers' loops
+    for i in range(n_occ):
+        ag_total += sums[occupied[i], 0]
+    if sparse:
+        group_base, site_ptr, alt_site = sites
+        for j in range(lo, hi):
+            out_row[j] = 0.0
+        for i in range(n_occ):
+            u = occupied[i]
+            g = group_base[k] + u
+            for t in range(site_ptr[g], site_ptr[g + 1]):
+                j = alt_site[t] - lo
+                acc[j, 0] += sums[u, 0]
+                acc[j, 1] += sums[u, 1]
+                acc[j, 2] += sums[u, 2]
+                acc[j, 3] += sums[u, 3]
+        for i in range(n_occ):
+            g = group_base[k] + occupied[i]
+            for t in range(site_ptr[g], site_ptr[g + 1]):
+                j = alt_site[t]
+                if acc[j - lo, 3] == 0.0:  # done: reached from an earlier group
+                    continue
+                num = (weights[0, j] * acc[j - lo, 0] + weights[1, j] * acc[j - lo, 1]
+                       + weights[2, j] * acc[j - lo, 2] + weights[3, j] * acc[j - lo, 3])
+                den = weights[0, j] * ag_total + weights[1, j] + weights[2, j] + weights[3, j] * n_states
+                out_row[j] = min(1.0, max(0.0, num / den))
+                acc[j - lo, :] = 0.0
+    else:
+        for j in range(lo, hi):
+            s_ag = 0.0
+            s_a = 0.0
+            s_g = 0.0
+            s_1 = 0.0
+            for t in range(alt_ptr[j], alt_ptr[j + 1]):
+                u = alt_group[t]
+                s_ag += sums[u, 0]
+                s_a += sums[u, 1]
+                s_g += sums[u, 2]
+                s_1 += sums[u, 3]
+            num = weights[0, j] * s_ag + weights[1, j] * s_a + weights[2, j] * s_g + weights[3, j] * s_1
+            den = weights[0, j] * ag_total + weights[1, j] + weights[2, j] + weights[3, j] * n_states
+            out_row[j] = min(1.0, max(0.0, num / den))
+    for i in range(n_occ):
+        sums[occupied[i], :] = 0.0
+
+
+@compiled
+def _interval_posteriors(k, a, g, cand, groups_by_haplotype, n_groups, bounds, weights, alt_ptr, alt_group, sites,
+                         sums, occupied, acc, out_row):  # pragma: no cover - compiled
     """Posteriors of interval k's sites from each state's forward message a before it and backward
     message g after it (each summing to one)."""
     if bounds[k] == bounds[k + 1]:
         return
-    n = n_groups[k]
-    sums[:n] = 0.0
+    n_occ = 0
     for s in range(cand.shape[0]):
         u = groups_by_haplotype[cand[s], k]
+        n_occ = _occupy(sums, u, occupied, n_occ)
         sums[u, 0] += a[s] * g[s]
         sums[u, 1] += a[s]
         sums[u, 2] += g[s]
         sums[u, 3] += 1.0
-    _site_posteriors(k, sums[:n], cand.shape[0], bounds, weights, alt_ptr, alt_group, out_row)
+    _site_posteriors(k, sums[: n_groups[k]], occupied, n_occ, cand.shape[0], bounds, weights, alt_ptr, alt_group,
+                     sites, acc, out_row)
 
 
 @compiled
 def _copy_posteriors(alleles, query, candidates, jump, error, block_bounds, blocks_by_haplotype, bounds,
-                     groups_by_haplotype, n_groups, alt_ptr, alt_group, weights, out, q_lo, q_hi):  # pragma: no cover
+                     groups_by_haplotype, n_groups, alt_ptr, alt_group, sites, weights, out, q_lo,
+                     q_hi):  # pragma: no cover - compiled
     """The forward-backward over each query's states, a block of markers at a time.
 
     Within a block, the states that share a group of `blocks_by_haplotype` (a class) share
@@ -422,7 +535,12 @@ def _copy_posteriors(alleles, query, candidates, jump, error, block_bounds, bloc
     bwd_d = np.empty(n_states, np.float64)
     g_after = np.empty(n_states, np.float64)
     g_here = np.empty(n_states, np.float64)
-    sums = np.empty((max(1, n_groups.max()), 4), np.float64)  # a group's four sums share a cache line
+    sums = np.zeros((max(1, n_groups.max()), 4), np.float64)  # a group's four sums share a cache line
+    occupied = np.empty(sums.shape[0], np.int32)  # the groups of an interval that hold states
+    widest = 1
+    for k in range(len(bounds) - 1):
+        widest = max(widest, bounds[k + 1] - bounds[k])
+    acc = np.zeros((widest, 4), np.float64)  # an interval's sites' sums over the occupied groups
     match, mismatch = 1.0 - error, error
     for q in range(q_lo, q_hi):
         cand = candidates[q]
@@ -476,7 +594,7 @@ def _copy_posteriors(alleles, query, candidates, jump, error, block_bounds, bloc
                 u = class_of[b, s]
                 entry[b + 1, s] = sigma[m1 - 1] * (fwd_p[at + u] * entry[b, s] + fwd_c[at + u])
         _interval_posteriors(n_markers, entry[n_blocks], entry[n_blocks], cand, groups_by_haplotype, n_groups, bounds,
-                             weights, alt_ptr, alt_group, sums, out_row)
+                             weights, alt_ptr, alt_group, sites, sums, occupied, acc, out_row)
         # Backward; each interval is imputed as soon as the backward message of its right marker is known.
         g_after[:] = 1.0  # no message after the last marker
         for b in range(n_blocks - 1, -1, -1):
@@ -504,23 +622,24 @@ def _copy_posteriors(alleles, query, candidates, jump, error, block_bounds, bloc
                 tau = 1.0 / total
                 if m > m0 and bounds[m] < bounds[m + 1]:  # interval m lies within the block
                     at = base[b] + (m - 1 - m0) * n_u
-                    n = n_groups[m]
-                    sums[:n] = 0.0
+                    n_occ = 0
                     for u in range(n_u):
                         p, c, qq, d = fwd_p[at + u], fwd_c[at + u], bwd_q[u], bwd_d[u]
                         w = groups_by_haplotype[first[b, u], m]
+                        n_occ = _occupy(sums, w, occupied, n_occ)
                         sums[w, 0] += sigma[m - 1] * tau * (p * qq * ab_sum[u] + p * d * a_sum[u]
                                                              + c * qq * b_sum[u] + c * d * count[b, u])
                         sums[w, 1] += sigma[m - 1] * (p * a_sum[u] + c * count[b, u])
                         sums[w, 2] += tau * (qq * b_sum[u] + d * count[b, u])
                         sums[w, 3] += count[b, u]
-                    _site_posteriors(m, sums[:n], n_states, bounds, weights, alt_ptr, alt_group, out_row)
+                    _site_posteriors(m, sums[: n_groups[m]], occupied, n_occ, n_states, bounds, weights, alt_ptr,
+                                     alt_group, sites, acc, out_row)
             for s in range(n_states):
                 u = class_of[b, s]
                 g_here[s] = tau * (bwd_q[u] * g_after[s] + bwd_d[u])
             # Interval m0, between this block and the one before (interval 0: before the first marker).
             _interval_posteriors(m0, entry[b] if m0 > 0 else g_here, g_here, cand, groups_by_haplotype, n_groups,
-                                 bounds, weights, alt_ptr, alt_group, sums, out_row)
+                                 bounds, weights, alt_ptr, alt_group, sites, sums, occupied, acc, out_row)
             g_after, g_here = g_here, g_after
 
 
@@ -556,6 +675,7 @@ def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, blo
         float(error), np.ascontiguousarray(block_bounds, dtype=np.int64),
         np.ascontiguousarray(np.asarray(block_of, dtype=np.int32).T), np.ascontiguousarray(bounds, dtype=np.int64),
         np.ascontiguousarray(np.asarray(group_of, dtype=np.int32).T), n_groups, alt_ptr, alt_group,
+        _alt_sites(np.ascontiguousarray(bounds, dtype=np.int64), n_groups, alt_ptr, alt_group),
         np.ascontiguousarray(weights, dtype=np.float64), out,
     )
     run_parts(_copy_posteriors, query.shape[0], threads, *args)
