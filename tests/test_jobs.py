@@ -34,6 +34,26 @@ def test_cpu_backend_unless_torch_is_asked_for(trained_model):
     assert isinstance(make_backend(cpu_model, bundle, bundle.config, "cpu", "mixed", 1), TorchImputer)
 
 
+def test_the_cli_keeps_numpys_arrays_in_small_pages(trained_model, small_benchmark, tmp_path):
+    """Huge pages' first touches cost more system time than their fewer faults saved (BENCHMARKS.md)."""
+    import numpy as np
+
+    from spinimpute.engine.device import keep_freed_memory
+
+    switch = np._core.multiarray._set_madvise_hugepage
+    before = switch(True)
+    try:
+        keep_freed_memory()
+        assert switch(True) is False  # the setting keep_freed_memory left
+        result = CliRunner().invoke(main, ["-q", "impute", "--target", str(small_benchmark / "target.vcf.gz"),
+                                           "--model", str(trained_model), "--out", str(tmp_path / "o.vcf.gz"),
+                                           "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        assert switch(True) is False  # as the CLI's impute left it
+    finally:
+        switch(before)
+
+
 def _records(path):
     with gzip.open(path, "rt") as handle:
         return [line for line in handle if not line.startswith("#")]

@@ -74,12 +74,23 @@ def keep_freed_memory() -> None:
 
     The engine allocates and frees tensors of tens to hundreds of MB per window; with
     glibc's defaults each is a new mmap whose pages the kernel must zero, which measured
-    as more system time than compute (BENCHMARKS.md, constants). The CLI sets this for its jobs.
+    as more system time than compute (BENCHMARKS.md, constants). numpy's arrays also stay in
+    small pages (numpy asks for huge pages for arrays of 4 MB and more, each zeroed whole at
+    its first touch, which cost more system time than the fewer page faults saved). The CLI
+    sets this for its jobs.
     """
     libc = _glibc()
     if libc is not None:
         libc.mallopt(-4, 0)  # M_MMAP_MAX: serve large blocks from the heap
         libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: do not hand the heap top back after each free
+    try:  # a private switch of numpy's (NUMPY_MADVISE_HUGEPAGE=0 at its import does the same)
+        from numpy._core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined]
+    except ImportError:  # numpy 1.x
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined,no-redef]
+        except ImportError:
+            return
+    _set_madvise_hugepage(False)
 
 
 def return_free_memory() -> None:
