@@ -50,5 +50,6 @@ def compile_kernels() -> None:
         impute.copy_tiled(probabilities, np.zeros(probabilities.shape, np.float32))  # a spilled batch
     pair_arguments = (np.ones((1, 2), np.int8), np.ones((1, 2), np.int8), np.zeros((1, 2), np.int8),
                       np.zeros((1, 2), bool), by_site[:2, :2][None], np.array([0.01]), 0.001)
+    phasing_kernels.fit_orders(np.zeros((1, 6), bool), np.ones((1, 6), bool), by_site, [0, 3, 6], 1, 2)
     phasing_kernels.pair_viterbi(*pair_arguments)
     phasing_kernels.pair_relative_phase(*pair_arguments)

@@ -24,12 +24,11 @@ def _first_distinct(order: np.ndarray, k: int) -> np.ndarray:
     return np.sort(order[np.sort(first_seen)][:k])
 
 
-@pytest.mark.parametrize("n_markers,n_ref", [(30, 20), (150, 500), (170, 3000)])
-def test_candidates_are_the_best_fitting_haplotypes_by_their_definition(monkeypatch, n_markers, n_ref):
-    """Pair and haplotype candidates (counted by matrix products, ranked by a top-n selection) against
-    their definition (a stable sort of each sample's misfit counts), with many tied counts, missing
-    genotypes and samples in several batches."""
-    monkeypatch.setattr(phasing, "FIT_BYTES", 200_000)  # a few samples per batch
+@pytest.mark.parametrize("n_markers,n_ref", [(30, 20), (75, 200), (150, 500), (170, 3000)])
+def test_candidates_are_the_best_fitting_haplotypes_by_their_definition(n_markers, n_ref):
+    """Pair and haplotype candidates (counted from bit words of up to 64 markers, ranked by a counting
+    sort) against their definition (a stable sort of each sample's misfit counts), with many tied
+    counts, missing genotypes, one chunk of 75 markers (two words) and chunks of one word."""
     rng = np.random.default_rng(n_ref)
     templates = (rng.random((n_markers, 12)) < 0.3).astype(np.uint8)
     markers = templates[:, rng.integers(0, 12, n_ref)]  # few distinct haplotypes: ties everywhere

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 
 import numpy as np
 
 from spinimpute.engine import phasing_kernels
 from spinimpute.engine.cpu import CpuImputer
-from spinimpute.model import copying_kernels, copying_numpy, pbwt
+from spinimpute.model import copying_numpy, pbwt
 from spinimpute.panel import ReferenceContig, Window
 from spinimpute.target import TargetContig
 
@@ -32,8 +31,6 @@ CANDIDATE_CHUNK_MARKERS = 40
 # Phasings drawn beside the most likely one, whose imputations are averaged with it (see
 # `phase_contig`); imputation runs once per phasing.
 PHASE_DRAWS = 4
-# Bytes of a batch of samples' misfit counts (float32, per chunk and overall) in candidate selection.
-FIT_BYTES = 128 * 2**20
 
 
 def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetContig, *, sample_keys: np.ndarray,
@@ -211,32 +208,16 @@ def _fit_orders(must_ref: np.ndarray, must_alt: np.ndarray, markers: np.ndarray,
     lower index (a stable sort's order).
 
     A haplotype misfits a query at a marker where the query's allele must be REF (`must_ref`,
-    (Q, M) bool) and the haplotype carries ALT, or the other way round (`must_alt`). The counts of
-    a batch of queries are matrix products (exact integers in float32), so that no (Q, M, R) array
-    is formed and a large panel costs a few products per window rather than a sort per sample.
+    (Q, M) bool) and the haplotype carries ALT, or the other way round (`must_alt`). The counts are
+    taken 64 markers at a time from bit words and ranked by a counting sort as they are made
+    (`phasing_kernels.fit_orders`), so that no (Q, R) array of counts is formed.
     """
     n_markers, n_ref = markers.shape
     cuts = pbwt.chunk_cuts(n_markers, CANDIDATE_CHUNK_MARKERS)
     n_chunks = len(cuts) - 1
-    share = max(1, chunk_total // n_chunks) if n_chunks > 1 else 0
-    values = np.asarray(markers, dtype=np.float32)
-    signed = must_ref.astype(np.float32) - must_alt.astype(np.float32)  # +1 where ALT misfits, -1 where REF does
-    batch = max(1, FIT_BYTES // (4 * n_ref * (n_chunks + 1)))
-    out = []
-    for q0 in range(0, len(signed), batch):
-        part = slice(q0, q0 + batch)
-        counts = [signed[part, a:b] @ values[a:b] + must_alt[part, a:b].sum(axis=1, keepdims=True, dtype=np.float32)
-                  for a, b in itertools.pairwise(cuts)]
-        overall = np.sum(counts, axis=0) if n_chunks > 1 else counts[0]
-        picked = [_lowest(c, share, threads) for c in counts] if n_chunks > 1 else []
-        out.append(np.concatenate([*picked, _lowest(overall, k + share * n_chunks, threads)], axis=1))
-    return np.concatenate(out)
-
-
-def _lowest(counts: np.ndarray, n: int, threads: int) -> np.ndarray:
-    """(Q, min(n, R)) indices of each row's n lowest counts, (Q, R) exact integers, by count then index."""
-    top = copying_kernels.top_rows(-counts, min(n, counts.shape[1]), threads=threads)  # increasing indices
-    return np.take_along_axis(top, np.argsort(np.take_along_axis(counts, top, axis=1), axis=1, kind="stable"), axis=1)
+    share = min(n_ref, max(1, chunk_total // n_chunks)) if n_chunks > 1 else 0
+    return phasing_kernels.fit_orders(np.asarray(must_ref, dtype=bool), np.asarray(must_alt, dtype=bool), markers,
+                                      cuts, share, min(n_ref, k + share * n_chunks), threads=threads)
 
 
 @dataclasses.dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from spinimpute.compiled import compiled, run_parts
@@ -270,4 +272,92 @@ def pair_relative_phase(genotypes, first, second, anchored, templates, jump, err
     run_parts(_pair_relative_phase, len(same), threads,
               *_pair_model_arrays(genotypes, first, second, anchored, templates, jump, error), _HET_ORIENTATION, same)
     return same
+
+
+@compiled
+def _popcount64(x):  # pragma: no cover - compiled
+    """Set bits of a uint64."""
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@compiled
+def _put_lowest(values, n, out_row, pos, hist):  # pragma: no cover - compiled
+    """Write the indices of the n lowest of `values` (small non-negative integers), by value then
+    index, to out_row[pos:pos + n]: a counting sort, which `hist` (max value + 1 entries) serves."""
+    hist[:] = 0
+    for r in range(len(values)):
+        hist[values[r]] += 1
+    below, threshold = 0, len(hist) - 1
+    for v in range(len(hist)):
+        if below + hist[v] >= n:
+            threshold = v
+            break
+        below += hist[v]
+    run = pos
+    for v in range(threshold + 1):  # each value's first slot
+        c = hist[v]
+        hist[v] = run
+        run += c
+    at_threshold = n - below
+    for r in range(len(values)):
+        v = values[r]
+        if v < threshold or (v == threshold and at_threshold > 0):
+            out_row[hist[v]] = r
+            hist[v] += 1
+            at_threshold -= v == threshold
+    return pos + n
+
+
+@compiled
+def _fit_orders(ref_words, word_chunk, must_ref_words, must_alt_words, n_chunks, share, n_overall, n_markers,
+                out, q_lo, q_hi):  # pragma: no cover - compiled
+    """Each query's misfit counts against every panel haplotype, per chunk of markers and overall,
+    and the indices of the lowest: each chunk's `share` (two or more chunks), then `n_overall`.
+    The words are up to 64 markers of one chunk, bit i the word's i-th marker."""
+    n_ref = ref_words.shape[1]
+    counts = np.empty(n_ref, np.int32)
+    overall = np.empty(n_ref, np.int32)
+    hist = np.empty(n_markers + 1, np.int64)
+    for q in range(q_lo, q_hi):
+        overall[:] = 0
+        pos, w = 0, 0
+        for c in range(n_chunks):
+            counts[:] = 0
+            while w < len(word_chunk) and word_chunk[w] == c:
+                must_ref, must_alt, row = must_ref_words[q, w], must_alt_words[q, w], ref_words[w]
+                for r in range(n_ref):
+                    counts[r] += _popcount64((must_ref & row[r]) | (must_alt & ~row[r]))
+                w += 1
+            for r in range(n_ref):
+                overall[r] += counts[r]
+            if share > 0:
+                pos = _put_lowest(counts, share, out[q], pos, hist)
+        _put_lowest(overall, n_overall, out[q], pos, hist)
+
+
+def fit_orders(must_ref: np.ndarray, must_alt: np.ndarray, markers: np.ndarray, cuts, share: int, n_overall: int, *,
+               threads: int = 1) -> np.ndarray:
+    """(Q, n_chunks x share + n_overall) int32: for each query, the panel haplotypes with the fewest
+    misfitting markers (`must_ref` (Q, M) where the haplotype carries ALT, `must_alt` where it carries
+    REF) in each chunk of markers `cuts` (`share` each, none for 0), then over all markers
+    (`n_overall`), each by count then index. share and n_overall are at most R."""
+    n_markers, n_ref = markers.shape
+    words = [(c, a, min(b, a + 64)) for c, (lo, b) in enumerate(itertools.pairwise(cuts)) for a in range(lo, b, 64)]
+    ref_words = np.zeros((len(words), n_ref), np.uint64)
+    must_ref_words = np.zeros((len(must_ref), len(words)), np.uint64)
+    must_alt_words = np.zeros((len(must_ref), len(words)), np.uint64)
+    for w, (_, a, b) in enumerate(words):
+        for i in range(b - a):
+            bit = np.uint64(1) << np.uint64(i)
+            ref_words[w] |= np.asarray(markers[a + i] != 0, np.uint64) * bit
+            must_ref_words[:, w] |= must_ref[:, a + i].astype(np.uint64) * bit
+            must_alt_words[:, w] |= must_alt[:, a + i].astype(np.uint64) * bit
+    n_chunks = len(cuts) - 1
+    out = np.empty((len(must_ref), n_chunks * share + n_overall), np.int32)
+    run_parts(_fit_orders, len(must_ref), threads, ref_words, np.array([c for c, _, _ in words], np.int64),
+              must_ref_words, must_alt_words, n_chunks, share, n_overall, n_markers, out)
+    return out
 
