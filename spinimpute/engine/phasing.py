@@ -98,8 +98,7 @@ def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetConti
         # The most likely pair of template paths among the haplotypes that fit the genotypes;
         # then, among those that fit each haplotype of that phase, the posterior of each
         # heterozygote's orientation relative to the previous one, summed over all paths.
-        fit_markers = markers.astype(np.float32)  # both candidate rankings' matrix products read it
-        chosen = pair_candidates(genotypes, fit_markers, threads=threads)  # (S, K)
+        chosen = pair_candidates(genotypes, markers, threads=threads)  # (S, K)
         templates = _candidate_alleles(markers, chosen)
         path = phasing_kernels.pair_viterbi(genotypes, first, second, anchored, templates, jump, error, threads=threads)
         copied_first, copied_second = _copied_alleles(templates, path)
@@ -107,7 +106,7 @@ def phase_contig(model: CpuImputer, contig: ReferenceContig, target: TargetConti
         hap_first = np.where(het & (copied_first != copied_second), copied_first,
                              np.where(het, first, genotypes // 2))  # missing stays -1
         hap_second = np.where(het, 1 - hap_first, hap_first)
-        chosen = haplotype_candidates(hap_first, hap_second, fit_markers, threads=threads)
+        chosen = haplotype_candidates(hap_first, hap_second, markers, threads=threads)
         templates = _candidate_alleles(markers, chosen)
         same = phasing_kernels.pair_relative_phase(genotypes, first, second, anchored, templates, jump, error,
                                                    threads=threads)

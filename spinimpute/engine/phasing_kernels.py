@@ -360,4 +360,3 @@ def fit_orders(must_ref: np.ndarray, must_alt: np.ndarray, markers: np.ndarray, 
     run_parts(_fit_orders, len(must_ref), threads, ref_words, np.array([c for c, _, _ in words], np.int64),
               must_ref_words, must_alt_words, n_chunks, share, n_overall, n_markers, out)
     return out
-
