@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 
 from spinimpute.compiled import compiled, run_parts
+from spinimpute.model import copying_kernels
 
 
 @compiled
@@ -316,7 +317,8 @@ def _fit_orders(ref_words, word_chunk, must_ref_words, must_alt_words, n_chunks,
                 out, q_lo, q_hi):  # pragma: no cover - compiled
     """Each query's misfit counts against every panel haplotype, per chunk of markers and overall,
     and the indices of the lowest: each chunk's `share` (two or more chunks), then `n_overall`.
-    The words are up to 64 markers of one chunk, bit i the word's i-th marker."""
+    The words (indexed [word, haplotype or query]) are up to 64 markers of one chunk, bit i the
+    word's i-th marker."""
     n_ref = ref_words.shape[1]
     counts = np.empty(n_ref, np.int32)
     overall = np.empty(n_ref, np.int32)
@@ -327,7 +329,7 @@ def _fit_orders(ref_words, word_chunk, must_ref_words, must_alt_words, n_chunks,
         for c in range(n_chunks):
             counts[:] = 0
             while w < len(word_chunk) and word_chunk[w] == c:
-                must_ref, must_alt, row = must_ref_words[q, w], must_alt_words[q, w], ref_words[w]
+                must_ref, must_alt, row = must_ref_words[w, q], must_alt_words[w, q], ref_words[w]
                 for r in range(n_ref):
                     counts[r] += _popcount64((must_ref & row[r]) | (must_alt & ~row[r]))
                 w += 1
@@ -344,19 +346,18 @@ def fit_orders(must_ref: np.ndarray, must_alt: np.ndarray, markers: np.ndarray, 
     misfitting markers (`must_ref` (Q, M) where the haplotype carries ALT, `must_alt` where it carries
     REF) in each chunk of markers `cuts` (`share` each, none for 0), then over all markers
     (`n_overall`), each by count then index. share and n_overall are at most R."""
-    n_markers, n_ref = markers.shape
-    words = [(c, a, min(b, a + 64)) for c, (lo, b) in enumerate(itertools.pairwise(cuts)) for a in range(lo, b, 64)]
-    ref_words = np.zeros((len(words), n_ref), np.uint64)
-    must_ref_words = np.zeros((len(must_ref), len(words)), np.uint64)
-    must_alt_words = np.zeros((len(must_ref), len(words)), np.uint64)
-    for w, (_, a, b) in enumerate(words):
-        for i in range(b - a):
-            bit = np.uint64(1) << np.uint64(i)
-            ref_words[w] |= np.asarray(markers[a + i] != 0, np.uint64) * bit
-            must_ref_words[:, w] |= must_ref[:, a + i].astype(np.uint64) * bit
-            must_alt_words[:, w] |= must_alt[:, a + i].astype(np.uint64) * bit
+    n_markers = markers.shape[0]
+    words = [(c, a) for c, (lo, hi) in enumerate(itertools.pairwise(cuts)) for a in range(lo, hi, 64)]
+    word_cuts = np.array([a for _, a in words] + [n_markers], np.int64)  # no word crosses a chunk's end
+
+    def packed(bits: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(words), bits.shape[1]), np.uint64)
+        run_parts(copying_kernels.pack_segments, len(words), threads, np.ascontiguousarray(bits, dtype=np.uint8),
+                  word_cuts, out)
+        return out
+
     n_chunks = len(cuts) - 1
     out = np.empty((len(must_ref), n_chunks * share + n_overall), np.int32)
-    run_parts(_fit_orders, len(must_ref), threads, ref_words, np.array([c for c, _, _ in words], np.int64),
-              must_ref_words, must_alt_words, n_chunks, share, n_overall, n_markers, out)
+    run_parts(_fit_orders, len(must_ref), threads, packed(markers), np.array([c for c, _ in words], np.int64),
+              packed(must_ref.T), packed(must_alt.T), n_chunks, share, n_overall, n_markers, out)
     return out

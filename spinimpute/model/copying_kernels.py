@@ -216,13 +216,14 @@ def group_intervals(packed: np.ndarray, n_ref: int, bounds: np.ndarray, threads:
 
 
 @compiled
-def _pack_segments(bits, cuts, packed, lo, hi):  # pragma: no cover - compiled
-    """packed[i, c] = the bits of column c over the markers of segment i (bits: (M, C) 0/1)."""
+def pack_segments(bits, cuts, packed, lo, hi):  # pragma: no cover - compiled
+    """packed[i, c] |= the bits of column c over the markers of segment i, the segment's first in
+    the lowest bit (bits: (M, C) 0/1; packed: (S, C) unsigned integers as wide as the segments)."""
     for i in range(lo, hi):
         for m in range(cuts[i], cuts[i + 1]):
-            shift = m - cuts[i]
+            shift = np.uint64(m - cuts[i])
             for c in range(bits.shape[1]):
-                packed[i, c] |= np.uint16(bits[m, c]) << shift
+                packed[i, c] |= np.uint64(bits[m, c]) << shift
 
 
 @compiled
@@ -318,12 +319,12 @@ def candidate_priority(markers: np.ndarray, query: np.ndarray, cuts: np.ndarray,
     if n_segments < 1 or np.diff(cuts).max() > 16:
         raise ValueError("segments must hold 1 to 16 markers")
     ref_packed = np.zeros((n_segments, n_ref), np.uint16)
-    run_parts(_pack_segments, n_segments, threads, np.ascontiguousarray(markers, dtype=np.uint8), cuts, ref_packed)
+    run_parts(pack_segments, n_segments, threads, np.ascontiguousarray(markers, dtype=np.uint8), cuts, ref_packed)
     query = np.ascontiguousarray(query.T, dtype=np.int8)  # (M, Q)
     alt_packed = np.zeros((n_segments, query.shape[1]), np.uint16)
     observed_packed = np.zeros((n_segments, query.shape[1]), np.uint16)
-    _pack_segments(np.ascontiguousarray(query == 1, dtype=np.uint8), cuts, alt_packed, 0, n_segments)
-    _pack_segments(np.ascontiguousarray(query >= 0, dtype=np.uint8), cuts, observed_packed, 0, n_segments)
+    pack_segments(np.ascontiguousarray(query == 1, dtype=np.uint8), cuts, alt_packed, 0, n_segments)
+    pack_segments(np.ascontiguousarray(query >= 0, dtype=np.uint8), cuts, observed_packed, 0, n_segments)
     priority = np.empty(pool.shape, np.float32)
     run_parts(_candidate_priority, query.shape[1], threads, ref_packed, alt_packed, observed_packed, pool,
               4 * n_markers + 4, priority)
