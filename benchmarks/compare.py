@@ -10,7 +10,7 @@ divided by Beagle's, per bin and overall.
 
     python benchmarks/compare.py sim [--scenario clean|hard-omni|...|all] [--seeds 1 2 3] [--small] [--unphased]
     python benchmarks/compare.py real [--thin K | --unphased]
-    (either with [--states N] [--fine-tune STEPS] [--threads N] [--out DIR])
+    (either with [--states N] [--fine-tune STEPS] [--weights FILE] [--threads N] [--out DIR])
 
 `sim` simulates each seed's data set for the named scenario (spinimpute.tools.simulate.SCENARIOS;
 `all` runs them one after another) and reports each metric as mean ± sd over seeds;
@@ -71,10 +71,11 @@ def timed(cmd: list[str], log: Path, stdout: Path | None = None) -> dict:
 
 # Each tool's command lines, shared with speed.py so both benchmarks run the tools alike.
 def spinimpute_train(*, ref: Path, genetic_map: Path, model: Path, threads: int, steps: int | None = None,
-                     device: str = "auto") -> list[str]:
+                     device: str = "auto", weights: Path | None = None) -> list[str]:
     steps_args = ["--fine-tune", str(steps)] if steps is not None else []
+    weights_args = ["--weights", str(weights)] if weights is not None else []
     return [sys.executable, "-m", "spinimpute", "-q", "train", "--ref", str(ref), "--map", str(genetic_map),
-            "--out", str(model), "--threads", str(threads), "--device", device, *steps_args]
+            "--out", str(model), "--threads", str(threads), "--device", device, *steps_args, *weights_args]
 
 
 def spinimpute_impute(*, target: Path, model: Path, output: Path, threads: int, device: str = "auto",
@@ -107,11 +108,12 @@ def minimac4_impute(*, target: Path, msav: Path, output: Path, genetic_map: Path
 
 
 def run(data: Path, out: Path, threads: int, steps: int | None, *, target: Path | None = None,
-        model: Path | None = None, states: int | None = None) -> dict:
+        model: Path | None = None, states: int | None = None, weights: Path | None = None) -> dict:
     """Prepare, impute and score with each tool on the data set in `data`; work in `out`.
 
     `target` replaces the data set's target.vcf.gz; with `model`, spinimpute imputes with that
-    model file instead of training one (its prepare time is then not reported).
+    model file instead of training one (its prepare time is then not reported); `weights` is the
+    network `spinimpute train --weights` starts from (default: the shipped one).
     """
     out.mkdir(parents=True, exist_ok=True)
     ref, truth = data / "ref.vcf.gz", data / "truth.vcf.gz"
@@ -120,7 +122,8 @@ def run(data: Path, out: Path, threads: int, steps: int | None, *, target: Path 
     results = {}
     if model is None:
         model = out / "spin.model"
-        prepare = timed(spinimpute_train(ref=ref, genetic_map=genetic_map, model=model, threads=threads, steps=steps),
+        prepare = timed(spinimpute_train(ref=ref, genetic_map=genetic_map, model=model, threads=threads, steps=steps,
+                                         weights=weights),
                         out / "spin.train.log")
     else:
         prepare = {"wall_s": None, "cpu_s": None, "peak_rss_mb": None, "model": str(model)}
@@ -290,6 +293,8 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fine-tune", dest="steps", type=int,
                         help="spinimpute train --fine-tune steps (default: the CLI default, none)")
+    parser.add_argument("--weights", type=Path, metavar="FILE",
+                        help="spinimpute train --weights FILE (default: the shipped pretrained network); use another --out")
     parser.add_argument("--states", type=int, metavar="N",
                         help="spinimpute impute --states N (default: the model's, 400); use another --out")
     parser.add_argument("--thin", type=int, metavar="K",
@@ -324,7 +329,8 @@ def main(argv=None) -> None:
                         states=args.states)],
                    out)
             return
-        report(f"real: {REAL.name}", [run(REAL, out, args.threads, args.steps, states=args.states)], out)
+        report(f"real: {REAL.name}",
+               [run(REAL, out, args.threads, args.steps, states=args.states, weights=args.weights)], out)
         return
     for scenario in SCENARIOS if args.scenario == "all" else [args.scenario]:
         options = {**SCENARIOS[scenario], **(SMALL_SIZES if args.small else {})}
@@ -339,9 +345,11 @@ def main(argv=None) -> None:
                 model = args.out / phased_name / f"seed{seed}" / "spin.model"  # the same panel's model
                 runs.append(run(out / "data", out, args.threads, args.steps,
                                 target=unphased_target(out / "data" / "target.vcf.gz", out / "data"),
-                                model=model if model.exists() else None, states=args.states))
+                                model=model if model.exists() else None, states=args.states,
+                                weights=args.weights))
             else:
-                runs.append(run(out / "data", out, args.threads, args.steps, states=args.states))
+                runs.append(run(out / "data", out, args.threads, args.steps, states=args.states,
+                                weights=args.weights))
         seeds = " ".join(str(s) for s in args.seeds)
         settings = ", ".join(f"{key} {value}" for key, value in options.items())
         targets = ", target unphased" if args.unphased else ""

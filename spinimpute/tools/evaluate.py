@@ -182,7 +182,7 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def _stats(label: str, ds: np.ndarray, truth: np.ndarray, gp: np.ndarray | None) -> dict:
+def dosage_stats(label: str, ds: np.ndarray, truth: np.ndarray, gp: np.ndarray | None) -> dict:
     """Accuracy of (n_sites, n_samples) dosages against true ALT counts; `gp` (n_sites, n_samples, 3) or None."""
     site_r2 = _per_site_r2(ds, truth) if len(ds) else np.zeros(0)
     defined = site_r2[~np.isnan(site_r2)]
@@ -341,7 +341,7 @@ def evaluate(truth_path, imputed_path, *, ref_path=None, target_path=None, threa
     ds, tr, mafs, gp, dr2 = sites.ds, sites.truth, sites.maf, sites.gp, sites.r2_estimate
 
     def stats(label, m):
-        return _stats(label, ds[m], tr[m], None if gp is None else gp[m])
+        return dosage_stats(label, ds[m], tr[m], None if gp is None else gp[m])
 
     poly = mafs > 0
     if not poly.any():
