@@ -1,6 +1,6 @@
 """Pretraining the network once, on simulated panels, so that preparing a panel takes no training.
 
-    python -m spinimpute.training.pretrain [--steps 1200] [--out spinimpute/model/pretrained.safetensors]
+    python -m spinimpute.training.pretrain [--steps 6000] [--out spinimpute/model/pretrained.safetensors]
         [--work DIR] [--threads 2] [--seed 1]
 
 The panels (`PANELS`) vary what real panels vary: demography (an out-of-Africa European and
@@ -71,7 +71,7 @@ def simulated_panels(work: Path, *, threads: int) -> list[dict[str, ReferenceCon
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--out", type=Path, default=PRETRAINED_WEIGHTS)
     parser.add_argument("--work", type=Path, help="folder for the simulated panels (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=2)
