@@ -60,7 +60,7 @@ def main(argv=None) -> None:
         print(_row(name, "pretrained (default)", spin["evaluation"], bundle.config.refinement_weight), flush=True)
         alone = run / "spin.copying.model"
         save_model(alone, bundle.__class__(bundle.weights, bundle.config.replace(refinement_weight=0.0),
-                                           {k: _loaded(c) for k, c in bundle.contigs.items()}, bundle.metadata))
+                                           {k: loaded_contig(c) for k, c in bundle.contigs.items()}, bundle.metadata))
         out = run / "spin.copying.vcf.gz"
         timed(spinimpute_impute(target=target, model=alone, output=out, threads=args.threads),
               run / "spin.copying.log")
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
                        load_model(tuned).config.refinement_weight), flush=True)
 
 
-def _loaded(contig):
+def loaded_contig(contig):
     """A model file's contig with its packed haplotypes read into memory, to be written again."""
     import dataclasses
 

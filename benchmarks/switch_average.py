@@ -8,9 +8,10 @@ data set is read from where that run read it). For each factor f the run's model
 with its effective population size (the switch rate) times f, and imputes the run's target; the
 mixture of the runs is the mean of their DS and of their GP (the posterior of a model averaged over
 the switch rates, with equal prior weights), scored over the same untyped sites as `compare.py`
-scores. Prints, per run and as the mean over runs of each data set: aggregate r² by MAF bin and
-overall, mean per-site r², GP ECE, and the dosage error (1 - aggregate r²) divided by Beagle's. The
-mixture costs one imputation per factor; it is a measurement, not an option of `spinimpute impute`.
+scores. Prints, for each data set (the mean over its runs, e.g. seeds): aggregate r² by MAF bin and
+overall, mean per-site r², GP ECE, and the dosage error (1 - aggregate r²) divided by Beagle's, for the
+run's own output (factor 1, which --factors must hold), the mixture and Beagle's output. The mixture
+costs one imputation per factor; it is a measurement, not an option of `spinimpute impute`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation_network import _loaded
+from ablation_network import loaded_contig
 from compare import spinimpute_impute, timed
 
 
@@ -47,6 +48,8 @@ def main(argv=None) -> None:
     parser.add_argument("--factors", type=float, nargs="+", default=[0.7, 1.0, 1.5])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if 1.0 not in args.factors:
+        parser.error("--factors must hold 1 (the run's own output, which the mixture is compared with)")
     errors: dict[str, dict[str, list]] = {}
     for run in args.runs:
         name = run.parent.name if run.name.startswith("seed") else run.name
@@ -56,7 +59,7 @@ def main(argv=None) -> None:
         data = target.parent
         model = Path(results["spinimpute"]["prepare"].get("model") or run / "spin.model")
         bundle = load_model(model)
-        contigs = {k: _loaded(c) for k, c in bundle.contigs.items()}
+        contigs = {k: loaded_contig(c) for k, c in bundle.contigs.items()}
         outputs = []
         for factor in args.factors:
             if factor == 1.0:
@@ -71,11 +74,11 @@ def main(argv=None) -> None:
         kwargs = {"ref_path": data / "ref.vcf.gz", "target_path": target, "threads": args.threads}
         sites = [scored_sites(data / "truth.vcf.gz", out, **kwargs) for out in outputs]
         beagle = scored_sites(data / "truth.vcf.gz", run / "beagle.vcf.gz", **kwargs)
-        single = sites[args.factors.index(1.0)] if 1.0 in args.factors else sites[0]
+        single = sites[args.factors.index(1.0)]
         for s in sites:  # one model's outputs at the same sites (Beagle's are scored over its own)
             assert s.ds.shape == single.ds.shape and np.array_equal(s.maf, single.maf)
         mixed_ds = np.mean([s.ds for s in sites], axis=0)
-        mixed_gp = np.mean([s.gp for s in sites], axis=0)
+        mixed_gp = None if any(s.gp is None for s in sites) else np.mean([s.gp for s in sites], axis=0)
         rows = {
             "single run": _scores(single.ds, single.truth, single.maf, single.gp),
             "mixture " + "/".join(f"{f:g}" for f in args.factors): _scores(mixed_ds, single.truth, single.maf, mixed_gp),
@@ -91,7 +94,7 @@ def main(argv=None) -> None:
         for variant, runs in variants.items():
             r2 = np.mean([[b["aggregate_r2"] for b in stats] for stats in runs], axis=0)
             site = np.mean([stats[-1]["mean_site_r2"] for stats in runs])
-            ece = np.mean([stats[-1]["ece"] for stats in runs])
+            ece = np.mean([np.nan if stats[-1]["ece"] is None else stats[-1]["ece"] for stats in runs])
             ratio = (1 - r2) / beagle_err
             print(f"| {name} ({len(runs)}) | {variant} | " + " | ".join(f"{v:.4f}" for v in r2)
                   + f" | {site:.4f} | {ece:.4f} | " + " ".join(f"{v:.3f}" for v in ratio[:-1])
