@@ -19,6 +19,13 @@ def test_the_shipped_weights_load_without_running_code():
         assert b"pickle" not in handle.read(4096)  # safetensors: a JSON header and raw tensors
 
 
+def test_the_shipped_weights_are_what_the_pretraining_script_makes_by_default():
+    # Its panels and step count as the script has them now, so that its default command reproduces them.
+    info = load_weights().metadata["pretraining"]
+    assert info["summary"]["options"]["steps"] == pretrain.STEPS
+    assert info["panels"] == [{"seed": pretrain.FIRST_SEED + k, **p} for k, p in enumerate(pretrain.PANELS)]
+
+
 def test_preparing_a_panel_takes_no_gradient_step(small_benchmark, tmp_path, monkeypatch):
     def no_step(*args, **kwargs):
         raise AssertionError("an optimiser step was taken")
