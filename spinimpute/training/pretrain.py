@@ -51,7 +51,7 @@ PANELS: list[dict[str, Any]] = [
     {"demography": "ooa_ceu", "n_ref": 1000, "length": 1_000_000, "hotspots": True, **_ERRORS},
 ]
 FIRST_SEED = 1001
-# Optimiser steps of the shipped network (BENCHMARKS.md, "Current default": its held-out loss against 1,500).
+# Optimiser steps of the shipped network, chosen on its held-out loss (BENCHMARKS.md, "Current default").
 STEPS = 6000
 WINDOW_SITES, FLANK_SITES = 2000, 1000  # as `spinimpute train` lays panels out
 
