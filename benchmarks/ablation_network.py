@@ -49,13 +49,9 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         name = f"{run.parent.name}/{run.name}" if run.name.startswith("seed") else run.name
-        results = json.loads((run / "results.json").read_text())
-        spin = results["spinimpute"]
-        # The target of the run, from the command line its impute log starts with; the data set is its folder.
-        first_line = (run / "spin.impute.log").read_text().splitlines()[0].split()
-        target = Path(first_line[first_line.index("--target") + 1])
+        spin = json.loads((run / "results.json").read_text())["spinimpute"]
+        target, model = run_inputs(run)
         data = target.parent
-        model = Path(spin["prepare"].get("model") or run / "spin.model")  # an unphased run reuses the phased model
         bundle = load_model(model)
         print(_row(name, "pretrained (default)", spin["evaluation"], bundle.config.refinement_weight), flush=True)
         alone = run / "spin.copying.model"
@@ -75,6 +71,15 @@ def main(argv=None) -> None:
                   run / "spin.fine.impute.log")
             print(_row(name, f"fine-tuned {args.fine_tune} steps", _score(out, data, target, args.threads),
                        load_model(tuned).config.refinement_weight), flush=True)
+
+
+def run_inputs(run: Path) -> tuple[Path, Path]:
+    """The target and the model file of a run `compare.py` left in `run` (the data set is the target's folder)."""
+    spin = json.loads((run / "results.json").read_text())["spinimpute"]
+    # The target, from the command line its impute log starts with.
+    first_line = (run / "spin.impute.log").read_text().splitlines()[0].split()
+    target = Path(first_line[first_line.index("--target") + 1])
+    return target, Path(spin["prepare"].get("model") or run / "spin.model")  # an unphased run reuses the phased model
 
 
 def loaded_contig(contig):

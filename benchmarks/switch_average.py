@@ -17,14 +17,13 @@ costs one imputation per factor; it is a measurement, not an option of `spinimpu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation_network import loaded_contig
+from ablation_network import loaded_contig, run_inputs
 from compare import spinimpute_impute, timed
 
 
@@ -53,11 +52,8 @@ def main(argv=None) -> None:
     errors: dict[str, dict[str, list]] = {}
     for run in args.runs:
         name = run.parent.name if run.name.startswith("seed") else run.name
-        results = json.loads((run / "results.json").read_text())
-        first_line = (run / "spin.impute.log").read_text().splitlines()[0].split()
-        target = Path(first_line[first_line.index("--target") + 1])
+        target, model = run_inputs(run)
         data = target.parent
-        model = Path(results["spinimpute"]["prepare"].get("model") or run / "spin.model")
         bundle = load_model(model)
         contigs = {k: loaded_contig(c) for k, c in bundle.contigs.items()}
         outputs = []
