@@ -36,13 +36,10 @@ def test_cpu_backend_unless_torch_is_asked_for(trained_model):
 
 def test_the_cli_keeps_numpys_arrays_in_small_pages(trained_model, small_benchmark, tmp_path):
     """Huge pages' first touches cost more system time than their fewer faults saved (BENCHMARKS.md)."""
-    try:
-        from numpy._core.multiarray import _set_madvise_hugepage as switch
-    except ImportError:  # numpy 1.x
-        from numpy.core.multiarray import _set_madvise_hugepage as switch
+    from spinimpute.engine.device import keep_freed_memory, numpy_hugepage_switch
 
-    from spinimpute.engine.device import keep_freed_memory
-
+    switch = numpy_hugepage_switch()
+    assert switch is not None  # the numpy this project pins has it
     before = switch(True)
     try:
         keep_freed_memory()

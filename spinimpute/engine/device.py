@@ -83,14 +83,22 @@ def keep_freed_memory() -> None:
     if libc is not None:
         libc.mallopt(-4, 0)  # M_MMAP_MAX: serve large blocks from the heap
         libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: do not hand the heap top back after each free
-    try:  # a private switch of numpy's (NUMPY_MADVISE_HUGEPAGE=0 at its import does the same)
+    switch = numpy_hugepage_switch()
+    if switch is not None:
+        switch(False)
+
+
+def numpy_hugepage_switch():
+    """numpy's private switch of huge pages for its arrays (it returns the previous setting; the
+    environment's NUMPY_MADVISE_HUGEPAGE=0 at numpy's import does the same), or None where absent."""
+    try:
         from numpy._core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined]
     except ImportError:  # numpy 1.x
         try:
             from numpy.core.multiarray import _set_madvise_hugepage  # type: ignore[attr-defined,no-redef]
         except ImportError:
-            return
-    _set_madvise_hugepage(False)
+            return None
+    return _set_madvise_hugepage
 
 
 def return_free_memory() -> None:
