@@ -10,7 +10,7 @@ import torch
 from spinimpute.engine.cpu import CpuImputer
 from spinimpute.engine.torch_backend import TorchImputer, network_from_weights
 from spinimpute.model import copying, copying_numpy
-from spinimpute.model.config import MASKED, SITE_FEATURES, ModelConfig
+from spinimpute.model.config import EVIDENCE_FEATURES, MASKED, SITE_FEATURES, ModelConfig
 from spinimpute.model.network import SpinImputer
 
 
@@ -48,16 +48,18 @@ def test_predictor_equals_the_module(kmer, certain, weight, untrained, monkeypat
     query[:, ::5] = ref[:n_query, ::5]
     hmm_prob = torch.rand(n_query, n_sites, generator=g)
     hmm_prob[:, :8] = 1e-5  # certain tokens keep the copying model's logits
+    evidence = torch.rand(n_query, n_sites, EVIDENCE_FEATURES, generator=g)
     if certain is not None:  # every token refined
         monkeypatch.setattr("spinimpute.model.network.CERTAIN", certain)
         monkeypatch.setattr("spinimpute.engine.cpu.CERTAIN", certain)
     with torch.no_grad():
         inducing = net.encode(ref, features)
-        want = net.predict(inducing=inducing, query_alleles=query, hmm_prob=hmm_prob, site_features=features)
+        want = net.predict(inducing=inducing, query_alleles=query, hmm_prob=hmm_prob, hmm_evidence=evidence,
+                           site_features=features)
     cpu = _cpu(net)
     assert cpu.corrects == (weight != 0 and not untrained)
     got = cpu.predict(inducing=inducing.numpy(), query_alleles=query.numpy(), hmm_prob=hmm_prob.numpy(),
-                      site_features=features.numpy())
+                      hmm_evidence=evidence.numpy(), site_features=features.numpy())
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, torch.sigmoid(want).numpy(), atol=2e-6, rtol=1e-5)
 
@@ -80,7 +82,7 @@ def test_copying_model_equals_the_torch_hmm(n_ref):
     with torch.enable_grad():
         net.log_ne.requires_grad_(True)
         assert not copying.runs_compiled(args["ref_typed"], net.switch_rate(n_ref))
-        want = net.copy_probabilities(**args).detach()
+        want, want_evidence = (t.detach() for t in net.copy_probabilities(**args))
     markers = ref[:, typed].T.to(torch.uint8).numpy()
     kernel_query = torch.where(observed, query, -1.0).to(torch.int8).numpy()
     groups = copying_numpy.group_packed_sites(np.packbits(ref.T.to(torch.uint8).numpy(), axis=1), n_ref,
@@ -88,9 +90,10 @@ def test_copying_model_equals_the_torch_hmm(n_ref):
     # The engine chooses the states for the CPU backend (`spinimpute.engine.impute`); the module chooses its own.
     candidates = (copying_numpy.select_candidates(markers, kernel_query, net.copying_states)
                   if n_ref > net.copying_states else None)
-    got = _cpu(net).copy_probabilities(markers=markers, query=kernel_query, candidates=candidates,
-                                       marker_cm=marker_cm.numpy(), site_cm=site_cm.numpy(), groups=groups)
+    got, evidence = _cpu(net).copy_probabilities(markers=markers, query=kernel_query, candidates=candidates,
+                                                 marker_cm=marker_cm.numpy(), site_cm=site_cm.numpy(), groups=groups)
     np.testing.assert_allclose(got, want.numpy(), atol=2e-5)
+    np.testing.assert_allclose(evidence, want_evidence.numpy(), atol=2e-5)
 
 
 def test_engine_gives_the_same_dosages_through_torch_and_without(trained_model, small_benchmark, tmp_path):

@@ -35,18 +35,38 @@ def test_closed_form_sites_match_full_forward_backward(seed):
     rate, error = torch.tensor(20.0, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
     observed_all = typed.expand(n_query, -1).clone()
     expected = _brute_force(ref, query, observed_all, cm, rate, error)
-    got = copying.impute_sites(
+    got, _ = copying.impute_sites(
         ref[:, typed], query[:, typed], torch.ones(n_query, int(typed.sum()), dtype=torch.bool), cm[typed], ref, cm, rate, error
     )
     torch.testing.assert_close(got, expected, atol=1e-9, rtol=1e-7)
+
+
+def test_evidence_is_the_flanking_messages_shares():
+    """The evidence the predictor reads beside each site's posterior, from its definition: the ALT
+    carriers' shares of the forward message at the marker before the site and of the backward message
+    at the marker after it, and of the states, and log10 of the sum of the two messages' product."""
+    ref, query, observed, cm, typed = _random_problem(2, n_ref=16, n_query=3, n_sites=50, n_typed=6)
+    rate, error = torch.tensor(8.0, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
+    _, evidence = copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error)
+    alpha, gamma = copying.forward_backward(ref[:, typed], query, observed, cm[typed], rate, error)
+    n_markers = len(typed)
+    for j in range(ref.shape[1]):
+        k = int((typed < j).sum())  # the site's interval: between markers k - 1 and k
+        if k < n_markers and typed[k] == j:
+            continue  # a marker is not imputed
+        a = alpha[:, k - 1] if k > 0 else gamma[:, 0]
+        g = gamma[:, k] if k < n_markers else alpha[:, -1]
+        want = torch.stack([a @ ref[:, j], g @ ref[:, j], ref[:, j].mean().expand(len(query)),
+                            torch.log10((a * g).sum(dim=1))], dim=-1)
+        torch.testing.assert_close(evidence[:, j], want, atol=1e-9, rtol=1e-7)
 
 
 def test_missing_allele_is_uninformative():
     ref = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
     query = torch.tensor([[1.0, 1.0]])
     cm = torch.tensor([0.0, 0.1])
-    a1 = copying.impute_sites(ref, query, torch.tensor([[True, False]]), cm, ref, cm, torch.tensor(1.0), torch.tensor(0.01))
-    a2 = copying.impute_sites(ref[:, :1], query[:, :1], torch.tensor([[True]]), cm[:1], ref, cm, torch.tensor(1.0), torch.tensor(0.01))
+    a1, _ = copying.impute_sites(ref, query, torch.tensor([[True, False]]), cm, ref, cm, torch.tensor(1.0), torch.tensor(0.01))
+    a2, _ = copying.impute_sites(ref[:, :1], query[:, :1], torch.tensor([[True]]), cm[:1], ref, cm, torch.tensor(1.0), torch.tensor(0.01))
     torch.testing.assert_close(a1, a2)
 
 
@@ -55,7 +75,7 @@ def test_copies_the_matching_template():
     typed = torch.tensor([0, 2, 4])
     query = ref[1:2, typed]
     cm = torch.linspace(0, 0.01, 5)
-    p = copying.impute_sites(ref[:, typed], query, torch.ones(1, 3, dtype=torch.bool), cm[typed], ref, cm,
+    p, _ = copying.impute_sites(ref[:, typed], query, torch.ones(1, 3, dtype=torch.bool), cm[typed], ref, cm,
                          torch.tensor(1.0), torch.tensor(1e-3))
     assert p[0, 1] > 0.99 and p[0, 3] > 0.99
 
@@ -65,7 +85,7 @@ def test_gradients_reach_parameters():
     typed = torch.arange(0, 30, 5)
     rate = torch.tensor(5.0, requires_grad=True)
     error = torch.tensor(0.01, requires_grad=True)
-    p = copying.impute_sites(ref[:, typed], ref[:2, typed], torch.ones(2, len(typed), dtype=torch.bool),
+    p, _ = copying.impute_sites(ref[:, typed], ref[:2, typed], torch.ones(2, len(typed), dtype=torch.bool),
                          torch.linspace(0, 1, 30)[typed], ref, torch.linspace(0, 1, 30), rate, error)
     p.sum().backward()
     assert rate.grad is not None and torch.isfinite(rate.grad)
@@ -91,21 +111,23 @@ def test_candidates_equal_a_panel_of_those_rows(seed):
     candidates = copying.select_candidates(ref[:, typed], query, observed, 9)
     assert candidates.shape == (query.shape[0], 9)
     assert (candidates[:, 1:] > candidates[:, :-1]).all()
-    got = copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error, candidates=candidates)
+    got, got_evidence = copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error,
+                                             candidates=candidates)
     for q in range(query.shape[0]):
         rows = candidates[q]
-        alone = copying.impute_sites(ref[rows][:, typed], query[q : q + 1], observed[q : q + 1], cm[typed], ref[rows], cm,
-                                 rate, error)
+        alone, evidence = copying.impute_sites(ref[rows][:, typed], query[q : q + 1], observed[q : q + 1], cm[typed],
+                                               ref[rows], cm, rate, error)
         torch.testing.assert_close(got[q : q + 1], alone, atol=1e-10, rtol=1e-8)
+        torch.testing.assert_close(got_evidence[q : q + 1], evidence, atol=1e-10, rtol=1e-8)
 
 
 def test_all_rows_as_candidates_is_the_full_panel():
     ref, query, observed, cm, typed = _random_problem(3)
     rate, error = torch.tensor(5.0, dtype=torch.float64), torch.tensor(0.01, dtype=torch.float64)
     every = torch.arange(ref.shape[0]).expand(query.shape[0], -1)
-    full = copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error)
+    full, _ = copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error)
     torch.testing.assert_close(
-        copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error, candidates=every), full
+        copying.impute_sites(ref[:, typed], query, observed, cm[typed], ref, cm, rate, error, candidates=every)[0], full
     )
 
 
@@ -140,11 +162,12 @@ def test_compiled_kernel_equals_torch_code(with_candidates):
     error = torch.tensor(0.01)
     candidates = copying.select_candidates(ref[:, typed], query, observed, 9) if with_candidates else None
     args = (ref[:, typed], query, observed, cm[typed], ref, cm)
-    compiled = copying.impute_sites(*args, torch.tensor(5.0), error, candidates=candidates)
+    compiled, compiled_evidence = copying.impute_sites(*args, torch.tensor(5.0), error, candidates=candidates)
     rate = torch.tensor(5.0, requires_grad=True)
-    differentiable = copying.impute_sites(*args, rate, error, candidates=candidates)
+    differentiable, evidence = copying.impute_sites(*args, rate, error, candidates=candidates)
     assert differentiable.requires_grad and not compiled.requires_grad
     torch.testing.assert_close(compiled, differentiable.detach(), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(compiled_evidence, evidence.detach(), atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("block_sites,block_markers", [(0, 1), (6, 3), (10**9, 10**9)])
@@ -162,14 +185,16 @@ def test_compiled_posteriors_do_not_depend_on_the_blocks(monkeypatch, block_site
     candidates = copying.select_candidates(ref[:, typed], query, observed, 25) if with_candidates else None
     args = (ref[:, typed], query, observed, cm[typed], ref, cm)
     with torch.enable_grad():
-        want = copying.impute_sites(*args, rate.clone().requires_grad_(True), error, candidates=candidates).detach()
+        want, want_evidence = (t.detach() for t in copying.impute_sites(
+            *args, rate.clone().requires_grad_(True), error, candidates=candidates))
     monkeypatch.setattr(copying_numpy, "BLOCK_SITES", block_sites)
     monkeypatch.setattr(copying_numpy, "BLOCK_MARKERS", block_markers)
     groups = copying.group_sites(ref, ref[:, typed], copying.interval_bounds(cm[typed], cm))
     n_blocks = len(groups.block_bounds) - 1
     assert n_blocks == {1: 40, 3: None, 10**9: 1}[block_markers] or block_markers == 3 and 13 < n_blocks < 40
-    got = copying.impute_sites(*args, rate, error, candidates=candidates, groups=groups)
+    got, evidence = copying.impute_sites(*args, rate, error, candidates=candidates, groups=groups)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)  # the compiled kernel returns float32
+    torch.testing.assert_close(evidence, want_evidence, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("block_markers", [1, 16])
@@ -185,16 +210,18 @@ def test_sites_reached_from_the_few_groups_holding_states_are_the_torch_posterio
     candidates = copying.select_candidates(ref[:, typed], query, observed, 12)
     args = (ref[:, typed], query, observed, cm[typed], ref, cm)
     with torch.enable_grad():
-        want = copying.impute_sites(*args, rate.clone().requires_grad_(True), error, candidates=candidates).detach()
+        want, want_evidence = (t.detach() for t in copying.impute_sites(
+            *args, rate.clone().requires_grad_(True), error, candidates=candidates))
     monkeypatch.setattr(copying_numpy, "BLOCK_MARKERS", block_markers)
     groups = copying.group_sites(ref, ref[:, typed], copying.interval_bounds(cm[typed], cm))
     occupied = [(len(np.unique(groups.group_of[k][candidates[q].numpy()])), groups.n_groups[k])
                 for q in range(len(query)) for k in range(len(groups.n_groups))
                 if groups.bounds[k] < groups.bounds[k + 1]]
     assert any(4 * n_occ < n for n_occ, n in occupied) and any(4 * n_occ >= n for n_occ, n in occupied)
-    got = copying.impute_sites(*args, rate, error, candidates=candidates, groups=groups)
+    got, evidence = copying.impute_sites(*args, rate, error, candidates=candidates, groups=groups)
     assert (got == 0).any()  # sites where no group holding states carries ALT
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(evidence, want_evidence, atol=1e-6, rtol=1e-6)
 
 
 def test_torch_candidates_are_the_compiled_selection():

@@ -6,7 +6,15 @@ import torch
 
 from spinimpute.engine.torch_backend import network_from_weights
 from spinimpute.errors import ModelFileError, OutputFileError
-from spinimpute.io.modelfile import FORMAT_VERSION, METADATA_KEY, load_model, save_model
+from spinimpute.io.modelfile import (
+    FORMAT_VERSION,
+    METADATA_KEY,
+    PRETRAINED_WEIGHTS,
+    WEIGHTS_VERSION,
+    load_model,
+    load_weights,
+    save_model,
+)
 
 
 def test_round_trip_preserves_weights_and_panel(trained_model, small_benchmark):
@@ -71,6 +79,15 @@ def test_incompatible_version_is_rejected(trained_model, tmp_path, version):
     other = _with_metadata(trained_model, tmp_path / "other.spin", lambda meta: meta.update(format_version=version))
     with pytest.raises(ModelFileError, match=f"format version {version} .*re-run 'spinimpute train'"):
         load_model(other)
+
+
+@pytest.mark.parametrize("version", [1, WEIGHTS_VERSION + 1])
+def test_network_weights_of_another_version_are_rejected(tmp_path, version):
+    # Version 1's network read the copying model's probabilities without their evidence.
+    other = _with_metadata(PRETRAINED_WEIGHTS, tmp_path / "old.safetensors",
+                           lambda meta: meta.update(format_version=version))
+    with pytest.raises(ModelFileError, match=f"spinimpute-network format version {version} is not supported"):
+        load_weights(other)
 
 
 @pytest.mark.parametrize("weight", [2.0, "1", None])

@@ -16,7 +16,7 @@ import numpy as np
 
 from spinimpute.compiled import compiled, run_parts
 from spinimpute.model import copying_numpy
-from spinimpute.model.config import CERTAIN, FEED_FORWARD, MASKED, SITE_FEATURES, ModelConfig
+from spinimpute.model.config import CERTAIN, EVIDENCE_FEATURES, FEED_FORWARD, MASKED, SITE_FEATURES, ModelConfig
 
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default
 
@@ -68,16 +68,17 @@ class CpuImputer:
         return np.float32(1.0) / (np.float32(1.0) + np.exp(-self.weights["logit_mismatch"]))
 
     def copy_probabilities(self, *, markers: np.ndarray, query: np.ndarray, candidates: np.ndarray | None,
-                           marker_cm: np.ndarray, site_cm: np.ndarray, groups: copying_numpy.SiteGroups) -> np.ndarray:
-        """The copying model's ALT probabilities (Q, J) float32: `Imputer.copy_probabilities`, as
-        `SpinImputer.copy_probabilities` computes them."""
+                           marker_cm: np.ndarray, site_cm: np.ndarray,
+                           groups: copying_numpy.SiteGroups) -> tuple[np.ndarray, np.ndarray]:
+        """The copying model's ALT probabilities (Q, J) float32 and their evidence: `Imputer.copy_probabilities`,
+        as `SpinImputer.copy_probabilities` computes them."""
         n_ref = markers.shape[1]
         return copying_numpy.posteriors(markers, query, candidates, marker_cm, site_cm, groups,
                                         self.switch_rate(n_ref), self.mismatch(), threads=self.threads)
 
     # ---------------------------------------------------------------- predictor
     def predict(self, *, inducing: np.ndarray, query_alleles: np.ndarray, hmm_prob: np.ndarray,
-                site_features: np.ndarray) -> np.ndarray:
+                hmm_evidence: np.ndarray, site_features: np.ndarray) -> np.ndarray:
         """ALT probabilities (Q, W) float32: `Imputer.predict`, as the sigmoid of `SpinImputer.predict`'s
         logits. A certain token's probabilities are the copying model's, clipped as the module clips
         them (what the sigmoid of their logits gives back), so only the open tokens' take logarithms."""
@@ -100,7 +101,9 @@ class CpuImputer:
         words = (digits * 3 ** np.arange(k)).sum(axis=-1)
         features = np.pad(site_features, ((0, -w % k), (0, 0))).reshape(-1, k * SITE_FEATURES)
         tokens = self.weights["word_embedding.weight"][words] + _linear(features, self.weights, "site_projection")[cols]
-        hmm_in = np.stack([p_open, logit_open / np.float32(10.0)], axis=-1).reshape(len(rows), 2 * k)
+        evidence_open = np.where(inside[..., None], hmm_evidence[rows[:, None], columns], np.float32(0))
+        hmm_in = np.concatenate([p_open[..., None], logit_open[..., None] / np.float32(10.0), evidence_open],
+                                axis=-1).reshape(len(rows), (2 + EVIDENCE_FEATURES) * k)
         tokens = tokens + _linear(hmm_in, self.weights, "hmm_projection")
         head = _linear(self._attend(tokens, inducing), self.weights, "head").reshape(-1, k, 2)
         head *= np.float32(self.refinement_weight)

@@ -24,7 +24,7 @@ from spinimpute.compiled import compiled, run_parts
 from spinimpute.engine.protocol import Imputer
 from spinimpute.errors import OutputFileError
 from spinimpute.model import copying_numpy
-from spinimpute.model.config import MASKED
+from spinimpute.model.config import EVIDENCE_FEATURES, MASKED
 from spinimpute.model.features import site_features
 from spinimpute.panel import ReferenceContig
 from spinimpute.target import TargetContig
@@ -50,11 +50,13 @@ GROUP_RESULT_BYTES = 3 << 29
 SPILL_PIECE_BYTES = 64 * 2**20
 
 
-def predict_probabilities(model: Imputer, *, inducing, hmm_prob, typed_columns, typed_alleles, features) -> np.ndarray:
+def predict_probabilities(model: Imputer, *, inducing, hmm_prob, hmm_evidence, typed_columns, typed_alleles,
+                          features) -> np.ndarray:
     """ALT probabilities (Q, W') of a window's sites from the copying model's (Q, W') and the SPIN predictor.
 
     Args:
         inducing: (I, F*E) the window's inducing points.
+        hmm_evidence: (Q, W', EVIDENCE_FEATURES) the copying model's evidence.
         typed_columns: (M,) positions of the typed markers among the W' sites.
         typed_alleles: (Q, M) their alleles, negative where missing; observed alleles are
             returned as they are (0 or 1).
@@ -62,7 +64,8 @@ def predict_probabilities(model: Imputer, *, inducing, hmm_prob, typed_columns, 
     """
     query_alleles = np.full(hmm_prob.shape, MASKED, dtype=np.int8)
     query_alleles[:, typed_columns] = np.where(typed_alleles >= 0, typed_alleles, MASKED)
-    prob = model.predict(inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob, site_features=features)
+    prob = model.predict(inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob, hmm_evidence=hmm_evidence,
+                         site_features=features)
     prob[:, typed_columns] = np.where(typed_alleles >= 0, typed_alleles, prob[:, typed_columns])
     return prob
 
@@ -91,8 +94,8 @@ def query_batch_size(n_markers: int, n_states: int, *, compiled: bool = False, n
     """Query haplotypes per batch within `budget` bytes (QUERY_BATCH_BUDGET by default)."""
     if compiled:
         # The compiled copying model keeps its state per thread: what grows with the batch is
-        # the float32 probabilities and logits of the sites.
-        per_query = 16 * n_sites
+        # the float32 probabilities, evidence and logits of the sites.
+        per_query = (16 + 4 * EVIDENCE_FEATURES) * n_sites
     else:
         # The torch copying model at its peak, per marker and state: the gathered states, emissions,
         # alpha and gamma as lists and stacked (float32), and the states' int64 interval groups.
@@ -295,12 +298,14 @@ def _impute_group(model: Imputer, contig: ReferenceContig, target: TargetContig,
     def core_probabilities(query: np.ndarray, candidates: np.ndarray | None) -> list[np.ndarray]:
         """(core sites, Q) ALT probabilities of each window for the (Q, M) query haplotypes."""
         if groups is not None:  # typed markers in reach
-            hmm_prob = model.copy_probabilities(markers=markers_by_haplotype.T, query=query, candidates=candidates,
-                                                marker_cm=marker_cm, site_cm=site_cm, groups=groups)
+            hmm_prob, evidence = model.copy_probabilities(markers=markers_by_haplotype.T, query=query,
+                                                          candidates=candidates, marker_cm=marker_cm, site_cm=site_cm,
+                                                          groups=groups)
         else:
-            hmm_prob = np.broadcast_to(contig.alt_freq[g_lo:g_hi].astype(np.float32), (len(query), g_hi - g_lo))
+            hmm_prob, evidence = copying_numpy.frequency_posteriors(contig.alt_freq[g_lo:g_hi], len(query), n_ref)
         return [
             predict_probabilities(model, inducing=part["inducing"], hmm_prob=hmm_prob[:, lo_w - g_lo : hi_w - g_lo],
+                                  hmm_evidence=evidence[:, lo_w - g_lo : hi_w - g_lo],
                                   typed_columns=part["typed_columns"], typed_alleles=query[:, part["markers"]],
                                   features=part["features"])[:, part["core"]].T
             for (lo_w, hi_w), part in zip(spans, per_window)

@@ -28,8 +28,10 @@ class Imputer(Protocol):
     memory_budget: int | None
 
     def copy_probabilities(self, *, markers: np.ndarray, query: np.ndarray, candidates: np.ndarray | None,
-                           marker_cm: np.ndarray, site_cm: np.ndarray, groups: SiteGroups) -> np.ndarray:
-        """The copying model's (Q, J) float32 ALT probabilities.
+                           marker_cm: np.ndarray, site_cm: np.ndarray,
+                           groups: SiteGroups) -> tuple[np.ndarray, np.ndarray]:
+        """The copying model's (Q, J) float32 ALT probabilities and (Q, J, EVIDENCE_FEATURES) float32
+        evidence behind them (`spinimpute.model.copying_kernels.copy_posteriors` defines it).
 
         Args:
             markers: (M, R) uint8 reference alleles at the typed markers (M >= 1), marker-major.
@@ -42,7 +44,7 @@ class Imputer(Protocol):
         ...
 
     def predict(self, *, inducing: np.ndarray, query_alleles: np.ndarray, hmm_prob: np.ndarray,
-                site_features: np.ndarray) -> np.ndarray:
+                hmm_evidence: np.ndarray, site_features: np.ndarray) -> np.ndarray:
         """(Q, W) float32 ALT probabilities of the SPIN predictor over the copying model's (a new,
         writable array): the sigmoid of `SpinImputer.predict`'s logits.
 
@@ -50,6 +52,7 @@ class Imputer(Protocol):
             inducing: (I, F*E) cached inducing points of the window.
             query_alleles: (Q, W) typed alleles 0/1, MASKED elsewhere.
             hmm_prob: (Q, W) ALT probabilities from the copying model.
+            hmm_evidence: (Q, W, EVIDENCE_FEATURES) the evidence behind them.
             site_features: (W, SITE_FEATURES).
         """
         ...

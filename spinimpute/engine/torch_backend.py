@@ -50,22 +50,24 @@ class TorchImputer:
         return torch.from_numpy(np.ascontiguousarray(array)).to(self.device, dtype)
 
     @torch.inference_mode()
-    def copy_probabilities(self, *, markers, query, candidates, marker_cm, site_cm, groups) -> np.ndarray:
-        """(Q, J) float32; arguments as `CpuImputer.copy_probabilities`."""
+    def copy_probabilities(self, *, markers, query, candidates, marker_cm, site_cm, groups) -> tuple[np.ndarray,
+                                                                                                     np.ndarray]:
+        """(Q, J) and (Q, J, EVIDENCE_FEATURES) float32; arguments as `CpuImputer.copy_probabilities`."""
         query_t = self._tensor(query, torch.int64)
-        hmm_prob = self.network.copy_probabilities(
+        hmm_prob, evidence = self.network.copy_probabilities(
             ref_typed=self._tensor(markers.T, torch.float32), query_typed=query_t.clamp(min=0).float(),
             observed=query_t >= 0, marker_cm=self._tensor(marker_cm), ref_sites=None, site_cm=self._tensor(site_cm),
             groups=groups, candidates=None if candidates is None else self._tensor(candidates, torch.int64),
         )
-        return hmm_prob.float().cpu().numpy()
+        return hmm_prob.float().cpu().numpy(), evidence.float().cpu().numpy()
 
     @torch.inference_mode()
-    def predict(self, *, inducing, query_alleles, hmm_prob, site_features) -> np.ndarray:
+    def predict(self, *, inducing, query_alleles, hmm_prob, hmm_evidence, site_features) -> np.ndarray:
         """(Q, W) float32 probabilities; arguments as `CpuImputer.predict`."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
             logits = self.network.predict(
                 inducing=self._tensor(inducing), query_alleles=self._tensor(query_alleles, torch.int64),
-                hmm_prob=self._tensor(hmm_prob), site_features=self._tensor(site_features),
+                hmm_prob=self._tensor(hmm_prob), hmm_evidence=self._tensor(hmm_evidence),
+                site_features=self._tensor(site_features),
             )
         return torch.sigmoid(logits.float()).cpu().numpy()

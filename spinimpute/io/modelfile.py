@@ -21,12 +21,13 @@ from spinimpute.errors import ModelFileError
 from spinimpute.io import compact_panel
 from spinimpute.io.atomic import atomic_output
 from spinimpute.io.compact_panel import CompactHaplotypes
-from spinimpute.model.config import FEED_FORWARD, SITE_FEATURES, ModelConfig
+from spinimpute.model.config import EVIDENCE_FEATURES, FEED_FORWARD, SITE_FEATURES, ModelConfig
 from spinimpute.panel import ReferenceContig, Sites, Strings, Window
 
 FORMAT_NAME = "spinimpute-model"
-# 2: the haplotypes compact (spinimpute.io.compact_panel); 1 stored them bit-packed.
-FORMAT_VERSION = 2
+# 3: the network reads the copying model's evidence (config.EVIDENCE_FEATURES); 2: the haplotypes compact
+# (spinimpute.io.compact_panel); 1 stored them bit-packed.
+FORMAT_VERSION = 3
 METADATA_KEY = "spinimpute"
 
 
@@ -270,7 +271,7 @@ def load_model(path, *, threads: int = 1) -> ModelBundle:
 # Weights that imputation reads, with the width of their last dimension as a function of the hyperparameters.
 _INFERENCE_WEIGHTS = {
     "log_ne": None, "logit_mismatch": None, "word_embedding.weight": "embed_dim", "head.weight": "embed_dim",
-    "hmm_projection.weight": "2*kmer", "site_projection.weight": "features*kmer", "predictor.to_q.weight": "embed_dim",
+    "hmm_projection.weight": "copying*kmer", "site_projection.weight": "features*kmer", "predictor.to_q.weight": "embed_dim",
     **{f"predictor.{layer}.weight": None for layer in FEED_FORWARD},
 }
 
@@ -278,7 +279,8 @@ _INFERENCE_WEIGHTS = {
 def _check_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> None:
     """The weights imputation needs are there and fit the hyperparameters (what loading into
     the torch module would check); ValueError if not."""
-    sizes = {"embed_dim": config.embed_dim, "2*kmer": 2 * config.kmer, "features*kmer": SITE_FEATURES * config.kmer}
+    sizes = {"embed_dim": config.embed_dim, "copying*kmer": (2 + EVIDENCE_FEATURES) * config.kmer,
+             "features*kmer": SITE_FEATURES * config.kmer}
     for name, width in _INFERENCE_WEIGHTS.items():
         if name not in weights:
             raise ValueError(f"missing weight {name}")
@@ -289,7 +291,8 @@ def _check_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> None:
 # --------------------------------------------------------------------------- network weights
 
 WEIGHTS_FORMAT = "spinimpute-network"
-WEIGHTS_VERSION = 1
+# 2: the network reads the copying model's evidence (config.EVIDENCE_FEATURES); 1 its probabilities alone.
+WEIGHTS_VERSION = 2
 # The network pretrained on simulated panels (`spinimpute.training.pretrain`), shipped with the package.
 PRETRAINED_WEIGHTS = Path(__file__).resolve().parents[1] / "model" / "pretrained.safetensors"
 
@@ -336,6 +339,12 @@ def load_weights(path=None) -> NetworkWeights:
             metadata = json.loads((handle.metadata() or {}).get(METADATA_KEY, "{}"))
             if metadata.get("format") not in (WEIGHTS_FORMAT, FORMAT_NAME):
                 raise ModelFileError(path, "not spinimpute network weights (nor a spinimpute model)")
+            version, expected = metadata.get("format_version"), {WEIGHTS_FORMAT: WEIGHTS_VERSION,
+                                                                 FORMAT_NAME: FORMAT_VERSION}[metadata["format"]]
+            if version != expected:
+                raise ModelFileError(path, f"{metadata['format']} format version {version} is not supported by "
+                                           f"spinimpute {__version__} (expects {expected}); make the weights again "
+                                           "with this version")
             prefix = "network." if metadata["format"] == FORMAT_NAME else ""
             weights = {k[len(prefix):]: handle.get_tensor(k) for k in handle.keys()  # noqa: SIM118 - not a dict
                        if k.startswith(prefix) and not k.startswith("contig")}

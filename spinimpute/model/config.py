@@ -12,6 +12,11 @@ from dataclasses import dataclass
 
 SITE_FEATURES = 3  # per site: ALT frequency, log10 MAF, genetic position relative to the window's centre
 MASKED = 2  # allele code of a masked (untyped) SNP inside a token
+# Per query haplotype and site, what the copying model's posterior rests on, which the predictor
+# reads beside it (`spinimpute.model.copying_kernels.copy_posteriors` defines them): the ALT
+# carriers' shares of the forward and of the backward message at the flanking markers, of the
+# states, and log10 of the chance of copying one template across the site's interval.
+EVIDENCE_FEATURES = 4
 # The predictor refines only tokens where the copying model is unsure of some site (ALT
 # probability in (CERTAIN, 1 - CERTAIN)); the others keep its logits (BENCHMARKS.md, constants).
 CERTAIN = 1e-3

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from spinimpute.model import copying_numpy
+from spinimpute.model.config import EVIDENCE_FEATURES
 from spinimpute.model.copying_numpy import SiteGroups
 
 
@@ -203,8 +204,9 @@ def impute_sites(
     *,
     candidates: torch.Tensor | None = None,
     groups: SiteGroups | None = None,
-) -> torch.Tensor:
-    """Posterior probability of the ALT allele at each site for each query haplotype.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior probability of the ALT allele at each site for each query haplotype, and the evidence
+    behind it (`spinimpute.model.copying_kernels.copy_posteriors` defines its EVIDENCE_FEATURES).
 
     On a CPU, when no gradient is needed, the compiled kernels of `spinimpute.model.copying_kernels`
     do the same arithmetic (far fewer, larger steps than torch operations can take).
@@ -223,7 +225,7 @@ def impute_sites(
             it across batches of queries; made here when None.
 
     Returns:
-        (Q, J) probabilities in [0, 1].
+        (Q, J) probabilities in [0, 1] and (Q, J, EVIDENCE_FEATURES) evidence.
     """
     if groups is None:
         if ref_sites is None:
@@ -245,6 +247,7 @@ def impute_sites(
     n_query, n_markers = query_typed.shape[0], marker_cm.shape[0]
     weights = weights.to(alpha.dtype)
     out = torch.empty(n_query, site_cm.shape[0], dtype=alpha.dtype, device=alpha.device)
+    evidence = torch.empty(n_query, site_cm.shape[0], EVIDENCE_FEATURES, dtype=alpha.dtype, device=alpha.device)
     ones = torch.ones(n_query, n_states, dtype=alpha.dtype, device=alpha.device)
     bounds = groups.bounds
     sequences = GroupSequences(groups, alpha.device)
@@ -261,9 +264,13 @@ def impute_sites(
         products = (summed @ sequences[k].to(alpha.dtype)).view(4, n_query, -1)
         w = weights[:, lo:hi]
         num = (w.unsqueeze(1) * products).sum(dim=0)
-        den = w[0] * ag.sum(dim=1, keepdim=True) + w[1] + w[2] + w[3] * n_states
+        ag_total = ag.sum(dim=1, keepdim=True)
+        den = w[0] * ag_total + w[1] + w[2] + w[3] * n_states
         out[:, lo:hi] = num / den
-    return out.clamp(0.0, 1.0)
+        evidence[:, lo:hi] = torch.stack([products[1].clamp(max=1.0), products[2].clamp(max=1.0),
+                                          products[3] / n_states,
+                                          torch.log10(ag_total.clamp(min=1e-30)).expand(-1, hi - lo)], dim=-1)
+    return out.clamp(0.0, 1.0), evidence
 
 
 def _kernel_alleles(ref_typed, query_typed, observed) -> tuple[np.ndarray, np.ndarray]:
@@ -273,10 +280,10 @@ def _kernel_alleles(ref_typed, query_typed, observed) -> tuple[np.ndarray, np.nd
 
 
 def _impute_sites_compiled(ref_typed, query_typed, observed, marker_cm, site_cm, rate_per_cm, error, candidates,
-                           groups) -> torch.Tensor:
+                           groups) -> tuple[torch.Tensor, torch.Tensor]:
     markers, query = _kernel_alleles(ref_typed, query_typed, observed)
-    out = copying_numpy.posteriors(
+    out, evidence = copying_numpy.posteriors(
         markers, query, None if candidates is None else candidates.to(torch.int32).numpy(), marker_cm.numpy(),
         site_cm.numpy(), groups, rate_per_cm.detach().numpy(), float(error), threads=torch.get_num_threads(),
     )
-    return torch.from_numpy(out).to(ref_typed.dtype)
+    return torch.from_numpy(out).to(ref_typed.dtype), torch.from_numpy(evidence).to(ref_typed.dtype)

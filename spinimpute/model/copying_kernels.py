@@ -13,9 +13,12 @@ markers, J sites to impute; interval k holds the sites between markers k - 1 and
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from spinimpute.compiled import compiled, run_parts
+from spinimpute.model.config import EVIDENCE_FEATURES
 
 _POPCOUNT = np.array([v.bit_count() for v in range(256)], dtype=np.int64)  # set bits of each byte value
 
@@ -409,10 +412,20 @@ def _occupy(sums, u, occupied, n_occ):  # pragma: no cover - compiled
 
 
 @compiled
+def _write_evidence(evidence_row, j, s_a, s_g, s_1, n_states, log_ag):  # pragma: no cover - compiled
+    evidence_row[j, 0] = min(1.0, s_a)
+    evidence_row[j, 1] = min(1.0, s_g)
+    evidence_row[j, 2] = s_1 / n_states
+    evidence_row[j, 3] = log_ag
+
+
+@compiled
 def _site_posteriors(k, sums, occupied, n_occ, n_states, bounds, weights, alt_ptr, alt_group, sites, acc,
-                     out_row):  # pragma: no cover - compiled
+                     out_row, evidence_row):  # pragma: no cover - compiled
     """Posteriors of interval k's sites from its groups' sums of a*g, a, g and states (`sums`, (U_k, 4)),
-    a and g the forward message before it and the backward message after it, each summing to one.
+    a and g the forward message before it and the backward message after it, each summing to one;
+    and each site's evidence (`evidence_row`, (J, EVIDENCE_FEATURES)): the ALT carriers' shares of
+    a, of g and of the states, and log10 of the sum of a*g over all states (see `copy_posteriors`).
 
     Only the groups occupied[:n_occ] hold states (the others' sums are zero); `sums` is left zero.
     A site where none of them carries ALT has no ALT mass: probability 0. Where few groups hold
@@ -440,10 +453,15 @@ def _site_posteriors(k, sums, occupied, n_occ, n_states, bounds, weights, alt_pt
     ag_total = 0.0  # summed over the groups, not the states: no chain of additions in the callers' loops
     for i in range(n_occ):
         ag_total += sums[occupied[i], 0]
+    log_ag = math.log10(max(ag_total, 1e-30))
     if sparse:
         group_base, site_ptr, alt_site = sites
         for j in range(lo, hi):
             out_row[j] = 0.0
+            evidence_row[j, 0] = 0.0
+            evidence_row[j, 1] = 0.0
+            evidence_row[j, 2] = 0.0
+            evidence_row[j, 3] = log_ag
         for i in range(n_occ):
             u = occupied[i]
             g = group_base[k] + u
@@ -463,6 +481,7 @@ def _site_posteriors(k, sums, occupied, n_occ, n_states, bounds, weights, alt_pt
                        + weights[2, j] * acc[j - lo, 2] + weights[3, j] * acc[j - lo, 3])
                 den = weights[0, j] * ag_total + weights[1, j] + weights[2, j] + weights[3, j] * n_states
                 out_row[j] = min(1.0, max(0.0, num / den))
+                _write_evidence(evidence_row, j, acc[j - lo, 1], acc[j - lo, 2], acc[j - lo, 3], n_states, log_ag)
                 acc[j - lo, :] = 0.0
     else:
         for j in range(lo, hi):
@@ -479,13 +498,14 @@ def _site_posteriors(k, sums, occupied, n_occ, n_states, bounds, weights, alt_pt
             num = weights[0, j] * s_ag + weights[1, j] * s_a + weights[2, j] * s_g + weights[3, j] * s_1
             den = weights[0, j] * ag_total + weights[1, j] + weights[2, j] + weights[3, j] * n_states
             out_row[j] = min(1.0, max(0.0, num / den))
+            _write_evidence(evidence_row, j, s_a, s_g, s_1, n_states, log_ag)
     for i in range(n_occ):
         sums[occupied[i], :] = 0.0
 
 
 @compiled
 def _interval_posteriors(k, a, g, cand, groups_by_haplotype, n_groups, bounds, weights, alt_ptr, alt_group, sites,
-                         sums, occupied, acc, out_row):  # pragma: no cover - compiled
+                         sums, occupied, acc, out_row, evidence_row):  # pragma: no cover - compiled
     """Posteriors of interval k's sites from each state's forward message a before it and backward
     message g after it (each summing to one)."""
     if bounds[k] == bounds[k + 1]:
@@ -499,12 +519,12 @@ def _interval_posteriors(k, a, g, cand, groups_by_haplotype, n_groups, bounds, w
         sums[u, 2] += g[s]
         sums[u, 3] += 1.0
     _site_posteriors(k, sums[: n_groups[k]], occupied, n_occ, cand.shape[0], bounds, weights, alt_ptr, alt_group,
-                     sites, acc, out_row)
+                     sites, acc, out_row, evidence_row)
 
 
 @compiled
 def _copy_posteriors(alleles, query, candidates, jump, error, block_bounds, blocks_by_haplotype, bounds,
-                     groups_by_haplotype, n_groups, alt_ptr, alt_group, sites, weights, out, q_lo,
+                     groups_by_haplotype, n_groups, alt_ptr, alt_group, sites, weights, out, evidence, q_lo,
                      q_hi):  # pragma: no cover - compiled
     """The forward-backward over each query's states, a block of markers at a time.
 
@@ -547,6 +567,7 @@ def _copy_posteriors(alleles, query, candidates, jump, error, block_bounds, bloc
         cand = candidates[q]
         x = query[q]
         out_row = out[q]
+        evidence_row = evidence[q]
         base[0] = 0
         for b in range(n_blocks):
             n_u = 0
@@ -595,7 +616,7 @@ def _copy_posteriors(alleles, query, candidates, jump, error, block_bounds, bloc
                 u = class_of[b, s]
                 entry[b + 1, s] = sigma[m1 - 1] * (fwd_p[at + u] * entry[b, s] + fwd_c[at + u])
         _interval_posteriors(n_markers, entry[n_blocks], entry[n_blocks], cand, groups_by_haplotype, n_groups, bounds,
-                             weights, alt_ptr, alt_group, sites, sums, occupied, acc, out_row)
+                             weights, alt_ptr, alt_group, sites, sums, occupied, acc, out_row, evidence_row)
         # Backward; each interval is imputed as soon as the backward message of its right marker is known.
         g_after[:] = 1.0  # no message after the last marker
         for b in range(n_blocks - 1, -1, -1):
@@ -634,19 +655,20 @@ def _copy_posteriors(alleles, query, candidates, jump, error, block_bounds, bloc
                         sums[w, 2] += tau * (qq * b_sum[u] + d * count[b, u])
                         sums[w, 3] += count[b, u]
                     _site_posteriors(m, sums[: n_groups[m]], occupied, n_occ, n_states, bounds, weights, alt_ptr,
-                                     alt_group, sites, acc, out_row)
+                                     alt_group, sites, acc, out_row, evidence_row)
             for s in range(n_states):
                 u = class_of[b, s]
                 g_here[s] = tau * (bwd_q[u] * g_after[s] + bwd_d[u])
             # Interval m0, between this block and the one before (interval 0: before the first marker).
             _interval_posteriors(m0, entry[b] if m0 > 0 else g_here, g_here, cand, groups_by_haplotype, n_groups,
-                                 bounds, weights, alt_ptr, alt_group, sites, sums, occupied, acc, out_row)
+                                 bounds, weights, alt_ptr, alt_group, sites, sums, occupied, acc, out_row, evidence_row)
             g_after, g_here = g_here, g_after
 
 
-def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, blocks, weights, *, threads: int = 1,
-                    dtype=np.float32) -> np.ndarray:
-    """Posterior ALT probability of each site for each query (see `spinimpute.model.copying.impute_sites`).
+def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, blocks, weights, *,
+                    threads: int = 1, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior ALT probability of each site for each query, and the evidence behind it (see
+    `spinimpute.model.copying.impute_sites`).
 
     Args:
         markers: (M, R) uint8 reference alleles at the typed markers, marker-major.
@@ -661,11 +683,17 @@ def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, blo
         weights: (4, J) float64 weights of the a*g, a, g and uniform terms at each site.
 
     Returns:
-        (Q, J) probabilities of `dtype` (the arithmetic is float64).
+        (Q, J) probabilities of `dtype` (the arithmetic is float64), and (Q, J, EVIDENCE_FEATURES)
+        float32 evidence: at each site the ALT carriers' shares of the forward message at the marker
+        before it and of the backward message at the marker after it, the share of the states that
+        carry ALT there, and log10 of the sum over the states of the two messages' product (the chance
+        of copying one template across the interval: near 0 where both flanks agree on one template,
+        about -log10(K) where they spread over all K states).
     """
     out = np.empty((query.shape[0], weights.shape[1]), dtype=dtype)
+    evidence = np.empty((query.shape[0], weights.shape[1], EVIDENCE_FEATURES), dtype=np.float32)
     if out.size == 0:
-        return out
+        return out, evidence
     group_of, n_groups, alt_ptr, alt_group = groups
     block_bounds, block_of = blocks
     # Haplotype-major copies (R, M), (R, n_blocks) and (R, M + 1): each state's row is read whole.
@@ -677,10 +705,10 @@ def copy_posteriors(markers, query, candidates, jump, error, bounds, groups, blo
         np.ascontiguousarray(np.asarray(block_of, dtype=np.int32).T), np.ascontiguousarray(bounds, dtype=np.int64),
         np.ascontiguousarray(np.asarray(group_of, dtype=np.int32).T), n_groups, alt_ptr, alt_group,
         _alt_sites(np.ascontiguousarray(bounds, dtype=np.int64), n_groups, alt_ptr, alt_group),
-        np.ascontiguousarray(weights, dtype=np.float64), out,
+        np.ascontiguousarray(weights, dtype=np.float64), out, evidence,
     )
     run_parts(_copy_posteriors, query.shape[0], threads, *args)
-    return out
+    return out, evidence
 
 
 TOP_BINS = 4096  # histogram bins of a top-rows pass: a narrowing pass cuts a row's value range by 4096

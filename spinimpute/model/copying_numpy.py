@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spinimpute.model import copying_kernels, pbwt
+from spinimpute.model.config import EVIDENCE_FEATURES
 
 # Markers per segment of candidate preselection; the compiled kernel packs a segment into 16 bits.
 SEGMENT_MARKERS = 16
@@ -203,8 +204,9 @@ def select_candidates(markers: np.ndarray, query: np.ndarray, n_candidates: int,
 
 
 def posteriors(markers, query, candidates, marker_cm, site_cm, groups: SiteGroups, rate_per_cm, error, *,
-               threads: int = 1) -> np.ndarray:
-    """(Q, J) float32 posterior ALT probabilities of the sites for each query.
+               threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, J) float32 posterior ALT probabilities of the sites for each query, and (Q, J, EVIDENCE_FEATURES)
+    float32 the evidence behind them (`copying_kernels.copy_posteriors`).
 
     Args:
         markers: (M, R) uint8 reference alleles at the typed markers (M >= 1), marker-major.
@@ -224,3 +226,13 @@ def posteriors(markers, query, candidates, marker_cm, site_cm, groups: SiteGroup
         np.asarray(groups.bounds), (groups.group_of, groups.n_groups, groups.alt_ptr, groups.alt_group),
         (groups.block_bounds, groups.block_of), weights.astype(np.float64), threads=threads,
     )
+
+
+def frequency_posteriors(alt_freq: np.ndarray, n_query: int, n_ref: int) -> tuple[np.ndarray, np.ndarray]:
+    """`posteriors` where no typed marker is in reach: every panel haplotype equally likely a template,
+    so each site's ALT probability and its carriers' shares are its panel frequency, and the chance of
+    copying one template across it is 1 / n_ref. Read-only broadcasts, (Q, J) and (Q, J, EVIDENCE_FEATURES)."""
+    freq = np.asarray(alt_freq, dtype=np.float32)
+    evidence = np.stack([freq, freq, freq, np.full_like(freq, -np.log10(max(1, n_ref)))], axis=-1)
+    return (np.broadcast_to(freq, (n_query, len(freq))),
+            np.broadcast_to(evidence, (n_query, len(freq), EVIDENCE_FEATURES)))

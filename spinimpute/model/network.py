@@ -10,8 +10,10 @@ haplotype:
   (`spinimpute.model.copying`), whose switch rate and mismatch rate are learned; it gives each
   site an ALT probability that already follows template switches along the window;
 * the parametric path, SPIN's predictor: each token of the query row where the HMM is
-  unsure of some site (its typed alleles, mask bits and the HMM's probabilities)
-  cross-attends to the cached inducing points, and a head turns the result into a
+  unsure of some site (its typed alleles, mask bits, the HMM's probabilities and the
+  evidence behind them: how the templates copied at the flanking markers and the states
+  carry each allele, and whether one template spans the site) cross-attends to the
+  cached inducing points, and a head turns the result into a
   per-site scale and shift of the HMM's logit. Tokens the HMM is sure of keep its logits,
   which makes the predictor's cost follow the uncertain part of the panel, a few percent
   of the tokens, rather than every site of every query.
@@ -27,8 +29,8 @@ import math
 import torch
 from torch import nn
 
-from spinimpute.model import copying
-from spinimpute.model.config import CERTAIN, MASKED, SITE_FEATURES, ModelConfig
+from spinimpute.model import copying, copying_numpy
+from spinimpute.model.config import CERTAIN, EVIDENCE_FEATURES, MASKED, SITE_FEATURES, ModelConfig
 
 
 class MultiheadAttentionBlock(nn.Module):
@@ -147,7 +149,8 @@ class SpinImputer(nn.Module):
             SpinLayer(embed_dim=embed_dim, n_latents=n_latents, n_heads=n_heads, dropout=dropout)
             for _ in range(config.n_layers)
         )
-        self.hmm_projection = nn.Linear(2 * kmer, embed_dim)
+        # Per site of a token: the copying model's probability, its logit and the evidence behind it.
+        self.hmm_projection = nn.Linear((2 + EVIDENCE_FEATURES) * kmer, embed_dim)
         self.predictor = MultiheadAttentionBlock(
             query_dim=embed_dim, kv_dim=n_latents * embed_dim, out_dim=embed_dim, n_heads=n_heads, dropout=dropout
         )
@@ -220,6 +223,7 @@ class SpinImputer(nn.Module):
         inducing: torch.Tensor,
         query_alleles: torch.Tensor,
         hmm_prob: torch.Tensor,
+        hmm_evidence: torch.Tensor,
         site_features: torch.Tensor,
     ) -> torch.Tensor:
         """ALT logits for query haplotypes.
@@ -228,6 +232,7 @@ class SpinImputer(nn.Module):
             inducing: (I, F*E) cached inducing points of the window.
             query_alleles: (Q, W) long, typed alleles 0/1, MASKED elsewhere.
             hmm_prob: (Q, W) ALT probabilities from the copying model.
+            hmm_evidence: (Q, W, EVIDENCE_FEATURES) the evidence behind them (`copy_probabilities`).
             site_features: (W, SITE_FEATURES).
 
         Returns:
@@ -244,7 +249,10 @@ class SpinImputer(nn.Module):
         rows, cols = (torch.minimum(p_tokens, 1 - p_tokens) > CERTAIN).any(dim=-1).nonzero(as_tuple=True)
         tokens = self.word_embedding(self._words(query_alleles)[rows, cols]) + self._token_sites(site_features)[cols]
         p_open, logit_open = p_tokens[rows, cols], logit_tokens[rows, cols]  # (N, kmer) each
-        tokens = tokens + self.hmm_projection(torch.stack([p_open, logit_open / 10.0], dim=-1).flatten(1))
+        evidence = self._pad(hmm_evidence.transpose(1, 2), 0.0).view(q, EVIDENCE_FEATURES, -1, self.kmer)
+        evidence_open = evidence[rows, :, cols].transpose(1, 2)  # (N, kmer, EVIDENCE_FEATURES)
+        hmm_in = torch.cat([p_open.unsqueeze(-1), logit_open.unsqueeze(-1) / 10.0, evidence_open], dim=-1)
+        tokens = tokens + self.hmm_projection(hmm_in.flatten(1))
         attended = self.predictor(tokens.unsqueeze(0), inducing.unsqueeze(0)).squeeze(0)
         # float32 again after a bfloat16 autocast region, to be written into the HMM's logits
         scale, shift = (self.refinement_weight * self.head(attended).float()).view(-1, self.kmer, 2).unbind(-1)
@@ -262,8 +270,9 @@ class SpinImputer(nn.Module):
         site_cm: torch.Tensor,
         groups: copying.SiteGroups | None = None,
         candidates: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The semi-parametric path: Li-Stephens posterior ALT probabilities (Q, J).
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The semi-parametric path: Li-Stephens posterior ALT probabilities (Q, J) and the evidence
+        behind them (Q, J, EVIDENCE_FEATURES), which `predict` reads.
 
         Shapes as in `spinimpute.model.copying.impute_sites`; `groups` may be shared by batches, and
         with them and at least one typed marker, `ref_sites` is not read (may be None).
@@ -274,8 +283,9 @@ class SpinImputer(nn.Module):
         if ref_typed.shape[1] == 0:
             if ref_sites is None:
                 raise ValueError("without typed markers the copying model needs ref_sites")
-            freq = ref_sites.float().mean(dim=0)
-            return freq.expand(query_typed.shape[0], -1).clone()
+            prob, evidence = copying_numpy.frequency_posteriors(ref_sites.float().mean(dim=0).cpu().numpy(),
+                                                                query_typed.shape[0], ref_sites.shape[0])
+            return (torch.tensor(prob, device=ref_sites.device), torch.tensor(evidence, device=ref_sites.device))
         n_ref = ref_typed.shape[0]
         if candidates is None and n_ref > self.copying_states:
             candidates = copying.select_candidates(ref_typed, query_typed, observed, self.copying_states)

@@ -154,7 +154,7 @@ def window_logits(
         query_typed: (Q, M) long query alleles at those markers, negative where missing.
         inducing: (I, F*E) inducing points of the window.
     """
-    hmm_prob = network.copy_probabilities(
+    hmm_prob, hmm_evidence = network.copy_probabilities(
         ref_typed=ref_alleles[:, typed_columns],
         query_typed=query_typed.clamp(min=0).to(ref_alleles.dtype),
         observed=query_typed >= 0,
@@ -164,7 +164,8 @@ def window_logits(
     )
     query_alleles = torch.full(hmm_prob.shape, MASKED, dtype=torch.long, device=hmm_prob.device)
     query_alleles[:, typed_columns] = torch.where(query_typed >= 0, query_typed, MASKED)
-    return network.predict(inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob, site_features=features)
+    return network.predict(inducing=inducing, query_alleles=query_alleles, hmm_prob=hmm_prob,
+                           hmm_evidence=hmm_evidence, site_features=features)
 
 
 def _loss(network: SpinImputer, batch) -> tuple[torch.Tensor, torch.Tensor]:
