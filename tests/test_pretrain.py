@@ -63,3 +63,16 @@ def test_pretraining_writes_weights_train_can_start_from(tmp_path, monkeypatch):
     info = weights.metadata["pretraining"]
     assert info["panels"][1]["seed"] == pretrain.FIRST_SEED + 1 and info["summary"]["panels"] == 2
     assert "validation_before" in info["summary"] and info["command"].endswith("--threads 1")
+    assert info["initialised_from"] is None
+
+    # Trained further from those weights, with new draws: the same individuals held out, measured
+    # on the same windows, so the held-out loss goes on from where the first run left it.
+    further = tmp_path / "w2.safetensors"
+    pretrain.main(["--steps", "2", "--out", str(further), "--work", str(tmp_path / "panels"), "--threads", "1",
+                   "--init", str(out), "--draws-seed", "2"])
+    info2 = load_weights(further).metadata["pretraining"]
+    assert info2["initialised_from"]["sha256"] == weights.sha256
+    assert info2["initialised_from"]["pretraining"]["summary"]["options"]["steps"] == 3
+    assert info2["summary"]["options"]["draws_seed"] == 2
+    left = info["summary"]["validation_after" if info["summary"]["kept"] == "trained" else "validation_before"]
+    assert info2["summary"]["validation_before"] == pytest.approx(left, rel=1e-6)

@@ -1,7 +1,7 @@
 """Pretraining the network once, on simulated panels, so that preparing a panel takes no training.
 
     python -m spinimpute.training.pretrain [--steps 6000] [--out spinimpute/model/pretrained.safetensors]
-        [--work DIR] [--threads 2] [--seed 1]
+        [--work DIR] [--threads 2] [--seed 1] [--init WEIGHTS --draws-seed 2]
 
 The panels (`PANELS`) vary what real panels vary: demography (an out-of-Africa European and
 African population, a founder population), panel size (300 to 4,000 haplotypes), recombination
@@ -11,7 +11,9 @@ simulated with seeds that no benchmark uses, and neither the real benchmark pane
 benchmark target is read: the real panel is the test of how the network transfers. Held-out
 individuals of every panel measure the network before and after. The weights, with these
 settings and that evidence, are written as safetensors plus JSON (`spinimpute.io.modelfile.
-save_weights`), which `spinimpute train` reads by default.
+save_weights`), which `spinimpute train` reads by default. `--init` trains a network further
+from its weights (a new warm-up and decay of the learning rate); give it another `--draws-seed`, so
+that the steps draw new windows and pseudo-targets while the same individuals stay held out.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from spinimpute.engine.torch_backend import configure_torch
 from spinimpute.io.genmap import read_genetic_map
-from spinimpute.io.modelfile import PRETRAINED_WEIGHTS, save_weights
+from spinimpute.io.modelfile import PRETRAINED_WEIGHTS, load_weights, save_weights
 from spinimpute.io.reading import read_panel
 from spinimpute.model.config import ModelConfig
 from spinimpute.model.network import SpinImputer
@@ -77,7 +81,9 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=PRETRAINED_WEIGHTS)
     parser.add_argument("--work", type=Path, help="folder for the simulated panels (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="seed of the held-out split and validation")
+    parser.add_argument("--draws-seed", type=int, help="seed of the training steps' draws (default: --seed)")
+    parser.add_argument("--init", type=Path, help="weights to train further (default: a new network)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="pretrain: %(message)s")
     start = time.time()
@@ -88,7 +94,12 @@ def main(argv=None) -> None:
         simulated = time.time() - start
         config = ModelConfig()
         network = SpinImputer(config)
-        options = TrainingOptions(steps=args.steps, seed=args.seed, validation_windows=2)
+        init = load_weights(args.init) if args.init else None
+        if init is not None:
+            if init.config != config:
+                raise SystemExit(f"pretrain: {args.init} has other hyperparameters than this version's defaults")
+            network.load_state_dict({k: torch.from_numpy(v) for k, v in init.weights.items()})
+        options = TrainingOptions(steps=args.steps, seed=args.seed, draws_seed=args.draws_seed, validation_windows=2)
         summary = train(network, panels, options, device="cpu")
     log.info("held-out individuals: before r2 %.4f loss %.5f, after r2 %.4f loss %.5f (%s kept)",
              summary["validation_before"]["r2"], summary["validation_before"]["loss"],
@@ -99,6 +110,8 @@ def main(argv=None) -> None:
             "command": "python -m spinimpute.training.pretrain " + " ".join(sys.argv[1:] if argv is None else argv),
             "panels": [{"seed": FIRST_SEED + k, **settings} for k, settings in enumerate(PANELS)],
             "summary": summary,
+            "initialised_from": None if init is None else {"sha256": init.sha256,
+                                                           "pretraining": init.metadata.get("pretraining")},
             "seconds_simulating": round(simulated, 1),
             "seconds": seconds,
             "machine": f"{platform.machine()}, {args.threads} threads",

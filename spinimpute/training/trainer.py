@@ -64,7 +64,11 @@ class TrainingOptions:
             when the panel is encoded for imputation (a random subset: the inducing
             points are attention-weighted summaries, so a subset makes them at a
             fraction of the cost, and encoding costs the same whatever the panel size).
-        seed: random seed.
+        seed: random seed of the held-out split, the validation windows and masks, and the
+            held-out fits.
+        draws_seed: random seed of the training steps' draws (windows, pseudo-targets, masks) and
+            of torch; `seed` where None. Training a network further on the same panels draws
+            anew but holds out the same individuals.
     """
 
     steps: int = 0
@@ -78,6 +82,7 @@ class TrainingOptions:
     fit_sites: int = 24_000
     encoder_rows: int = 256
     seed: int = 1
+    draws_seed: int | None = None
 
 
 def build_reference(panel: Panel, genetic_map: GeneticMap | None, *, core: int, flank: int) -> dict[str, ReferenceContig]:
@@ -257,8 +262,9 @@ def train(
     panel (`held_out_samples`) measure the network before and after on a few windows; if
     training did not lower their loss, the starting weights are kept.
     """
-    rng = np.random.default_rng(options.seed)
-    torch.manual_seed(options.seed)
+    draws_seed = options.seed if options.draws_seed is None else options.draws_seed
+    rng = np.random.default_rng(draws_seed)
+    torch.manual_seed(draws_seed)
     network.to(device).train()
     splits = [_PanelSplit.of(contigs, options, k) for k, contigs in enumerate(panels)]
     panel_sites = np.array([sum(len(c.sites) for c in split.contigs.values()) for split in splits], float)
