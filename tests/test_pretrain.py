@@ -19,11 +19,16 @@ def test_the_shipped_weights_load_without_running_code():
         assert b"pickle" not in handle.read(4096)  # safetensors: a JSON header and raw tensors
 
 
-def test_the_shipped_weights_are_what_the_pretraining_script_makes_by_default():
-    # Its panels and step count as the script has them now, so that its default command reproduces them.
+def test_the_shipped_weights_are_what_the_pretraining_commands_make():
+    # Its panels and step counts as the script has them now, so that its two documented commands (a run
+    # with the defaults, then `--init` from its weights with `--draws-seed 2`) reproduce them.
     info = load_weights().metadata["pretraining"]
-    assert info["summary"]["options"]["steps"] == pretrain.STEPS
-    assert info["panels"] == [{"seed": pretrain.FIRST_SEED + k, **p} for k, p in enumerate(pretrain.PANELS)]
+    first = info["initialised_from"]["pretraining"]
+    assert first.get("initialised_from") is None and info["summary"]["options"]["draws_seed"] == 2
+    for run in (first, info):
+        assert run["summary"]["options"]["steps"] == pretrain.STEPS
+        assert run["summary"]["options"]["seed"] == 1
+        assert run["panels"] == [{"seed": pretrain.FIRST_SEED + k, **p} for k, p in enumerate(pretrain.PANELS)]
 
 
 def test_preparing_a_panel_takes_no_gradient_step(small_benchmark, tmp_path, monkeypatch):

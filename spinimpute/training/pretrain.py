@@ -55,7 +55,8 @@ PANELS: list[dict[str, Any]] = [
     {"demography": "ooa_ceu", "n_ref": 1000, "length": 1_000_000, "hotspots": True, **_ERRORS},
 ]
 FIRST_SEED = 1001
-# Optimiser steps of the shipped network, chosen on its held-out loss (BENCHMARKS.md, "Current default").
+# Optimiser steps of each run of the shipped network, chosen on its held-out loss (BENCHMARKS.md): a run
+# with the defaults, then a run `--init` from its weights with `--draws-seed 2` (12,000 steps in all).
 STEPS = 6000
 WINDOW_SITES, FLANK_SITES = 2000, 1000  # as `spinimpute train` lays panels out
 
