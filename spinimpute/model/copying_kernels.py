@@ -458,10 +458,7 @@ def _site_posteriors(k, sums, occupied, n_occ, n_states, bounds, weights, alt_pt
         group_base, site_ptr, alt_site = sites
         for j in range(lo, hi):
             out_row[j] = 0.0
-            evidence_row[j, 0] = 0.0
-            evidence_row[j, 1] = 0.0
-            evidence_row[j, 2] = 0.0
-            evidence_row[j, 3] = log_ag
+            _write_evidence(evidence_row, j, 0.0, 0.0, 0.0, n_states, log_ag)  # no ALT carrier among the states
         for i in range(n_occ):
             u = occupied[i]
             g = group_base[k] + u
