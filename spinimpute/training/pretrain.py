@@ -27,9 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from spinimpute.engine.torch_backend import configure_torch
+from spinimpute.engine.torch_backend import configure_torch, network_from_weights
 from spinimpute.io.genmap import read_genetic_map
 from spinimpute.io.modelfile import PRETRAINED_WEIGHTS, load_weights, save_weights
 from spinimpute.io.reading import read_panel
@@ -94,12 +92,10 @@ def main(argv=None) -> None:
         panels = simulated_panels(work, threads=args.threads)
         simulated = time.time() - start
         config = ModelConfig()
-        network = SpinImputer(config)
         init = load_weights(args.init) if args.init else None
-        if init is not None:
-            if init.config != config:
-                raise SystemExit(f"pretrain: {args.init} has other hyperparameters than this version's defaults")
-            network.load_state_dict({k: torch.from_numpy(v) for k, v in init.weights.items()})
+        if init is not None and init.config != config:
+            raise SystemExit(f"pretrain: {args.init} has other hyperparameters than this version's defaults")
+        network = SpinImputer(config) if init is None else network_from_weights(init.weights, config)
         options = TrainingOptions(steps=args.steps, seed=args.seed, draws_seed=args.draws_seed, validation_windows=2)
         summary = train(network, panels, options, device="cpu")
     log.info("held-out individuals: before r2 %.4f loss %.5f, after r2 %.4f loss %.5f (%s kept)",
